@@ -1,0 +1,44 @@
+# Set-up and the two jobs of the README: `make demo` and `make test`.
+# The venv lives in .venv; torch/torchvision are pinned here (the pair on this machine's disk)
+# while setup.cfg keeps ranges, so GPU users can bring their own CUDA build (see README).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+DEBIAN_PACKAGES := dataset-fashion-mnist postgresql chromium
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: install system-deps demo test benchmark clean-venv
+
+$(BIN)/biotune-optuna: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(PIP) install $(TORCH_PIN)
+	$(PIP) install -e ".[test]"
+	touch $@
+
+install: $(BIN)/biotune-optuna
+
+# Debian packages: Fashion-MNIST (offline data), PostgreSQL (multi-worker tests), Chromium
+# (dashboard screenshot). Installed only when missing; tests skip with a reason without them.
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+	  || { $$sudo apt-get update -q >/dev/null && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; } \
+	  || echo "warning: could not install$$missing; the tests that need them will skip"; \
+	fi
+
+demo: install system-deps
+	$(BIN)/biotune-optuna demo
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+benchmark: install
+	$(BIN)/python benchmarks/sampler_synthetic.py
+
+clean-venv:
+	rm -rf $(VENV)

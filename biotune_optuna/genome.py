@@ -1,0 +1,125 @@
+"""The BioTune genome: one gene per block plus a freezing threshold, and its decoding.
+
+Pure Python (no torch): the sampler, the objective and the analysis share this module.
+
+A genome ``[nu_0, ..., nu_B, eps]`` decodes to a fine-tuning plan (ALGORITHM.md, 1.2):
+block ``b`` is trained when ``nu_b > eps`` (strict), with learning-rate multiplier
+``10 ** (2 * (nu_b - 0.5))`` (0.1x at 0, 1x at 0.5, 10x at 1); other blocks are frozen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from optuna.distributions import FloatDistribution
+
+GENE_PREFIX = "gene:"
+THRESHOLD = "threshold"
+
+
+def gene_name(block: str) -> str:
+    """Parameter name of a block's gene, readable in optuna-dashboard."""
+    return f"{GENE_PREFIX}{block}"
+
+
+def search_space(block_names: Sequence[str]) -> dict[str, FloatDistribution]:
+    """The Optuna search space of the genome: ``gene:<block>`` for each block, then ``threshold``."""
+    if not block_names:
+        raise ValueError("a genome needs at least one block")
+    if len(set(block_names)) != len(block_names):
+        raise ValueError(f"block names must be unique, got {list(block_names)}")
+    space = {gene_name(b): FloatDistribution(0.0, 1.0) for b in block_names}
+    space[THRESHOLD] = FloatDistribution(0.0, 1.0)
+    return space
+
+
+def suggest_genome(trial, block_names: Sequence[str]) -> dict[str, float]:
+    """Suggest every gene of the genome on an Optuna trial and return the parameters."""
+    return {
+        name: trial.suggest_float(name, dist.low, dist.high)
+        for name, dist in search_space(block_names).items()
+    }
+
+
+def lr_multiplier(gene: float) -> float:
+    """The paper's ``adaptive_block_normexp`` weight: 10^(2 (gene - 0.5)), in [0.1, 10]."""
+    return 10.0 ** (2.0 * (gene - 0.5))
+
+
+@dataclass(frozen=True)
+class FineTunePlan:
+    """Which blocks are trained and the learning-rate multiplier of each trained block.
+
+    ``multipliers[i]`` is 0.0 for a frozen block.
+    """
+
+    block_names: tuple[str, ...]
+    multipliers: tuple[float, ...]
+
+    @property
+    def trained(self) -> tuple[bool, ...]:
+        return tuple(m > 0.0 for m in self.multipliers)
+
+    @property
+    def trained_blocks(self) -> list[str]:
+        return [b for b, m in zip(self.block_names, self.multipliers) if m > 0.0]
+
+    @property
+    def frozen_blocks(self) -> list[str]:
+        return [b for b, m in zip(self.block_names, self.multipliers) if m == 0.0]
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no block is trained (the paper scores this as chance without training)."""
+        return not any(self.trained)
+
+    def learning_rates(self, base_lr: float) -> dict[str, float]:
+        """Learning rate of each trained block: ``base_lr * multiplier``."""
+        return {b: base_lr * m for b, m in zip(self.block_names, self.multipliers) if m > 0.0}
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "trained_blocks": self.trained_blocks,
+            "frozen_blocks": self.frozen_blocks,
+            "lr_multipliers": {b: round(m, 6) for b, m in zip(self.block_names, self.multipliers)
+                               if m > 0.0},
+        }
+
+
+def decode(params: Mapping[str, float], block_names: Sequence[str]) -> FineTunePlan:
+    """Decode trial parameters into a plan. Missing genes raise a KeyError naming them."""
+    missing = [n for n in [*map(gene_name, block_names), THRESHOLD] if n not in params]
+    if missing:
+        raise KeyError(f"genome parameters missing: {missing}")
+    threshold = params[THRESHOLD]
+    multipliers = []
+    for block in block_names:
+        gene = params[gene_name(block)]
+        multipliers.append(lr_multiplier(gene) if gene > threshold else 0.0)
+    return FineTunePlan(tuple(block_names), tuple(multipliers))
+
+
+def encode(trained: Mapping[str, float] | Sequence[str], block_names: Sequence[str],
+           ) -> dict[str, float]:
+    """A genome that decodes to the given plan: blocks to multipliers (or a list, all 1x).
+
+    Useful to enqueue known recipes (full fine-tuning, linear probing) into a search.
+    Multipliers must lie in (0.1, 10]; a threshold just below the smallest trained gene
+    freezes every other block.
+    """
+    if not isinstance(trained, Mapping):
+        trained = {b: 1.0 for b in trained}
+    unknown = sorted(set(trained) - set(block_names))
+    if unknown:
+        raise ValueError(f"unknown blocks {unknown}; the model's blocks are {list(block_names)}")
+    genes = {}
+    for block, multiplier in trained.items():
+        if not 0.1 < multiplier <= 10.0:
+            raise ValueError(f"multiplier of {block} must be in (0.1, 10], got {multiplier}")
+        genes[block] = 0.5 + math.log10(multiplier) / 2.0
+    threshold = min(genes.values(), default=1.0) / 2.0
+    params = {gene_name(b): genes.get(b, 0.0) for b in block_names}
+    params[THRESHOLD] = threshold
+    return params

@@ -1,0 +1,107 @@
+"""Synthetic objectives for comparing samplers in milliseconds instead of GPU hours.
+
+``FineTuneTask`` mimics a fine-tuning search over the BioTune genome: each block has a
+gain when trained (negative when training it overfits), an ideal learning-rate multiplier
+and a size; accuracy adds up the gains, loses accuracy quadratically in the log-distance of
+each multiplier to its ideal, and carries seeded evaluation noise. The three tasks follow the
+transfer regimes of shared/DATA.md: near domain (freeze the early blocks), head only
+(linear probing wins) and far domain (train all, higher rates deeper). ``sphere`` and
+``rastrigin`` are standard functions on [0, 1]^d, without a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from biotune_optuna import genome
+
+CHANCE = 0.1
+
+
+@dataclass(frozen=True)
+class FineTuneTask:
+    """Accuracy-like objective (maximised) of a decoded plan, with noise."""
+
+    name: str
+    blocks: tuple[str, ...]
+    gains: tuple[float, ...]  # accuracy gained by training each block at its ideal rate
+    ideal_multipliers: tuple[float, ...]
+    base: float = 0.6  # accuracy of the pre-trained features with an untrained head
+    lr_sensitivity: float = 0.03  # loss per squared decade away from the ideal rate
+    noise: float = 0.01
+    seed: int = 0
+
+    direction = "maximize"
+
+    @property
+    def search_space(self) -> dict[str, optuna.distributions.FloatDistribution]:
+        return genome.search_space(self.blocks)
+
+    def accuracy(self, plan: genome.FineTunePlan) -> float:
+        """Noise-free accuracy of a plan; chance when nothing is trained."""
+        if plan.is_empty:
+            return CHANCE
+        acc = self.base
+        for multiplier, gain, ideal in zip(plan.multipliers, self.gains, self.ideal_multipliers):
+            if multiplier > 0:
+                acc += gain - self.lr_sensitivity * math.log10(multiplier / ideal) ** 2
+        return min(max(acc, 0.0), 1.0)
+
+    def best_accuracy(self) -> float:
+        """The noise-free optimum: train exactly the blocks with a positive gain at their
+        ideal rates (reachable by the genome since every ideal lies in (0.1, 10])."""
+        return min(self.base + sum(g for g in self.gains if g > 0), 1.0)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        plan = genome.decode(genome.suggest_genome(trial, self.blocks), self.blocks)
+        rng = np.random.default_rng([self.seed, trial.number])
+        return float(np.clip(self.accuracy(plan) + rng.normal(0.0, self.noise), 0.0, 1.0))
+
+
+BLOCKS = ("stem", "stage1", "stage2", "stage3", "stage4", "head")
+
+TASKS = {
+    "near-domain": FineTuneTask(
+        "near-domain", BLOCKS, gains=(-0.03, -0.02, 0.02, 0.06, 0.08, 0.12),
+        ideal_multipliers=(1.0, 1.0, 0.5, 1.0, 2.0, 5.0)),
+    "head-only": FineTuneTask(
+        "head-only", BLOCKS, gains=(-0.05, -0.05, -0.04, -0.04, -0.03, 0.25),
+        ideal_multipliers=(1.0, 1.0, 1.0, 1.0, 1.0, 8.0)),
+    "far-domain": FineTuneTask(
+        "far-domain", BLOCKS, gains=(0.02, 0.03, 0.04, 0.05, 0.06, 0.1),
+        ideal_multipliers=(0.3, 0.5, 1.0, 2.0, 3.0, 5.0)),
+}
+
+
+@dataclass(frozen=True)
+class StandardFunction:
+    """A minimised test function on [0, 1]^d, parameters ``x0..x{d-1}``."""
+
+    name: str
+    dims: int = 7
+    direction = "minimize"
+
+    @property
+    def search_space(self) -> dict[str, optuna.distributions.FloatDistribution]:
+        return {f"x{i}": optuna.distributions.FloatDistribution(0.0, 1.0)
+                for i in range(self.dims)}
+
+    def value(self, x: Sequence[float]) -> float:
+        z = np.asarray(x)
+        if self.name == "sphere":  # optimum 0 at 0.3 in every coordinate
+            return float(np.sum((z - 0.3) ** 2))
+        if self.name == "rastrigin":  # optimum 0 at 0.5 (the origin of [-5.12, 5.12])
+            u = (z - 0.5) * 10.24
+            return float(10 * len(u) + np.sum(u**2 - 10 * np.cos(2 * np.pi * u)))
+        raise ValueError(f"unknown standard function {self.name!r}; use sphere or rastrigin")
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        return self.value([trial.suggest_float(n, 0.0, 1.0) for n in self.search_space])
+
+
+FUNCTIONS = {name: StandardFunction(name) for name in ("sphere", "rastrigin")}
