@@ -38,7 +38,7 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 
 benchmark: install
-	$(BIN)/python benchmarks/sampler_synthetic.py
+	$(BIN)/python -m benchmarks.sampler_synthetic
 
 clean-venv:
 	rm -rf $(VENV)

@@ -197,7 +197,7 @@ class BioTuneSampler(BaseSampler):
         else:
             role, genes, extra = self._evolve(study, study_attrs, trials, space, slot,
                                               generation, position)
-        proposal = {name: pop.denormalize(g, space[name]) for name, g in zip(space, genes)}
+        proposal = {name: pop.denormalize(float(g), space[name]) for name, g in zip(space, genes)}
         attrs = {pop.SLOT: slot, pop.GENERATION: generation, pop.ROLE: role,
                  pop.PROPOSAL: proposal, **extra}
         for key, value in attrs.items():
