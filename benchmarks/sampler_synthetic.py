@@ -125,8 +125,8 @@ def main() -> None:
             "better for the fine-tuning tasks, accuracy-like; lower for the functions). "
             "Tasks are `biotune_optuna.synthetic.TASKS` (6 blocks + threshold, noise "
             "σ=0.01), functions are 7-dimensional on [0, 1].\n\n"
-            f"{quality}\n\nSampler time per trial on `near-domain`, study in memory "
-            f"(objective time excluded), one run:\n\n{cost}\n")
+            f"{quality}\n\nTime spent inside the sampler's methods, per trial over a whole "
+            f"study on `near-domain`, study in memory, one run:\n\n{cost}\n")
     print(body)
     if not args.no_write:
         results.write_section("sampler_synthetic", "Samplers on synthetic objectives", body)
