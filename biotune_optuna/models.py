@@ -1,0 +1,285 @@
+"""Models: torchvision networks by name with their weights, two built-in CPU networks
+pretrained on an offline source dataset, a new head for the target classes, and the input
+format each model expects."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+BUILTIN = ("tiny", "small")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
+
+
+class ModelError(ValueError):
+    """A model, weight or checkpoint the user named cannot be used (one-line message)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model eats: channels, square size and normalisation of [0, 1] pixels.
+    ``resize`` is the shorter side images are resized to before the centre crop."""
+
+    channels: int
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: int | None = None
+
+
+# -- built-in networks ---------------------------------------------------------------------
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+class TinyCNN(nn.Module):
+    """About 6k parameters: three conv stages and a linear head, for fast tests."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv_bn(in_channels, 8, 2))
+        self.stage1 = _conv_bn(8, 16, 2)
+        self.stage2 = _conv_bn(16, 32, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage2(self.stage1(self.stem(x)))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+    def biotune_blocks(self) -> list[tuple[str, list[str]]]:
+        return [(n, [n]) for n in ("stem", "stage1", "stage2", "head")]
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic residual block with a projection shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(c_in, c_out, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+                                   nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """About 0.3M parameters, ResNet-style, downsampling at every stage (fast on a CPU)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.stem = _conv_bn(in_channels, 16, 2)
+        self.stage1 = BasicBlock(16, 32, 2)
+        self.stage2 = BasicBlock(32, 64, 2)
+        self.stage3 = BasicBlock(64, 128, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+    def biotune_blocks(self) -> list[tuple[str, list[str]]]:
+        return [(n, [n]) for n in ("stem", "stage1", "stage2", "stage3", "head")]
+
+
+BUILTIN_CLASSES = {"tiny": TinyCNN, "small": SmallResNet}
+BUILTIN_INPUT = InputSpec(1, 28, GRAY_MEAN, GRAY_STD)
+
+
+# -- heads ---------------------------------------------------------------------------------
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def head_names(model: nn.Module) -> list[str]:
+    """The classification layers a new task replaces: the last ``nn.Linear`` of the network
+    and, for Inception v3, the auxiliary classifier's."""
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ModelError(f"{type(model).__name__} has no nn.Linear classifier to replace; "
+                         "give it a linear head or use a torchvision model")
+    names = [linear[-1]]
+    if hasattr(model, "AuxLogits") and model.AuxLogits is not None:
+        names.insert(0, "AuxLogits.fc")
+    return names
+
+
+def replace_head(model: nn.Module, num_classes: int) -> list[str]:
+    """Give the model new, randomly initialised heads for ``num_classes``; return their names."""
+    names = head_names(model)
+    for name in names:
+        old = model.get_submodule(name)
+        _set_module(model, name, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+    return names
+
+
+def reset_heads(model: nn.Module, names: Sequence[str], seed: int) -> None:
+    """Re-draw head weights from ``seed``: each fine-tuning seed starts from its own head."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for name in names:
+        model.get_submodule(name).reset_parameters()
+    torch.random.set_rng_state(generator_state)
+
+
+# -- weights -------------------------------------------------------------------------------
+
+def _torchvision_names() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _load_checkpoint(model: nn.Module, path: Path, heads: Sequence[str]) -> None:
+    """Load a state dict (or a dict holding one under 'state_dict' or 'model'); head
+    tensors whose shape differs (another class count) are left at their new values."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle error, a zip error, a truncated file...
+        raise ModelError(f"cannot read checkpoint {path}: {error.__class__.__name__}; pass a "
+                         "file saved with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"checkpoint {path} holds no state dict; save model.state_dict()")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    head_prefixes = tuple(f"{h}." for h in heads)
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape
+                  and not k.startswith(head_prefixes)]
+    missing = [k for k in own if k not in state and not k.startswith(head_prefixes)]
+    if mismatched or missing:
+        problem = mismatched[0] if mismatched else missing[0]
+        raise ModelError(f"checkpoint {path} does not fit {type(model).__name__}: "
+                         f"{len(mismatched)} tensors of another shape, {len(missing)} missing "
+                         f"(first: {problem}); check the model name")
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+
+
+def _check_torchvision_name(name: str) -> None:
+    if name not in _torchvision_names():
+        raise ModelError(f"unknown model {name!r}; use tiny, small or a torchvision model "
+                         "name (resnet50, densenet121, ...: torchvision.models.list_models())")
+
+
+def _weights_enum(name: str, weights: str | None):
+    """The torchvision weights enum member named ``weights`` (None for none or a file)."""
+    if weights in (None, "none") or Path(weights).suffix:
+        return None
+    try:
+        return torchvision.models.get_model_weights(name)[weights]
+    except KeyError:
+        options = [w.name for w in torchvision.models.get_model_weights(name)]
+        raise ModelError(f"unknown weights {weights!r} for {name}; use one of "
+                         f"{', '.join(['DEFAULT', *options])}, a checkpoint file or none"
+                         ) from None
+
+
+def input_spec(name: str, weights: str | None = None) -> InputSpec:
+    """The input a model expects: the weights' own preprocessing when they define it (crop,
+    resize, mean, std), ImageNet's otherwise; 1x28x28 for the built-in models."""
+    if name in BUILTIN:
+        return BUILTIN_INPUT
+    _check_torchvision_name(name)
+    enum = _weights_enum(name, weights)
+    size = 299 if name == "inception_v3" else 224
+    if enum is None:
+        return InputSpec(3, size, IMAGENET_MEAN, IMAGENET_STD, resize=int(size * 256 / 224))
+    preset = enum.transforms()
+
+    def first(value) -> int:
+        return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+    return InputSpec(3, first(preset.crop_size), tuple(preset.mean), tuple(preset.std),
+                     resize=first(preset.resize_size))
+
+
+def _torchvision_model(name: str, weights: str | None) -> nn.Module:
+    _check_torchvision_name(name)
+    enum = _weights_enum(name, weights)
+    kwargs = {"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}
+    try:
+        return torchvision.models.get_model(name, weights=enum, **kwargs)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise ModelError(f"cannot fetch weights {weights} for {name} ({error.__class__.__name__}"
+                         f"); without internet put the file in {torch.hub.get_dir()}/checkpoints"
+                         " or pass --weights PATH.pt") from None
+
+
+def cache_dir() -> Path:
+    """Where pretrained built-in models are cached (BIOTUNE_OPTUNA_CACHE overrides)."""
+    default = Path.home() / ".cache" / "biotune_optuna"
+    return Path(os.environ.get("BIOTUNE_OPTUNA_CACHE", default))
+
+
+@dataclass
+class LoadedModel:
+    """A network with its new head(s), its input format and where its weights came from."""
+
+    model: nn.Module
+    heads: list[str]
+    input: InputSpec
+    name: str
+    weights: str
+
+    def fresh(self, seed: int) -> nn.Module:
+        """A copy of the pre-trained network whose heads are drawn from ``seed``."""
+        model = copy.deepcopy(self.model)
+        reset_heads(model, self.heads, seed)
+        return model
+
+
+def load_model(name: str, num_classes: int, weights: str | None = None,
+               pretrain_seed: int = 0) -> LoadedModel:
+    """Build a model for ``num_classes`` classes.
+
+    Args:
+        name: ``tiny``, ``small`` or any torchvision model name (``resnet50``, ...).
+        num_classes: Classes of the target task.
+        weights: For torchvision models a weights enum name (``DEFAULT``,
+            ``IMAGENET1K_V2``), a checkpoint path, or None/"none". For the built-in models a
+            source dataset to pretrain on once and cache (``mnist5k``, ``fashion``,
+            ``digits``), a checkpoint path, or None/"none". Built-ins default to mnist5k.
+        pretrain_seed: Seed of the built-in models' pretraining (part of the cache key).
+    """
+    if num_classes < 2:
+        raise ModelError(f"a classifier needs at least 2 classes, the dataset has {num_classes}")
+    checkpoint = Path(weights) if weights and Path(weights).suffix else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ModelError(f"checkpoint {checkpoint} does not exist; give the path of a .pt file")
+    if name in BUILTIN:
+        weights = "mnist5k" if weights is None else weights
+        spec = BUILTIN_INPUT
+        if checkpoint is None and weights != "none":
+            from biotune_optuna.pretrain import pretrained_model
+
+            model = pretrained_model(name, weights, pretrain_seed)
+        else:
+            model = BUILTIN_CLASSES[name](num_classes=num_classes)
+    else:
+        model = _torchvision_model(name, None if checkpoint else weights)
+        spec = input_spec(name, None if checkpoint else weights)
+    heads = replace_head(model, num_classes)
+    if checkpoint is not None:
+        _load_checkpoint(model, checkpoint, heads)
+    return LoadedModel(model, heads, spec, name, str(weights))

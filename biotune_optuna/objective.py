@@ -1,0 +1,99 @@
+"""The Optuna objective: trial -> genome -> plan -> fine-tune (several seeds) -> value."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from biotune_optuna import genome
+from biotune_optuna._population import GENERATION
+from biotune_optuna.finetune import RunResult, TrainConfig, fine_tune
+from biotune_optuna.genome import FineTunePlan
+from biotune_optuna.task import Task
+
+EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
+
+
+def trial_generation(trial: optuna.Trial) -> int:
+    """The BioTune generation of a running trial (0 for other samplers)."""
+    attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    return int(attrs.get(GENERATION, 0))
+
+
+def plan_attrs(plan: FineTunePlan, task: Task) -> dict[str, object]:
+    """User attrs describing a plan, readable in optuna-dashboard."""
+    sizes = {b.name: b.n_params for b in task.blocks}
+    trainable = sum(sizes[b] for b in plan.trained_blocks)
+    total = sum(sizes.values())
+    return {**plan.as_dict(), "trainable_params": trainable,
+            "trainable_fraction": round(trainable / total, 6)}
+
+
+@dataclass
+class FineTuneObjective:
+    """Fine-tune the plan a trial's genome decodes to and return the mean validation metric.
+
+    Args:
+        task: Model, blocks, data and splits.
+        config: Training settings.
+        seeds: One fine-tuning run per seed (fresh head, data order); the value is the mean
+            of the runs' best validation metric, as in the paper (three seeds there).
+        n_folds: With more than one, generation g trains and validates on fold
+            ``max(g - 1, 0) mod n_folds`` (the paper's rotation: the initial population and
+            the first generation share fold 0).
+        on_epoch: Progress callback ``(run index, epoch, value)``.
+    """
+
+    task: Task
+    config: TrainConfig
+    seeds: Sequence[int] = (0,)
+    n_folds: int = 1
+    on_epoch: Callable[[int, int, float], None] | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        names = self.task.block_names
+        plan = genome.decode(genome.suggest_genome(trial, names), names)
+        for key, value in plan_attrs(plan, self.task).items():
+            trial.set_user_attr(key, value)
+        if plan.is_empty:
+            trial.set_user_attr("empty_plan", True)
+            return EMPTY_PLAN_VALUE
+        task = self.task
+        if self.n_folds > 1:
+            fold = max(trial_generation(trial) - 1, 0) % self.n_folds
+            trial.set_user_attr("fold", fold)
+            task = task.for_fold(fold, self.n_folds)
+        start = time.perf_counter()
+        runs: list[RunResult] = []
+        for index, seed in enumerate(self.seeds):
+            run = fine_tune(task, plan, self.config, seed, report=self._reporter(trial, index),
+                            on_epoch=self._epoch_callback(index))
+            if run.diverged:
+                trial.set_user_attr("failed_reason", run.diverged)
+                return math.nan  # Optuna fails the trial and the study goes on
+            runs.append(run)
+        values = [r.value for r in runs]
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        trial.set_user_attr("epochs", [r.epochs_run for r in runs])
+        trial.set_user_attr("value_std", float(np.std(values)))
+        trial.set_user_attr("val_accuracy", float(np.mean([r.val.accuracy for r in runs])))
+        trial.set_user_attr("val_balanced_accuracy",
+                            float(np.mean([r.val.balanced_accuracy for r in runs])))
+        return float(np.mean(values))
+
+    def _reporter(self, trial: optuna.Trial, index: int):
+        def report(value: float, epoch: int) -> None:
+            trial.report(value, step=index * self.config.epochs + epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} of seed run {index + 1}")
+        return report
+
+    def _epoch_callback(self, index: int):
+        if self.on_epoch is None:
+            return None
+        return lambda epoch, value: self.on_epoch(index, epoch, value)

@@ -1,0 +1,54 @@
+"""Pretraining of the built-in CPU models on an offline source dataset, cached on disk so the
+demo, the tests and the benchmarks pretrain once per (model, source, seed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+import torch
+from torch import nn
+
+from biotune_optuna.blocks import partition
+from biotune_optuna.data import BUILTIN as BUILTIN_DATA
+from biotune_optuna.data import load_dataset, make_splits
+from biotune_optuna.finetune import TrainConfig, fine_tune
+from biotune_optuna.genome import FineTunePlan
+from biotune_optuna.models import BUILTIN_CLASSES, BUILTIN_INPUT, LoadedModel, ModelError, cache_dir
+from biotune_optuna.task import Task
+
+logger = logging.getLogger(__name__)
+PRETRAIN_EPOCHS = 8
+
+
+def pretrained_model(name: str, source: str, seed: int = 0) -> nn.Module:
+    """The built-in model ``name`` trained on all of ``source`` (10 % held out to pick the
+    best epoch), loaded from the cache when present."""
+    if source not in BUILTIN_DATA:
+        raise ModelError(f"built-in models pretrain on {', '.join(BUILTIN_DATA)}, not "
+                         f"{source!r}; or pass a checkpoint file or none as weights")
+    path = cache_dir() / "pretrained" / f"{name}-{source}-seed{seed}.pt"
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = BUILTIN_CLASSES[name](num_classes=saved["num_classes"])
+        model.load_state_dict(saved["state_dict"])
+        return model
+    data = load_dataset(source)
+    model = BUILTIN_CLASSES[name](num_classes=data.num_classes)
+    splits = make_splits(data, val_fraction=0.1, test_fraction=0.0, seed=seed)
+    task = Task(LoadedModel(model, ["head"], BUILTIN_INPUT, name, "none"), partition(model),
+                data, splits)
+    plan = FineTunePlan(tuple(task.block_names), (1.0,) * len(task.blocks))
+    config = TrainConfig(epochs=PRETRAIN_EPOCHS, patience=PRETRAIN_EPOCHS, batch_size=128)
+    logger.info("pretraining %s on %s (%d images, seed %d), cached in %s", name, source,
+                len(splits.train), seed, path)
+    result = fine_tune(task, plan, config, seed, keep_model=True)
+    logger.info("pretrained %s on %s: validation accuracy %.3f in %.0f s", name, source,
+                result.val.accuracy, result.seconds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        torch.save({"state_dict": result.model.state_dict(), "num_classes": data.num_classes,
+                    "val_accuracy": result.val.accuracy}, handle)
+    os.replace(handle.name, path)  # atomic: a concurrent reader never sees half a file
+    return result.model
