@@ -1,42 +1,407 @@
-"""The ``biotune-optuna`` command."""
+"""The ``biotune-optuna`` command: search, inspect, export and retrain fine-tuning plans.
+
+Exit codes: 0 success, 1 a failure while running, 2 a usage or input error (one line on
+stderr, no traceback), 130 interrupted (the study stays consistent; run the same command
+again to resume).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
 import sys
+import textwrap
+from dataclasses import fields
 from pathlib import Path
 
 import optuna
 
-from biotune_optuna import BioTuneSampler
-from biotune_optuna.synthetic import TASKS
+from biotune_optuna import genome
+from biotune_optuna.config import (
+    SAMPLERS,
+    ConfigError,
+    SearchConfig,
+    load_toml,
+    make_config,
+)
+from biotune_optuna.data import DataError
+from biotune_optuna.models import ModelError
+from biotune_optuna.study import (
+    CONFIG_ATTR,
+    StorageError,
+    open_storage,
+)
+
+USER_ERRORS = (ConfigError, DataError, ModelError, StorageError)
+BLOCKS_ATTR = "biotune_optuna:blocks"
+logger = logging.getLogger("biotune_optuna")
+
+HELP = {
+    "study_name": "name of the study in the storage",
+    "storage": "storage URL: sqlite:///file.db (default sqlite:///studies/<study>.db), "
+               "postgresql://user:pass@host/db, or journal:///file.log",
+    "model": "tiny, small (built-in CPU CNNs) or a torchvision model name (resnet50, ...)",
+    "weights": "torchvision: DEFAULT, IMAGENET1K_V2, ..., a .pt file or none; built-in: the "
+               "source dataset to pretrain on (mnist5k by default), a .pt file or none",
+    "dataset": "digits, mnist5k, fashion, an image folder, a .csv of path,label or a "
+               "torchvision dataset name (Flowers102, CIFAR10, DTD, ...)",
+    "data_root": "directory of a torchvision dataset",
+    "download": "let torchvision download the dataset into --data-root",
+    "shots": "labelled training images per class (label-scarce transfer)",
+    "val_shots": "validation images per class (default: --shots)",
+    "split_seed": "seed of the train/val/test split",
+    "image_size": "input size (default: the weights' own preprocessing)",
+    "max_test": "cap the test split (stratified), for quick runs",
+    "epochs": "most epochs per fine-tuning run (early stopping may end it sooner)",
+    "patience": "epochs without validation improvement before stopping",
+    "lr": "base learning rate; a trained block gets lr x its multiplier (0.1x to 10x)",
+    "optimizer": "adam, adamw or sgd",
+    "weight_decay": "weight decay",
+    "batch_size": "training batch size",
+    "metric": "balanced_accuracy (the paper's) or accuracy",
+    "augment": "random affine augmentation of training images",
+    "cosine_t_max": "cosine schedule period in epochs (default --epochs; 100 is the paper's)",
+    "train_seeds": "fine-tuning seeds per trial, averaged (e.g. 0,1,2 as in the paper)",
+    "folds": "k-fold rotation across generations (the paper uses 2)",
+    "sampler": f"one of {', '.join(SAMPLERS)}",
+    "population": "BioTune population size N",
+    "elite": "BioTune elite size E",
+    "exploration_rate": "largest step of elite local search",
+    "generations": "BioTune generations G: the budget is N + G (N + E) trials",
+    "trials": "number of trials (default: the budget of --generations)",
+    "seed": "seed of the sampler",
+    "pruner": "none, median or hyperband (stops hopeless runs early)",
+    "enqueue_baselines": "start from full fine-tuning and linear probing genomes too",
+    "device": "auto, cpu, cuda, cuda:1 or mps",
+    "workers": "DataLoader workers for image files",
+    "heartbeat": "seconds between heartbeats (a dead worker's trial is retried)",
+    "grace": "seconds without heartbeat before a trial counts as dead",
+    "timeout": "stop starting new trials after this many seconds",
+}
+
+EXAMPLES = {
+    "search": """
+        biotune-optuna search --study-name k --storage sqlite:///k.db --dataset digits \\
+            --model tiny --trials 12 --epochs 2 --population 4 --elite 1 --seed 0
+        biotune-optuna search --config studies/demo.toml --trials 200
+        biotune-optuna search --model resnet50 --weights IMAGENET1K_V2 \\
+            --dataset Flowers102 --data-root ~/data --shots 10 --device cuda
+        # several workers on one PostgreSQL study: run the same command on each machine
+        biotune-optuna search --storage postgresql://me:pw@db/biotune --study-name flowers""",
+    "status": "biotune-optuna status --storage sqlite:///k.db --study-name k",
+    "best": "biotune-optuna best --storage sqlite:///k.db --study-name k",
+    "export": """
+        biotune-optuna export --storage sqlite:///k.db --study-name k --out plan.json
+        biotune-optuna export --storage sqlite:///k.db --study-name k --format python""",
+    "train-best": "biotune-optuna train-best --storage sqlite:///k.db --study-name k "
+                  "--seeds 0,1,2 --out best.pt",
+    "dashboard": "biotune-optuna dashboard --storage sqlite:///studies/demo.db --port 8080",
+    "studies": "biotune-optuna studies --storage sqlite:///studies/demo.db",
+    "demo": """
+        biotune-optuna demo            # about 5 minutes on 2 CPU cores
+        biotune-optuna demo --quick    # under 2 minutes""",
+}
 
 
-def demo(args: argparse.Namespace) -> int:
-    """Run BioTune on a synthetic fine-tuning task into a SQLite study; rerun to resume."""
-    task = TASKS["near-domain"]
-    Path("studies").mkdir(exist_ok=True)
-    sampler = BioTuneSampler(seed=args.seed, search_space=task.search_space, ideal_value=1.0)
-    study = optuna.create_study(study_name="synthetic-demo", storage=args.storage,
-                                direction="maximize", sampler=sampler, load_if_exists=True)
-    remaining = sampler.n_trials(10) - len(study.trials)
-    if remaining > 0:
-        study.optimize(task, n_trials=remaining)
-    print(f"best value {study.best_value:.4f} after {len(study.trials)} trials "
-          f"(noise-free optimum {task.best_accuracy():.4f})")
+def _examples(name: str) -> str:
+    return "examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES[name]).strip(), "  ")
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per SearchConfig option; defaults stay None so a TOML file can set them."""
+    parser.add_argument("--config", help="TOML file of options (flags override it)")
+    for f in fields(SearchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=HELP.get(f.name))
+        else:
+            parser.add_argument(flag, default=None, metavar=f.name.split("_")[-1].upper(),
+                                help=HELP.get(f.name))
+    parser.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
+
+
+def _add_study_options(parser: argparse.ArgumentParser, default_name: str | None = None) -> None:
+    parser.add_argument("--storage", help=HELP["storage"])
+    parser.add_argument("--study-name", default=default_name, help=HELP["study_name"])
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    group.add_argument("-v", "--verbose", action="store_true", help="epochs and Optuna's log")
+
+
+def _config_from_args(args: argparse.Namespace) -> SearchConfig:
+    file_options = load_toml(args.config) if args.config else {}
+    flags = {f.name: getattr(args, f.name) for f in fields(SearchConfig)}
+    return make_config(file_options, flags)
+
+
+def _storage_url(args: argparse.Namespace) -> str:
+    if args.storage:
+        return args.storage
+    if args.study_name:
+        return SearchConfig(study_name=args.study_name).storage_url
+    raise ConfigError("give --storage URL (and --study-name)")
+
+
+def _load_study(args: argparse.Namespace) -> optuna.Study:
+    storage = open_storage(_storage_url(args), heartbeat=None)
+    names = optuna.get_all_study_names(storage)
+    name = args.study_name
+    if name is None:
+        if len(names) != 1:
+            raise ConfigError(f"the storage holds {len(names)} studies; pick one with "
+                              f"--study-name ({', '.join(names) or 'none'})")
+        name = names[0]
+    if name not in names:
+        raise ConfigError(f"no study named {name!r} in {_storage_url(args)}; list them with "
+                          f"biotune-optuna studies --storage {_storage_url(args)}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    try:
+        return study.best_trial
+    except ValueError:
+        raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
+                          "biotune-optuna search first") from None
+
+
+def _block_names(study: optuna.Study) -> list[str]:
+    config = study.user_attrs.get(CONFIG_ATTR) or {}
+    return list(config.get("blocks") or [n.removeprefix(genome.GENE_PREFIX) for n in
+                                         study.best_trial.params if n != genome.THRESHOLD])
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Create the study, or continue it when it exists: the same command resumes."""
+    from biotune_optuna.search import search
+
+    config = _config_from_args(args)
+    study = search(config, n_jobs=args.n_jobs, quiet=args.quiet, verbose=args.verbose)
+    _print_best(study)
     return 0
 
 
+def _print_best(study: optuna.Study) -> None:
+    trial = _best_trial(study)
+    print(f"best trial {trial.number}: validation value {trial.value:.4f}")
+    print(f"  trained blocks: {', '.join(trial.user_attrs.get('trained_blocks', [])) or '-'}")
+    multipliers = trial.user_attrs.get("lr_multipliers", {})
+    print("  lr multipliers: " + ", ".join(f"{b} {m:.3g}x" for b, m in multipliers.items()))
+    fraction = trial.user_attrs.get("trainable_fraction")
+    if fraction is not None:
+        print(f"  trainable parameters: {100 * fraction:.2f} %")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Trials by state, generation, best so far, elapsed and estimated remaining time."""
+    from biotune_optuna.search import status_report
+
+    print(status_report(_load_study(args)))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """Print the best plan as JSON."""
+    print(json.dumps(best_plan(_load_study(args)), indent=2))
+    return 0
+
+
+def best_plan(study: optuna.Study) -> dict:
+    trial = _best_trial(study)
+    names = _block_names(study)
+    plan = genome.decode(trial.params, names)
+    config = study.user_attrs.get(CONFIG_ATTR) or {}
+    return {"study": study.study_name, "trial": trial.number, "value": trial.value,
+            "metric": config.get("metric", "value"), "base_lr": config.get("lr"),
+            "optimizer": config.get("optimizer"), "model": config.get("model"),
+            "weights": config.get("weights"), "dataset": config.get("dataset"),
+            **plan.as_dict(),
+            "learning_rates": plan.learning_rates(config.get("lr") or 1e-3),
+            "block_modules": study.user_attrs.get(BLOCKS_ATTR, {}),
+            "params": trial.params,
+            "trainable_fraction": trial.user_attrs.get("trainable_fraction")}
+
+
+def torch_snippet(plan: dict) -> str:
+    """Plain PyTorch that applies the plan to an already-built model."""
+    modules = {b: v["modules"] if isinstance(v, dict) else v
+               for b, v in plan["block_modules"].items()}
+    own = {b: v.get("params", []) for b, v in plan["block_modules"].items()
+           if isinstance(v, dict) and not v.get("modules")}
+    optimizer = {"adamw": "AdamW", "sgd": "SGD"}.get(plan["optimizer"], "Adam")
+    lines = [
+        f"# BioTune plan: study {plan['study']!r}, trial {plan['trial']}, "
+        f"validation {plan['metric']} {plan['value']:.4f}",
+        f"# model {plan['model']} (weights {plan['weights']}) with a new head for "
+        f"{plan['dataset']}",
+        "import torch",
+        "from torch.nn.modules.batchnorm import _BatchNorm",
+        "",
+        "def biotune_param_groups(model):",
+        f"    base_lr = {plan['base_lr']!r}",
+        f"    multipliers = {json.dumps(plan['lr_multipliers'])}",
+        f"    block_modules = {json.dumps({b: modules[b] for b in modules if b not in own})}",
+        f"    block_params = {json.dumps(own)}",
+        "    def params_of(block):",
+        "        for name in block_modules.get(block, []):",
+        "            yield from model.get_submodule(name).parameters()",
+        "        for name in block_params.get(block, []):",
+        "            yield model.get_parameter(name)",
+        "    groups, frozen_norms = [], []",
+        "    for block in list(block_modules) + list(block_params):",
+        "        trained = block in multipliers",
+        "        for p in params_of(block):",
+        "            p.requires_grad_(trained)",
+        "        if trained:",
+        "            groups.append({'params': list(params_of(block)),",
+        "                           'lr': base_lr * multipliers[block], 'name': block})",
+        "        else:  # keep frozen BatchNorm statistics: call .eval() on these after .train()",
+        "            frozen_norms += [m for n in block_modules.get(block, [])",
+        "                             for m in model.get_submodule(n).modules()",
+        "                             if isinstance(m, _BatchNorm)]",
+        "    return groups, frozen_norms",
+        "",
+        "# groups, frozen_norms = biotune_param_groups(model)",
+        f"# optimizer = torch.optim.{optimizer}(groups)",
+        "# each epoch: model.train(); [m.eval() for m in frozen_norms]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export the best plan as JSON or as a plain PyTorch snippet with its param groups."""
+    plan = best_plan(_load_study(args))
+    text = json.dumps(plan, indent=2) + "\n" if args.format == "json" else torch_snippet(plan)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_train_best(args: argparse.Namespace) -> int:
+    """Retrain the best plan on the training split, test it, save the checkpoint."""
+    from biotune_optuna.search import train_best
+
+    study = _load_study(args)
+    seeds = [int(s) for s in str(args.seeds).replace(",", " ").split()]
+    print(train_best(study, seeds, args.out, device=args.device, data_root=args.data_root,
+                     compare=args.compare, quiet=args.quiet))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard on the study's storage."""
+    from optuna_dashboard import run_server
+
+    from biotune_optuna.dashboard import artifact_store_for
+
+    url = _storage_url(args)
+    storage = open_storage(url, heartbeat=None)
+    print(f"optuna-dashboard on http://{args.host}:{args.port} for {url} (Ctrl-C stops it)")
+    run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store_for(url))
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    """List the studies in a storage."""
+    storage = open_storage(_storage_url(args), heartbeat=None)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    if not summaries:
+        print("no studies")
+    for s in summaries:
+        config = s.user_attrs.get(CONFIG_ATTR) or {}
+        best = f"{s.best_trial.value:.4f}" if s.best_trial else "-"
+        print(f"{s.study_name:<28} {s.n_trials:>5} trials  best {best:<8} "
+              f"{config.get('sampler', '?'):<8} {config.get('model', '?')} on "
+              f"{config.get('dataset', '?')}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Pretrain a small CNN on MNIST-5k, search a plan for digits with 10 labels per class,
+    and compare its test accuracy with full fine-tuning and linear probing."""
+    from biotune_optuna.search import demo
+
+    print(demo(quick=args.quick, storage=args.storage, quiet=args.quiet, verbose=args.verbose))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="biotune-optuna", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, **kwargs) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=handler.__doc__.splitlines()[0],
+                                  description=handler.__doc__, epilog=_examples(name),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    search = command("search", cmd_search)
+    _add_search_options(search)
+    _add_output_options(search)
+    for name, handler in (("status", cmd_status), ("best", cmd_best), ("studies", cmd_studies)):
+        _add_study_options(command(name, handler))
+    export = command("export", cmd_export)
+    _add_study_options(export)
+    export.add_argument("--format", choices=("json", "python"), default="json")
+    export.add_argument("--out", help="write to this file instead of stdout")
+    train = command("train-best", cmd_train_best)
+    _add_study_options(train)
+    train.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, e.g. 0,1,2")
+    train.add_argument("--out", default=None, help="checkpoint path (default: beside the "
+                       "study, <study>-best.pt)")
+    train.add_argument("--device", default="auto", help=HELP["device"])
+    train.add_argument("--data-root", default=None, help=HELP["data_root"])
+    train.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                       help="also run full fine-tuning and linear probing on the same seeds")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    dashboard = command("dashboard", cmd_dashboard)
+    _add_study_options(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    demo = command("demo", cmd_demo)
+    demo.add_argument("--quick", action="store_true", help="smaller search, under 2 minutes")
+    demo.add_argument("--storage", default=None, help="default sqlite:///studies/demo.db")
+    _add_output_options(demo)
+    return parser
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="biotune-optuna", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_demo = commands.add_parser("demo", help=demo.__doc__)
-    run_demo.add_argument("--storage", default="sqlite:///studies/synthetic-demo.db")
-    run_demo.add_argument("--seed", type=int, default=0)
-    run_demo.set_defaults(handler=demo)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    parser = build_parser()
     args = parser.parse_args(argv)
-    return args.handler(args)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # pre-emption ends like Ctrl-C
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"biotune-optuna: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nbiotune-optuna: interrupted; the study is consistent, run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

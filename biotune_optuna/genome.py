@@ -25,7 +25,7 @@ def gene_name(block: str) -> str:
 
 
 def search_space(block_names: Sequence[str]) -> dict[str, FloatDistribution]:
-    """The Optuna search space of the genome: ``gene:<block>`` for each block, then ``threshold``."""
+    """The genome's Optuna search space: ``gene:<block>`` per block, then ``threshold``."""
     if not block_names:
         raise ValueError("a genome needs at least one block")
     if len(set(block_names)) != len(block_names):

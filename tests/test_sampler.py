@@ -67,7 +67,7 @@ def test_elite_pairs_move_one_gene_by_opposite_steps():
             key = (t.system_attrs[pop.GENERATION], t.system_attrs[pop.ELITE])
             pairs.setdefault(key, []).append(t)
     assert pairs
-    for (generation, elite_number), (plus, minus) in pairs.items():
+    for (_, elite_number), (plus, minus) in pairs.items():
         elite = study.trials[elite_number].params
         gene = plus.system_attrs[pop.MOVED_GENE]
         assert gene == minus.system_attrs[pop.MOVED_GENE] != "threshold"

@@ -1,0 +1,76 @@
+"""Retrain plans with several seeds and report test metrics side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from biotune_optuna import genome
+from biotune_optuna.finetune import RunResult, TrainConfig, fine_tune
+from biotune_optuna.genome import FineTunePlan
+from biotune_optuna.task import Task
+
+
+@dataclass
+class Evaluation:
+    """A method's runs on the test split, one per seed."""
+
+    name: str
+    runs: list[RunResult]
+    trainable_fraction: float
+
+    def _test(self, metric: str) -> np.ndarray:
+        return np.array([getattr(r.test, metric) for r in self.runs])
+
+    def mean(self, metric: str = "balanced_accuracy") -> float:
+        return float(self._test(metric).mean())
+
+    def std(self, metric: str = "balanced_accuracy") -> float:
+        return float(self._test(metric).std())
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "seeds": [r.seed for r in self.runs],
+                "test_balanced_accuracy": self._test("balanced_accuracy").tolist(),
+                "test_accuracy": self._test("accuracy").tolist(),
+                "trainable_fraction": self.trainable_fraction,
+                "seconds": sum(r.seconds for r in self.runs)}
+
+
+def recipe_plans(block_names: Sequence[str]) -> dict[str, FineTunePlan]:
+    """The usual hand-made recipes: full fine-tuning and linear probing (head only), 1x."""
+    names = list(block_names)
+    return {"full fine-tuning": genome.decode(genome.encode(names, names), names),
+            "linear probing": genome.decode(genome.encode(names[-1:], names), names)}
+
+
+def evaluate_plan(task: Task, plan: FineTunePlan, config: TrainConfig, seeds: Sequence[int],
+                  name: str, on_run: Callable[[RunResult], None] | None = None,
+                  keep_first_model: bool = False) -> Evaluation:
+    """Train ``plan`` once per seed on the training split (early stopping on validation)
+    and test the best epoch of each run; the first seed's model is kept on request."""
+    runs = []
+    for seed in seeds:
+        keep = keep_first_model and not runs
+        run = fine_tune(task, plan, config, seed, evaluate_test=True, keep_model=keep)
+        if run.diverged:
+            raise RuntimeError(f"{name} diverged with seed {seed}: {run.diverged}")
+        runs.append(run)
+        if on_run is not None:
+            on_run(run)
+    fraction = runs[0].trainable_params / runs[0].total_params
+    return Evaluation(name, runs, fraction)
+
+
+def results_table(evaluations: Sequence[Evaluation]) -> str:
+    """A plain-text table: test balanced accuracy and top-1 (mean ± std), trainable share."""
+    header = f"{'method':<24} {'test balanced acc':>18} {'test top-1':>16} {'trainable':>10}"
+    lines = [header, "-" * len(header)]
+    for e in evaluations:
+        lines.append(f"{e.name:<24} {e.mean():>10.4f} ± {e.std():.4f} "
+                     f"{e.mean('accuracy'):>8.4f} ± {e.std('accuracy'):.4f} "
+                     f"{100 * e.trainable_fraction:>9.2f}%")
+    seeds = ", ".join(str(r.seed) for r in evaluations[0].runs) if evaluations else ""
+    lines.append(f"(mean ± std over seeds {seeds}; the same seeds for every method)")
+    return "\n".join(lines)

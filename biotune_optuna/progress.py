@@ -1,0 +1,58 @@
+"""Progress display for searches: a bar of trials (and, verbosely, of epochs) on stderr."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from biotune_optuna._population import GENERATION, RETRY_OF
+
+
+class SearchProgress:
+    """An Optuna callback that advances a trial bar with the best value and generation."""
+
+    def __init__(self, study: optuna.Study, budget: int, quiet: bool = False,
+                 epochs: bool = False) -> None:
+        done = sum(1 for t in study.get_trials(deepcopy=False)
+                   if t.state.is_finished() and RETRY_OF not in t.system_attrs)
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self.trials = tqdm(total=budget, initial=min(done, budget), desc="trials", unit="trial",
+                           file=sys.stderr, disable=quiet, dynamic_ncols=True)
+        self.epochs = tqdm(desc="epochs", unit="epoch", file=sys.stderr, leave=False,
+                           disable=quiet or not epochs, dynamic_ncols=True)
+        self._describe(study)
+
+    def _describe(self, study: optuna.Study) -> None:
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        trials = study.get_trials(deepcopy=False)
+        generation = max((t.system_attrs.get(GENERATION, 0) for t in trials), default=0)
+        self.trials.set_postfix_str(f"gen {generation} best {best}")
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if RETRY_OF not in trial.system_attrs:
+            self.trials.update(1)
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("failed_reason"):
+            self.trials.write(f"trial {trial.number} failed: {trial.user_attrs['failed_reason']}")
+        self._describe(study)
+        self.epochs.reset()
+
+    def epoch(self, run: int, epoch: int, value: float) -> None:
+        self.epochs.update(1)
+        self.epochs.set_postfix_str(f"seed run {run + 1} val {value:.4f}")
+
+    def waiting(self, running: list) -> None:
+        numbers = ", ".join(str(t.number) for t in running)
+        self.trials.write(f"waiting for running trial(s) {numbers}: another worker's, or a dead "
+                          "worker's that will be retried once its heartbeat expires")
+
+    def close(self) -> None:
+        self.epochs.close()
+        self.trials.close()

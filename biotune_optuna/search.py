@@ -1,0 +1,186 @@
+"""The jobs behind the command line: run a search, report its status, retrain its best
+plan, and the offline demo."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from biotune_optuna import genome
+from biotune_optuna._population import GENERATION, RETRY_OF, Layout
+from biotune_optuna.config import SearchConfig
+from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table
+from biotune_optuna.objective import FineTuneObjective
+from biotune_optuna.progress import SearchProgress
+from biotune_optuna.study import CONFIG_ATTR, open_study, run_search
+from biotune_optuna.task import Task, build_task
+
+BLOCKS_ATTR = "biotune_optuna:blocks"
+BUDGET_ATTR = "biotune_optuna:budget"
+
+
+def task_for(config: SearchConfig) -> Task:
+    return build_task(config.model, config.dataset, config.weights, config.shots,
+                      config.val_shots, config.split_seed, config.data_root, config.download,
+                      config.image_size, config.max_test, workers=config.workers)
+
+
+def describe_blocks(task: Task) -> dict[str, dict]:
+    return {b.name: {"modules": list(b.modules), "n_params": b.n_params,
+                     **({"params": list(b.params)} if not b.modules else {})}
+            for b in task.blocks}
+
+
+def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: bool = False,
+           task: Task | None = None) -> optuna.Study:
+    """Run (or resume) the search the configuration describes, with progress bars."""
+    task = task or task_for(config)
+    study = open_study(config, task.block_names)
+    if BLOCKS_ATTR not in study.user_attrs:
+        study.set_user_attr(BLOCKS_ATTR, describe_blocks(task))
+    study.set_user_attr(BUDGET_ATTR, config.n_trials)
+    if not quiet:
+        print(f"study {config.study_name!r} in {config.storage_url}: {config.model} "
+              f"({len(task.blocks)} blocks) on {task.data.name}, {task.splits.summary()}, "
+              f"{config.sampler} sampler, {config.n_trials} trials")
+    progress = SearchProgress(study, config.n_trials, quiet=quiet, epochs=verbose)
+    objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
+                                  config.folds, on_epoch=progress.epoch)
+    try:
+        run_search(study, objective, config.n_trials, n_jobs=n_jobs, callbacks=[progress],
+                   timeout=config.timeout, on_wait=progress.waiting)
+    finally:
+        progress.close()
+    return study
+
+
+def status_report(study: optuna.Study) -> str:
+    """Trials by state, generation progress, best so far, elapsed and remaining time."""
+    trials = study.get_trials(deepcopy=False)
+    config = study.user_attrs.get(CONFIG_ATTR) or {}
+    states = Counter(t.state.name for t in trials)
+    lines = [f"study {study.study_name}: {len(trials)} trials (" +
+             ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) + ")"]
+    if config:
+        lines.append(f"  {config.get('sampler')} sampler, {config.get('model')} on "
+                     f"{config.get('dataset')}, seeds {config.get('train_seeds')}")
+    slots = [t for t in trials if RETRY_OF not in t.system_attrs]
+    if config.get("sampler") == "biotune":
+        layout = Layout(config["population"], config["elite"])
+        generation, position = layout.locate(max(len(slots) - 1, 0))
+        size = layout.population_size if generation == 0 else \
+            layout.population_size + layout.elite_size
+        finished = sum(1 for t in trials if t.state.is_finished()
+                       and t.system_attrs.get(GENERATION) == generation)
+        lines.append(f"  generation {generation}: {finished} of {size} trials finished")
+    try:
+        best = study.best_trial
+        lines.append(f"  best so far: trial {best.number}, value {best.value:.4f}, trains "
+                     f"{', '.join(best.user_attrs.get('trained_blocks', [])) or '-'}")
+    except ValueError:
+        lines.append("  best so far: none completed yet")
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                 if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start]
+    if starts:
+        ends = [t.datetime_complete for t in trials if t.datetime_complete] or starts
+        elapsed = (max(ends) - min(starts)).total_seconds()
+        lines.append(f"  elapsed: {_duration(elapsed)} (first start to last finish)")
+    budget = study.user_attrs.get(BUDGET_ATTR)
+    if durations and budget:
+        left = max(budget - len(slots), 0) + states.get("RUNNING", 0)
+        workers = max(states.get("RUNNING", 0), 1)
+        mean = sum(durations) / len(durations)
+        lines.append(f"  remaining: {left} of {budget} trials, about "
+                     f"{_duration(left * mean / workers)} at {mean:.1f} s per trial "
+                     f"and {workers} worker(s)")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def config_of(study: optuna.Study, **runtime) -> SearchConfig:
+    """The study's stored configuration with run-time options (device, data root)."""
+    stored = dict(study.user_attrs.get(CONFIG_ATTR) or {})
+    stored.pop("blocks", None)
+    if not stored:
+        from biotune_optuna.config import ConfigError
+
+        raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
+                          "its configuration is unknown")
+    return SearchConfig(study_name=study.study_name, **stored,
+                        **{k: v for k, v in runtime.items() if v is not None})
+
+
+def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
+               device: str | None = None, data_root: str | None = None, compare: bool = True,
+               quiet: bool = False, task: Task | None = None) -> str:
+    """Retrain the study's best plan with each seed on the training split, test it, save
+    the first seed's best-epoch weights, and (with ``compare``) put full fine-tuning and
+    linear probing beside it on the same seeds."""
+    config = config_of(study, device=device, data_root=data_root)
+    task = task or task_for(config)
+    best = study.best_trial
+    plan = genome.decode(best.params, task.block_names)
+    train = config.train_config()
+    runs = {f"BioTune (trial {best.number})": plan}
+    if compare:
+        runs.update(recipe_plans(task.block_names))
+    evaluations = []
+    for name, candidate in runs.items():
+        if not quiet:
+            print(f"training {name} with seeds {seeds} ...", flush=True)
+        evaluations.append(evaluate_plan(task, candidate, train, seeds, name,
+                                         keep_first_model=not evaluations))
+    result = evaluations[0]
+    path = Path(out) if out else _beside_study(study, "-best.pt")
+    torch.save({"state_dict": result.runs[0].model.state_dict(), "plan": plan.as_dict(),
+                "params": best.params, "config": config.fingerprint(),
+                "test": result.as_dict()}, path)
+    study.set_user_attr("biotune_optuna:final", [e.as_dict() for e in evaluations])
+    return results_table(evaluations) + f"\ncheckpoint of seed {seeds[0]} saved to {path}"
+
+
+def _beside_study(study: optuna.Study, suffix: str) -> Path:
+    folder = Path("studies")
+    folder.mkdir(exist_ok=True)
+    return folder / f"{study.study_name}{suffix}"
+
+
+DEMO = dict(study_name="demo", model="small", weights="mnist5k", dataset="digits", shots=10,
+            population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
+            patience=3, seed=0)
+QUICK = dict(DEMO, study_name="demo-quick", population=6, elite=2, generations=4,
+             train_seeds=[0], epochs=20)
+FINAL_SEEDS = {"demo": [100, 101, 102, 103, 104], "demo-quick": [100, 101, 102]}
+
+
+def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
+         verbose: bool = False) -> str:
+    """The offline demo: search, then the best plan against full fine-tuning and linear
+    probing on the test split, same seeds. Running it again resumes the same study."""
+    options = dict(QUICK if quick else DEMO)
+    config = SearchConfig(**options, storage=storage)
+    start = time.perf_counter()
+    task = task_for(config)  # pretrains the small CNN on MNIST-5k once (cached)
+    study = search(config, quiet=quiet, verbose=verbose, task=task)
+    seeds = FINAL_SEEDS[config.study_name]
+    table = train_best(study, seeds, compare=True, quiet=quiet, task=task)
+    elapsed = time.perf_counter() - start
+    summary = {"trials": len(study.trials), "seconds": round(elapsed, 1)}
+    study.set_user_attr("biotune_optuna:demo", summary)
+    return (f"\n{config.model} pretrained on MNIST-5k -> digits, {config.shots} labels per "
+            f"class; BioTune search of {config.n_trials} trials in {config.storage_url}\n\n"
+            f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "
+            f"{config.storage_url}` and `biotune-optuna dashboard --storage "
+            f"{config.storage_url}` inspect it\n" + json.dumps(summary))

@@ -1,0 +1,226 @@
+"""Studies in storage: open a storage URL, create or resume a study with its configuration,
+retry trials that a dead or interrupted worker left behind, and build samplers by name."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
+
+from biotune_optuna import genome
+from biotune_optuna._population import RETRY_OF
+from biotune_optuna.config import ConfigError, SearchConfig, differences
+from biotune_optuna.sampler import BioTuneSampler
+
+logger = logging.getLogger(__name__)
+CONFIG_ATTR = "biotune_optuna:config"
+INTERRUPTED = "interrupted"
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be opened (one-line message naming the fix)."""
+
+
+def _retry_callback():
+    """Optuna's retry of trials whose worker died (renamed in Optuna 4.9)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+        or optuna.storages.RetryFailedTrialCallback
+    return cls(max_retry=3)
+
+
+def _check_sqlite_file(url: str) -> None:
+    path = Path(url.removeprefix("sqlite:///"))
+    if url.startswith("sqlite:////"):
+        path = Path("/" + url.removeprefix("sqlite:////"))
+    if str(path) in ("", ":memory:"):
+        return
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(f"cannot create the studies directory {folder} ({error.strerror}); "
+                           "pass --storage with a writable location") from None
+    if not os.access(folder, os.W_OK):
+        raise StorageError(f"studies directory {folder} is not writable; pass --storage with "
+                           "a writable location")
+    if path.exists():
+        with path.open("rb") as handle:
+            header = handle.read(16)
+        if header and header != b"SQLite format 3\x00":
+            raise StorageError(f"{path} is not an SQLite database; pass another --storage file")
+        try:
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute(
+                "select name from sqlite_master limit 1").fetchall()
+        except sqlite3.DatabaseError as error:
+            raise StorageError(f"{path} is not a usable SQLite database ({error}); pass "
+                               "another --storage file") from None
+
+
+def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
+    """An Optuna storage for ``url``.
+
+    ``sqlite:///path.db`` and any SQLAlchemy URL (``postgresql://user@host/db``) give an
+    RDB storage with a heartbeat: a trial whose worker died is failed after ``grace`` seconds
+    and retried with the same parameters. ``journal:///path.log`` gives Optuna's journal
+    file storage, the safe choice for several processes on one machine without a server.
+    """
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url.removeprefix("journal://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:"):
+        _check_sqlite_file(url)
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 2 * heartbeat}
+        name = "heartbeat_stale_trial_callback" if hasattr(
+            optuna.storages, "RetryHeartbeatStaleTrialCallback") else "failed_trial_callback"
+        kwargs[name] = _retry_callback()
+    try:
+        return RDBStorage(url, **kwargs)
+    except Exception as error:  # SQLAlchemy raises ArgumentError, OperationalError, ...
+        reason = str(error).splitlines()[0][:160]
+        raise StorageError(f"cannot open storage {url} ({error.__class__.__name__}: {reason}); "
+                           "check the URL, the server and the driver (pip install "
+                           "psycopg2-binary for PostgreSQL)") from None
+
+
+def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+    """The sampler named in the configuration, seeded."""
+    name, seed = config.sampler, config.seed
+    if name == "biotune":
+        return BioTuneSampler(config.population, config.elite, config.exploration_rate,
+                              seed=seed, search_space=space, ideal_value=1.0)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def study_config(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get(CONFIG_ATTR)
+
+
+def open_study(config: SearchConfig, block_names: list[str], storage=None) -> optuna.Study:
+    """Create the study, or load it when it exists and its configuration matches."""
+    storage = storage or open_storage(config.storage_url, config.heartbeat, config.grace)
+    fingerprint = {**config.fingerprint(), "blocks": list(block_names)}
+    space = genome.search_space(block_names)
+    study = optuna.create_study(
+        study_name=config.study_name, storage=storage, direction="maximize",
+        sampler=make_sampler(config, space), pruner=make_pruner(config.pruner),
+        load_if_exists=True)
+    stored = study_config(study)
+    if stored is None:
+        if study.trials:
+            raise ConfigError(f"study {config.study_name!r} exists but was not created by "
+                              "biotune-optuna; pick another --study-name")
+        study.set_user_attr(CONFIG_ATTR, fingerprint)
+        if config.enqueue_baselines:
+            study.enqueue_trial(genome.encode(block_names, block_names))  # full fine-tuning
+            study.enqueue_trial(genome.encode(block_names[-1:], block_names))  # linear probe
+    else:
+        changed = differences(stored, fingerprint)
+        if changed:
+            raise ConfigError(f"study {config.study_name!r} was created with other settings ("
+                              f"{'; '.join(changed)}); use the same options or a new "
+                              "--study-name")
+    retry_interrupted(study)
+    return study
+
+
+def retry_interrupted(study: optuna.Study) -> int:
+    """Re-enqueue trials that failed because their worker was interrupted (Ctrl-C), once,
+    with their parameters and BioTune slot, so resuming loses nothing."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get(RETRY_OF) for t in trials} | {
+        n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    count = 0
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED) and \
+                t.number not in retried:
+            _retry_callback()(study, t)
+            count += 1
+    if count:
+        logger.info("re-enqueued %d interrupted trial(s)", count)
+    return count
+
+
+def remaining_trials(study: optuna.Study, budget: int) -> int:
+    """Trials still to run so that ``budget`` slots are filled: the waiting ones (enqueued
+    genomes and retries) plus new ones; retries do not use up a slot."""
+    trials = study.get_trials(deepcopy=False)
+    slots = sum(1 for t in trials if RETRY_OF not in t.system_attrs)
+    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+    return max(budget - slots, 0) + waiting
+
+
+def interruptible(objective):
+    """Mark a trial interrupted by Ctrl-C (or SIGTERM) so the next run retries it."""
+    def wrapped(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED, True)
+            raise
+    return wrapped
+
+
+def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
+               callbacks=(), timeout: float | None = None, wait_seconds: float = 5.0,
+               on_wait=None) -> None:
+    """Run trials until ``budget`` slots are filled and nothing is left running.
+
+    Trials left RUNNING by a dead worker are failed once their heartbeat is older than the
+    grace period and retried (Optuna's heartbeat), so this waits for them instead of
+    leaving them behind; trials of live workers simply finish.
+    """
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wrapped = interruptible(objective)
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        todo = remaining_trials(study, budget)
+        if todo:
+            study.optimize(wrapped, n_trials=todo, n_jobs=n_jobs, callbacks=list(callbacks),
+                           timeout=left, gc_after_trial=False)
+            continue
+        running = running_trials(study)
+        if not running or not is_heartbeat_enabled(study._storage):
+            return
+        if on_wait is not None:
+            on_wait(running)
+        time.sleep(wait_seconds)
+        optuna.storages.fail_stale_trials(study)
