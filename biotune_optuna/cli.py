@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    # Optuna's own warnings repeat, with a traceback, what the progress output already says.
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # pre-emption ends like Ctrl-C
     try:
         return args.handler(args)

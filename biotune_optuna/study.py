@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from biotune_optuna.sampler import BioTuneSampler
 logger = logging.getLogger(__name__)
 CONFIG_ATTR = "biotune_optuna:config"
 INTERRUPTED = "interrupted"
+STORAGE_ATTEMPTS = 5
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -88,13 +90,19 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
         name = "heartbeat_stale_trial_callback" if hasattr(
             optuna.storages, "RetryHeartbeatStaleTrialCallback") else "failed_trial_callback"
         kwargs[name] = _retry_callback()
-    try:
-        return RDBStorage(url, **kwargs)
-    except Exception as error:  # SQLAlchemy raises ArgumentError, OperationalError, ...
-        reason = str(error).splitlines()[0][:160]
-        raise StorageError(f"cannot open storage {url} ({error.__class__.__name__}: {reason}); "
-                           "check the URL, the server and the driver (pip install "
-                           "psycopg2-binary for PostgreSQL)") from None
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return RDBStorage(url, **kwargs)
+        except Exception as error:  # SQLAlchemy raises ArgumentError, OperationalError, ...
+            # Workers started together on an empty database race to create its tables.
+            if "already exists" in str(error) or "UniqueViolation" in str(error):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = str(error).splitlines()[0][:160]
+            raise StorageError(f"cannot open storage {url} ({error.__class__.__name__}: "
+                               f"{reason}); check the URL, the server and the driver (pip "
+                               "install 'psycopg[binary]' for PostgreSQL)") from None
+    raise StorageError(f"cannot create Optuna's tables in {url}; start the workers again")
 
 
 def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
@@ -204,8 +212,6 @@ def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
     grace period and retried (Optuna's heartbeat), so this waits for them instead of
     leaving them behind; trials of live workers simply finish.
     """
-    import time
-
     deadline = None if timeout is None else time.monotonic() + timeout
     wrapped = interruptible(objective)
     while True:

@@ -1,0 +1,220 @@
+"""The command line end to end: search and resume, status/best/export/train-best/studies,
+kill -9 and Ctrl-C in the middle of a trial, two workers on PostgreSQL, and bad input."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import optuna
+import pytest
+
+from biotune_optuna._population import GENERATION, PROPOSAL, RETRY_OF, SLOT
+
+EXAMPLE = {"study-name": "k", "dataset": "digits", "model": "tiny", "trials": 12, "epochs": 2,
+           "population": 4, "elite": 1, "seed": 0}
+
+
+def search(**changes):
+    """The issue's example command, with some options changed."""
+    options = {**EXAMPLE, **{k.replace("_", "-"): v for k, v in changes.items()}}
+    return ["search", *(str(x) for k, v in options.items() for x in (f"--{k}", v))]
+
+
+SEARCH = search()
+
+
+def load(storage, name="k"):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def slots_filled(study):
+    """Each slot's latest trial: COMPLETE for every slot of a finished search."""
+    latest = {}
+    for t in study.trials:
+        latest[t.system_attrs[SLOT]] = t
+    return latest
+
+
+def test_the_issue_example_runs_offline_and_resumes(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    first = cli(*SEARCH, "--storage", storage, "-q", check=True)
+    assert "best trial" in first.stdout
+    study = load(storage)
+    assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 12}
+    assert Counter(t.system_attrs[GENERATION] for t in study.trials) == {0: 4, 1: 5, 2: 3}
+    cli(*search(trials=16), "--storage", storage, "-q", check=True)
+    assert len(load(storage).trials) == 16
+
+
+def test_inspection_commands(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    cli(*SEARCH, "--storage", storage, "-q", check=True)
+    status = cli("status", "--storage", storage, "--study-name", "k", check=True).stdout
+    assert "12 trials (12 complete)" in status and "generation 2" in status
+    assert "best so far: trial" in status and "remaining: 0 of 12" in status
+    best = json.loads(cli("best", "--storage", storage, check=True).stdout)
+    assert best["trial"] == load(storage).best_trial.number
+    assert set(best["block_modules"]) == {"stem", "stage1", "stage2", "head"}
+    snippet = cli("export", "--storage", storage, "--format", "python", check=True).stdout
+    namespace = {}
+    exec(snippet, namespace)
+    from biotune_optuna.models import TinyCNN
+
+    groups, _ = namespace["biotune_param_groups"](TinyCNN(num_classes=10))
+    assert {g["name"] for g in groups} == set(best["trained_blocks"])
+    for g in groups:
+        assert g["lr"] == pytest.approx(best["learning_rates"][g["name"]])
+    listed = cli("studies", "--storage", storage, check=True).stdout
+    assert listed.startswith("k ") and "12 trials" in listed
+    trained = cli("train-best", "--storage", storage, "--seeds", "0,1", "--out",
+                  tmp_path / "best.pt", "-q", check=True).stdout
+    assert "full fine-tuning" in trained and "linear probing" in trained
+    assert (tmp_path / "best.pt").is_file()
+
+
+def test_options_from_a_toml_file_with_flags_on_top(cli, tmp_path):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "small.toml").write_text(
+        'study-name = "t"\nmodel = "tiny"\ntrials = 3\nepochs = 1\npopulation = 3\n'
+        'elite = 1\n')
+    cli("search", "--config", "small.toml", "--trials", "4", "-q", check=True)
+    study = load(f"sqlite:///{tmp_path}/studies/t.db", "t")
+    assert len(study.trials) == 4
+    assert study.user_attrs["biotune_optuna:config"]["epochs"] == 1
+
+
+def wait_for(predicate, timeout=120):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def states(db):
+    """Trial states straight from the SQLite file (no Optuna in this process)."""
+    try:
+        with sqlite3.connect(db) as connection:
+            return Counter(s for (s,) in connection.execute("select state from trials"))
+    except sqlite3.OperationalError:
+        return Counter()
+
+
+SLOW = ["search", "--study-name", "k", "--dataset", "digits", "--model", "tiny", "--shots",
+        "60", "--trials", "9", "--epochs", "40", "--patience", "40", "--population", "4",
+        "--elite", "1", "--heartbeat", "1", "--grace", "3", "-q"]
+
+
+def start_worker(tmp_path, storage):
+    return subprocess.Popen([sys.executable, "-m", "biotune_optuna.cli", *SLOW,
+                             "--storage", storage], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli, tmp_path):
+    db = tmp_path / "k.db"
+    worker = start_worker(tmp_path, f"sqlite:///{db}")
+    wait_for(lambda: states(db)["COMPLETE"] >= 2 and states(db)["RUNNING"] == 1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    killed = states(db)
+    assert killed["RUNNING"] == 1
+    cli(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
+    study = load(f"sqlite:///{db}")
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    dead = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(dead) == 1
+    retries = [t for t in study.trials if t.system_attrs.get(RETRY_OF) == dead[0].number]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    # the retry re-evaluates the dead trial's genome (the proposal covers params it had not
+    # suggested yet when it was killed)
+    assert retries[0].params == {**dead[0].system_attrs[PROPOSAL], **dead[0].params}
+    latest = slots_filled(study)
+    assert sorted(latest) == list(range(9))
+    assert all(t.state.name == "COMPLETE" for t in latest.values())
+    assert Counter(t.system_attrs[GENERATION] for t in latest.values()) == {0: 4, 1: 5}
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
+    db = tmp_path / "k.db"
+    worker = start_worker(tmp_path, f"sqlite:///{db}")
+    wait_for(lambda: states(db)["COMPLETE"] >= 1 and states(db)["RUNNING"] == 1)
+    worker.send_signal(stop)
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 130
+    assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+    interrupted = states(db)
+    assert interrupted["RUNNING"] == 0 and interrupted["FAIL"] == 1
+    cli(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
+    study = load(f"sqlite:///{db}")
+    latest = slots_filled(study)
+    assert sorted(latest) == list(range(9))
+    assert all(t.state.name == "COMPLETE" for t in latest.values())
+
+
+def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
+    command = [sys.executable, "-m", "biotune_optuna.cli", "search", "--study-name", "pg",
+               "--storage", postgres_url, "--dataset", "digits", "--model", "tiny",
+               "--trials", "16", "--epochs", "3", "--population", "4", "--elite", "1", "-q"]
+    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = load(postgres_url, "pg")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) >= 16
+    slots = [t.system_attrs[SLOT] for t in study.trials]
+    assert len(slots) == len(set(slots))
+    assert study.user_attrs["biotune_optuna:config"]["population"] == 4
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 2, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_inputs_get_one_line_errors(cli, tmp_path):
+    base = ["search", "--model", "tiny", "--trials", "1", "--epochs", "1", "-q"]
+    (tmp_path / "notes.db").write_text("these are notes, not a database")
+    one_line_error(cli(*base, "--storage", f"sqlite:///{tmp_path}/notes.db"),
+                   "is not an SQLite database")
+    (tmp_path / "file").write_text("")
+    one_line_error(cli(*base, "--storage", f"sqlite:///{tmp_path}/file/sub/x.db"),
+                   "cannot create the studies directory")
+    one_line_error(cli(*base, "--model", "resnet9000"), "unknown model 'resnet9000'")
+    one_line_error(cli(*base, "--dataset", "nosuchset"), "unknown dataset 'nosuchset'")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    one_line_error(cli(*base, "--dataset", tmp_path / "empty"), "has no images")
+    one_line_error(cli(*base, "--population", "2"), "--population must be at least 3")
+    one_line_error(cli(*base, "--population", "4", "--elite", "4"), "--elite must be between")
+    one_line_error(cli(*base, "--epochs", "0"), "--epochs must be at least 1")
+    one_line_error(cli(*base, "--storage", "postgresql://nobody@127.0.0.1:1/none"),
+                   "cannot open storage")
+    one_line_error(cli(*base, "--epochs", "two"), "--epochs takes a int")
+    one_line_error(cli("status", "--storage", f"sqlite:///{tmp_path}/none.db",
+                       "--study-name", "x"), "no study named 'x'")
+
+
+def test_resuming_with_other_settings_names_the_differences(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    cli(*SEARCH, "--storage", storage, "-q", check=True)
+    one_line_error(cli(*search(epochs=3), "--storage", storage, "-q"),
+                   "epochs: study has 2, now 3", "use the same options")
+    assert len(load(storage).trials) == 12
+
+
+def test_help_has_examples_for_every_command(cli):
+    for command in ("search", "status", "best", "export", "train-best", "dashboard",
+                    "studies", "demo"):
+        result = cli(command, "--help", check=True)
+        assert "examples:" in result.stdout and "biotune-optuna" in result.stdout
