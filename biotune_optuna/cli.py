@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     # Optuna's own warnings repeat, with a traceback, what the progress output already says.
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # pre-emption ends like Ctrl-C
+    # Pre-emption ends like Ctrl-C (a search handles both itself, see study.StopRequests).
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return args.handler(args)
     except USER_ERRORS as error:

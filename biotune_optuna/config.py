@@ -7,6 +7,7 @@ study at creation; resuming with a different fingerprint is refused with the dif
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -96,21 +97,30 @@ class SearchConfig:
                               .replace("elite size", "--elite")) from None
         need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         need(self.patience >= 1, f"--patience must be at least 1, got {self.patience}")
-        need(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        need(0 < self.lr < math.inf, f"--lr must be a positive number, got {self.lr}")
+        need(0 <= self.weight_decay < math.inf,
+             f"--weight-decay must be a non-negative number, got {self.weight_decay}")
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use "
              f"{', '.join(OPTIMIZERS)}")
         need(self.metric in METRICS, f"unknown metric {self.metric!r}; use {', '.join(METRICS)}")
         need(self.pruner in PRUNERS, f"unknown pruner {self.pruner!r}; use {', '.join(PRUNERS)}")
         need(self.shots is None or self.shots >= 1, f"--shots must be at least 1, got {self.shots}")
-        need(self.val_shots is None or self.val_shots >= 1,
-             f"--val-shots must be at least 1, got {self.val_shots}")
         need(len(self.train_seeds) >= 1, "--train-seeds needs at least one seed")
         need(self.folds >= 1, f"--folds must be at least 1, got {self.folds}")
         need(self.generations >= 0, f"--generations must be >= 0, got {self.generations}")
         need(self.trials is None or self.trials >= 1, f"--trials must be >= 1, got {self.trials}")
         need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         need(bool(self.study_name.strip()), "--study-name must not be empty")
+        for name in ("cosine_t_max", "image_size", "max_test", "val_shots"):
+            value = getattr(self, name)
+            need(value is None or value >= 1, f"--{name.replace('_', '-')} must be at least 1, "
+                 f"got {value}")
+        need(self.heartbeat >= 1 and self.grace > self.heartbeat,
+             f"--heartbeat must be at least 1 and --grace larger, got {self.heartbeat} and "
+             f"{self.grace}")
+        need(self.timeout is None or self.timeout > 0, f"--timeout must be positive, got "
+             f"{self.timeout}")
 
     @property
     def storage_url(self) -> str:

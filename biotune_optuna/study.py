@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -188,15 +190,49 @@ def remaining_trials(study: optuna.Study, budget: int) -> int:
     return max(budget - slots, 0) + waiting
 
 
-def interruptible(objective):
-    """Mark a trial interrupted by Ctrl-C (or SIGTERM) so the next run retries it."""
-    def wrapped(trial: optuna.Trial) -> float:
-        try:
-            return objective(trial)
-        except KeyboardInterrupt:
+class StopRequests:
+    """Ctrl-C and SIGTERM during a search. Inside a trial's objective they interrupt the
+    training at once: the trial fails, marked interrupted, and the next run retries it.
+    Anywhere else (Optuna writing to storage) they only ask the search to stop after the
+    current step, so no trial is left half-written."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._in_objective = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        if self._in_objective:
+            raise KeyboardInterrupt
+
+    def wrap(self, objective):
+        def wrapped(trial: optuna.Trial) -> float:
+            self._in_objective += 1
+            try:
+                return objective(trial)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self._in_objective -= 1  # before the writes below: a second signal waits
             trial.set_user_attr(INTERRUPTED, True)
-            raise
-    return wrapped
+            raise KeyboardInterrupt
+        return wrapped
+
+    def stop_callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.requested:
+            study.stop()
 
 
 def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -206,27 +242,31 @@ def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
                callbacks=(), timeout: float | None = None, wait_seconds: float = 5.0,
                on_wait=None) -> None:
-    """Run trials until ``budget`` slots are filled and nothing is left running.
+    """Run trials until ``budget`` slots are filled and nothing is left running; raise
+    KeyboardInterrupt once the trials are consistent if Ctrl-C or SIGTERM stopped it.
 
     Trials left RUNNING by a dead worker are failed once their heartbeat is older than the
     grace period and retried (Optuna's heartbeat), so this waits for them instead of
     leaving them behind; trials of live workers simply finish.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    wrapped = interruptible(objective)
-    while True:
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return
-        todo = remaining_trials(study, budget)
-        if todo:
-            study.optimize(wrapped, n_trials=todo, n_jobs=n_jobs, callbacks=list(callbacks),
-                           timeout=left, gc_after_trial=False)
-            continue
-        running = running_trials(study)
-        if not running or not is_heartbeat_enabled(study._storage):
-            return
-        if on_wait is not None:
-            on_wait(running)
-        time.sleep(wait_seconds)
-        optuna.storages.fail_stale_trials(study)
+    with StopRequests() as stops:
+        wrapped = stops.wrap(objective)
+        while not stops.requested:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            todo = remaining_trials(study, budget)
+            if todo:
+                study.optimize(wrapped, n_trials=todo, n_jobs=n_jobs, timeout=left,
+                               callbacks=[*callbacks, stops.stop_callback],
+                               gc_after_trial=False)
+                continue
+            running = running_trials(study)
+            if not running or not is_heartbeat_enabled(study._storage):
+                return
+            if on_wait is not None:
+                on_wait(running)
+            time.sleep(wait_seconds)
+            optuna.storages.fail_stale_trials(study)
+    raise KeyboardInterrupt

@@ -150,7 +150,9 @@ def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
     assert worker.returncode == 130
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr
     interrupted = states(db)
-    assert interrupted["RUNNING"] == 0 and interrupted["FAIL"] == 1
+    # the trial in training was failed and marked for retry (or, had the signal come
+    # between trials, the search stopped after the storage write): nothing left running
+    assert interrupted["RUNNING"] == 0 and interrupted["FAIL"] <= 1
     cli(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
     study = load(f"sqlite:///{db}")
     latest = slots_filled(study)
