@@ -161,7 +161,7 @@ DEMO = dict(study_name="demo", model="small", weights="mnist5k", dataset="digits
             population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
             patience=3, seed=0)
 QUICK = dict(DEMO, study_name="demo-quick", population=6, elite=2, generations=4,
-             train_seeds=[0], epochs=20)
+             train_seeds=[0, 1], epochs=20)
 FINAL_SEEDS = {"demo": [100, 101, 102, 103, 104], "demo-quick": [100, 101, 102]}
 
 
