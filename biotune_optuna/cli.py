@@ -99,6 +99,10 @@ EXAMPLES = {
                   "--seeds 0,1,2 --out best.pt",
     "dashboard": "biotune-optuna dashboard --storage sqlite:///studies/demo.db --port 8080",
     "studies": "biotune-optuna studies --storage sqlite:///studies/demo.db",
+    "plot": """
+        biotune-optuna plot --storage sqlite:///studies/demo.db --study-name demo --out plots
+        biotune-optuna plot --storage sqlite:///c.db --study-name c-biotune-s0 \\
+            --compare c-biotune-s1,c-tpe-s0,c-tpe-s1""",
     "demo": """
         biotune-optuna demo            # about 5 minutes on 2 CPU cores
         biotune-optuna demo --quick    # under 2 minutes""",
@@ -313,6 +317,30 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Write the analysis plots as PNG files and attach them to the study in
+    optuna-dashboard, with a note (configuration, best plan, how to reproduce)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from biotune_optuna.analysis import plot_all
+    from biotune_optuna.dashboard import publish
+
+    study = _load_study(args)
+    groups: dict[str, list[optuna.Study]] = {}
+    others = [n for n in str(args.compare or "").replace(",", " ").split() if n]
+    for other in [study, *(_load_study(argparse.Namespace(**{**vars(args), "study_name": n}))
+                           for n in others)]:
+        label = (other.user_attrs.get(CONFIG_ATTR) or {}).get("sampler", other.study_name)
+        groups.setdefault(label, []).append(other)
+    paths = plot_all(study, args.out, compare=groups)
+    if args.dashboard:
+        publish(study, _storage_url(args), paths)
+    for path in paths:
+        print(path)
+    return 0
+
+
 def cmd_studies(args: argparse.Namespace) -> int:
     """List the studies in a storage."""
     storage = open_storage(_storage_url(args), heartbeat=None)
@@ -369,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                        help="also run full fine-tuning and linear probing on the same seeds")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    plot = command("plot", cmd_plot)
+    _add_study_options(plot)
+    plot.add_argument("--out", default="plots", help="directory for the PNG files")
+    plot.add_argument("--compare", default=None, help="other studies of the storage to "
+                      "overlay on the convergence plot, grouped by sampler (comma-separated)")
+    plot.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                      help="attach the plots and a note to the study for optuna-dashboard")
     dashboard = command("dashboard", cmd_dashboard)
     _add_study_options(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1")

@@ -1,10 +1,19 @@
-"""optuna-dashboard integration: where a study's artifacts live."""
+"""optuna-dashboard integration: the study's note (configuration, best plan, how to
+reproduce) and its plots as artifacts, through optuna-dashboard's own APIs."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
-from optuna.artifacts import FileSystemArtifactStore
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact metadata
+CONFIG_ATTR = "biotune_optuna:config"
 
 
 def artifact_dir_for(storage_url: str) -> Path:
@@ -21,3 +30,99 @@ def artifact_store_for(storage_url: str) -> FileSystemArtifactStore:
     folder = artifact_dir_for(storage_url)
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(folder))
+
+
+def reproduce_command(study: optuna.Study, storage_url: str) -> str:
+    """The ``biotune-optuna search`` command that continues (or recreates) this study."""
+    from biotune_optuna.config import SearchConfig
+
+    stored = study.user_attrs.get(CONFIG_ATTR) or {}
+    default = SearchConfig()
+    defaults = {f.name: getattr(default, f.name) for f in fields(SearchConfig)}
+    parts = ["biotune-optuna search", f"--study-name {study.study_name}",
+             f"--storage {storage_url}"]
+    for name, value in stored.items():
+        if name == "blocks" or defaults.get(name, object()) == value:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            parts.append(f"{flag} {','.join(map(str, value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    budget = study.user_attrs.get("biotune_optuna:budget")
+    if budget:
+        parts.append(f"--trials {budget}")
+    return " \\\n    ".join(parts)
+
+
+def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ()) -> str:
+    """Markdown for the study's note in optuna-dashboard."""
+    config = study.user_attrs.get(CONFIG_ATTR) or {}
+    lines = [f"# {study.study_name}", ""]
+    if config:
+        lines += ["## Configuration", "", "| option | value |", "|---|---|"]
+        lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in config.items()]
+        lines.append("")
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    if best is not None:
+        multipliers = best.user_attrs.get("lr_multipliers", {})
+        base = config.get("lr", 1e-3)
+        lines += ["## Best plan", "",
+                  f"Trial {best.number}, validation {config.get('metric', 'value')} "
+                  f"**{best.value:.4f}**, trainable parameters "
+                  f"{100 * best.user_attrs.get('trainable_fraction', float('nan')):.2f} %.", "",
+                  "| block | learning rate |", "|---|---|"]
+        for block in config.get("blocks", multipliers):
+            rate = f"{base * multipliers[block]:.3g} ({multipliers[block]:.3g}x)" \
+                if block in multipliers else "frozen"
+            lines.append(f"| {block} | {rate} |")
+        lines.append("")
+    lines += ["## Reproduce", "", "```sh", reproduce_command(study, storage_url), "```", "",
+              "Then `biotune-optuna train-best --storage " + storage_url +
+              f" --study-name {study.study_name}` retrains and tests the best plan."]
+    if plots:
+        lines += ["", "## Plots", "", "Attached as artifacts: " + ", ".join(plots) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _replace_artifact(study: optuna.Study, store: FileSystemArtifactStore, path: Path) -> None:
+    """Upload ``path``, first removing an earlier artifact of the same file name (the way
+    optuna-dashboard deletes: the metadata attr becomes null)."""
+    storage = study._storage
+    for key, raw in storage.get_study_system_attrs(study._study_id).items():
+        meta = json.loads(raw) if key.startswith(ARTIFACT_PREFIX) and raw else None
+        if meta and meta.get("filename") == path.name:
+            try:
+                store.remove(meta["artifact_id"])
+            except ArtifactNotFound:  # only the metadata was left
+                pass
+            storage.set_study_system_attr(study._study_id, key, json.dumps(None))
+    upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study,
+                    mimetype="image/png" if path.suffix == ".png" else None)
+
+
+def publish(study: optuna.Study, storage_url: str, files: Sequence[Path] = ()) -> None:
+    """Save the study's note and attach ``files`` (plots) as artifacts."""
+    from optuna_dashboard import save_note
+
+    if files:
+        store = artifact_store_for(storage_url)
+        for path in files:
+            _replace_artifact(study, store, Path(path))
+    save_note(study, study_note(study, storage_url, [Path(f).name for f in files]))
+
+
+def artifacts(study: optuna.Study) -> list[dict]:
+    """The study's live artifacts' metadata (deleted ones skipped)."""
+    items = []
+    for key, raw in study._storage.get_study_system_attrs(study._study_id).items():
+        if key.startswith(ARTIFACT_PREFIX) and raw:
+            meta = json.loads(raw)
+            if meta:
+                items.append(meta)
+    return items

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from biotune_optuna import genome
 from biotune_optuna._population import GENERATION, RETRY_OF, Layout
 from biotune_optuna.config import SearchConfig
+from biotune_optuna.dashboard import publish
 from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table
 from biotune_optuna.objective import FineTuneObjective
 from biotune_optuna.progress import SearchProgress
@@ -57,6 +58,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
                    timeout=config.timeout, on_wait=progress.waiting)
     finally:
         progress.close()
+    publish(study, config.storage_url)  # the note optuna-dashboard shows
     return study
 
 

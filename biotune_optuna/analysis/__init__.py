@@ -1,0 +1,65 @@
+"""Analysis of fine-tuning searches from storage alone: plots, a study note and
+optuna-dashboard artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import optuna
+
+from biotune_optuna.analysis._table import TrialTable, best_so_far, block_names, trial_table
+from biotune_optuna.analysis.plots import (
+    pareto_front,
+    plot_convergence,
+    plot_frozen_heatmap,
+    plot_layer_importance,
+    plot_lr_heatmap,
+    plot_pareto,
+    plot_population,
+)
+
+PLOTS = {
+    "layer_importance": plot_layer_importance,
+    "frozen_heatmap": plot_frozen_heatmap,
+    "frozen_heatmap_by_value": lambda study: plot_frozen_heatmap(study, order="value"),
+    "lr_heatmap": plot_lr_heatmap,
+    "pareto": plot_pareto,
+    "population": plot_population,
+}
+
+
+def plot_all(study: optuna.Study, out_dir: str | Path,
+             compare: Mapping[str, Sequence[optuna.Study]] | None = None) -> list[Path]:
+    """Write every plot of ``study`` as ``<out_dir>/<study>_<plot>.png``; the convergence
+    plot overlays the groups of ``compare`` (default: this study alone)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    figures = {name: make(study) for name, make in PLOTS.items()}
+    figures["convergence"] = plot_convergence(compare or {study.study_name: [study]},
+                                              title=f"{study.study_name}: convergence")
+    for name, figure in figures.items():
+        path = out / f"{study.study_name}_{name}.png"
+        figure.savefig(path)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+__all__ = [
+    "PLOTS",
+    "TrialTable",
+    "best_so_far",
+    "block_names",
+    "pareto_front",
+    "plot_all",
+    "plot_convergence",
+    "plot_frozen_heatmap",
+    "plot_layer_importance",
+    "plot_lr_heatmap",
+    "plot_pareto",
+    "plot_population",
+    "trial_table",
+]

@@ -1,0 +1,116 @@
+"""A study's trials as arrays for plotting, read from storage alone (no re-training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from biotune_optuna import genome
+from biotune_optuna._population import GENERATION, POPULATION_PREFIX, ROLE
+
+BLOCKS_ATTR = "biotune_optuna:blocks"
+
+
+def block_names(study: optuna.Study) -> list[str]:
+    """The study's blocks in network order (stored at creation, else from parameter names)."""
+    stored = study.user_attrs.get(BLOCKS_ATTR)
+    if stored:
+        return list(stored)
+    for trial in study.get_trials(deepcopy=False):
+        genes = [n.removeprefix(genome.GENE_PREFIX) for n in trial.params
+                 if n.startswith(genome.GENE_PREFIX)]
+        if genes:
+            return genes
+    raise ValueError(f"study {study.study_name!r} has no BioTune genome parameters "
+                     "(gene:<block>); it was not a fine-tuning search")
+
+
+def block_sizes(study: optuna.Study, blocks: list[str]) -> np.ndarray | None:
+    stored = study.user_attrs.get(BLOCKS_ATTR) or {}
+    if all(isinstance(stored.get(b), dict) and "n_params" in stored[b] for b in blocks):
+        return np.array([stored[b]["n_params"] for b in blocks], dtype=float)
+    return None
+
+
+@dataclass
+class TrialTable:
+    """One row per finished trial with a full genome."""
+
+    study_name: str
+    direction: optuna.study.StudyDirection
+    blocks: list[str]
+    numbers: np.ndarray
+    values: np.ndarray  # NaN for failed trials; pruned ones carry their last report
+    generations: np.ndarray
+    roles: list[str]
+    genes: np.ndarray  # trials x blocks, in [0, 1]
+    thresholds: np.ndarray
+    multipliers: np.ndarray  # trials x blocks, 0 where frozen
+    trainable_fraction: np.ndarray  # NaN when the block sizes are unknown
+
+    @property
+    def trained(self) -> np.ndarray:
+        return self.multipliers > 0
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
+def trial_table(study: optuna.Study) -> TrialTable:
+    blocks = block_names(study)
+    sizes = block_sizes(study, blocks)
+    names = [genome.gene_name(b) for b in blocks] + [genome.THRESHOLD]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if not t.state.is_finished() or not all(n in t.params for n in names):
+            continue
+        if t.state == TrialState.COMPLETE:
+            value = t.value
+        elif t.state == TrialState.PRUNED and t.intermediate_values:
+            value = t.intermediate_values[max(t.intermediate_values)]
+        else:
+            value = np.nan
+        plan = genome.decode(t.params, blocks)
+        fraction = t.user_attrs.get("trainable_fraction")
+        if fraction is None and sizes is not None:
+            fraction = float(sizes[np.array(plan.trained)].sum() / sizes.sum())
+        rows.append((t.number, value, t.system_attrs.get(GENERATION, 0),
+                     t.system_attrs.get(ROLE, "-"), [t.params[n] for n in names[:-1]],
+                     t.params[genome.THRESHOLD], plan.multipliers,
+                     np.nan if fraction is None else fraction))
+    columns = list(zip(*rows)) if rows else [[]] * 8
+    return TrialTable(
+        study.study_name, study.direction, blocks,
+        np.array(columns[0], dtype=int), np.array(columns[1], dtype=float),
+        np.array(columns[2], dtype=int), list(columns[3]),
+        np.array(columns[4], dtype=float).reshape(len(rows), len(blocks)),
+        np.array(columns[5], dtype=float),
+        np.array(columns[6], dtype=float).reshape(len(rows), len(blocks)),
+        np.array(columns[7], dtype=float))
+
+
+def populations(study: optuna.Study) -> dict[int, list[dict]]:
+    """The population entering each generation, as the sampler stored it."""
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return {int(k.removeprefix(POPULATION_PREFIX)): v for k, v in attrs.items()
+            if k.startswith(POPULATION_PREFIX)}
+
+
+def best_so_far(study: optuna.Study) -> np.ndarray:
+    """Best value after each trial (in trial order; failed trials repeat the best)."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best, curve = np.nan, []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE and t.value is not None and np.isfinite(t.value):
+            if np.isnan(best) or (t.value > best if maximize else t.value < best):
+                best = t.value
+        if t.state.is_finished():
+            curve.append(best)
+    return np.array(curve, dtype=float)

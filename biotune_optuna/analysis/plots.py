@@ -1,0 +1,266 @@
+"""Plots of a fine-tuning search, each a matplotlib Figure built from storage alone."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+from matplotlib.figure import Figure
+
+from biotune_optuna import genome
+from biotune_optuna.analysis._table import (
+    TrialTable,
+    best_so_far,
+    populations,
+    trial_table,
+)
+
+logger = logging.getLogger(__name__)
+LOG_MULTIPLIER = "log10 learning-rate multiplier"
+CMAP = "coolwarm"
+FROZEN = "#3a3a3a"  # darker than any multiplier colour, so frozen blocks stand out
+
+
+def _figure(width: float, height: float) -> Figure:
+    return plt.figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _finite(table: TrialTable) -> np.ndarray:
+    return np.isfinite(table.values)
+
+
+def _top_quarter(table: TrialTable) -> np.ndarray:
+    ok = _finite(table)
+    values = np.where(ok, table.values, -np.inf if table.maximize else np.inf)
+    order = np.argsort(-values if table.maximize else values, kind="stable")
+    top = np.zeros(len(table), dtype=bool)
+    top[order[:max(1, ok.sum() // 4)]] = True
+    return top & ok
+
+
+def plot_layer_importance(study: optuna.Study) -> Figure:
+    """Which blocks matter: Optuna's parameter importances over the genes, how often each
+    block is trained in the top quarter of trials against all trials, and the objective
+    against each block's learning-rate multiplier where the block is trained."""
+    table = trial_table(study)
+    blocks = table.blocks
+    fig = _figure(max(9, 1.1 * len(blocks) + 4), 8)
+    grid = fig.add_gridspec(2, max(len(blocks), 2))
+    ax = fig.add_subplot(grid[0, : len(blocks) // 2 or 1])
+    importances = _importances(study)
+    names = [f"gene:{b}" for b in blocks] + [genome.THRESHOLD]
+    ax.barh(range(len(names)), [importances.get(n, 0.0) for n in names], color="tab:blue")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("importance (fANOVA)" if importances else "importance (not enough trials)")
+    ax.set_title("Parameter importance")
+    ax = fig.add_subplot(grid[0, len(blocks) // 2 or 1:])
+    top = _top_quarter(table)
+    x = np.arange(len(blocks))
+    ax.bar(x - 0.2, table.trained.mean(0) if len(table) else 0, 0.4, label="all trials",
+           color="tab:gray")
+    ax.bar(x + 0.2, table.trained[top].mean(0) if top.any() else 0, 0.4,
+           label="top quarter", color="tab:green")
+    ax.set_xticks(x, blocks, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of trials training the block")
+    ax.set_title("Trained in the best trials vs all")
+    ax.legend(loc="upper left")
+    ok = _finite(table)
+    first = None
+    for i, block in enumerate(blocks):
+        ax = fig.add_subplot(grid[1, i], sharey=first)
+        first = first or ax
+        trained = table.trained[:, i] & ok
+        ax.scatter(np.log10(table.multipliers[trained, i]), table.values[trained], s=10,
+                   alpha=0.6, color="tab:purple")
+        ax.set_title(f"{block}: objective vs rate" if i == 0 else block, fontsize=9)
+        ax.set_xlabel("log10 multiplier", fontsize=8)
+        ax.set_xlim(-1.05, 1.05)
+        if i == 0:
+            ax.set_ylabel("objective (trials training the block)")
+        else:
+            ax.tick_params(labelleft=False)
+    fig.suptitle(f"{study.study_name}: layer importance ({len(table)} trials)")
+    return fig
+
+
+def _importances(study: optuna.Study) -> dict[str, float]:
+    complete = [t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 4:
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(study, target=None)
+    except (RuntimeError, ValueError) as error:  # e.g. all values equal
+        logger.info("no parameter importances: %s", error)
+        return {}
+
+
+def plot_frozen_heatmap(study: optuna.Study, order: str = "number") -> Figure:
+    """Trials x blocks: grey where frozen, coloured by the learning-rate multiplier where
+    trained; trials ordered by number (generations separated by lines) or by value."""
+    table = trial_table(study)
+    if order == "value":
+        key = np.where(_finite(table), table.values, -np.inf if table.maximize else np.inf)
+        rows = np.argsort(-key if table.maximize else key, kind="stable")
+    else:
+        rows = np.lexsort((table.numbers, table.generations))
+    log_m = np.where(table.trained, np.log10(np.where(table.trained, table.multipliers, 1)),
+                     np.nan)[rows]
+    fig = _figure(max(6, 0.9 * len(table.blocks) + 3), min(max(4, 0.06 * len(table) + 2), 16))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps[CMAP].copy()
+    cmap.set_bad(FROZEN)
+    image = ax.imshow(np.ma.masked_invalid(log_m), aspect="auto", cmap=cmap, vmin=-1, vmax=1,
+                      interpolation="nearest")
+    ax.set_xticks(range(len(table.blocks)), table.blocks, rotation=30, ha="right")
+    ticks = np.linspace(0, len(rows) - 1, min(len(rows), 20)).astype(int) if len(rows) else []
+    ax.set_yticks(ticks, [str(table.numbers[rows][t]) for t in ticks])
+    ax.set_ylabel("trial (by value)" if order == "value" else "trial (by generation)")
+    ax.set_xlabel("block")
+    if order != "value":
+        generations = table.generations[rows]
+        for boundary in np.flatnonzero(np.diff(generations)) + 0.5:
+            ax.axhline(boundary, color="black", linewidth=0.6)
+    bar = fig.colorbar(image, ax=ax, ticks=[-1, -0.5, 0, 0.5, 1])
+    bar.set_label(LOG_MULTIPLIER + " (dark grey: frozen)")
+    ax.set_title(f"{study.study_name}: frozen and trained blocks per trial")
+    return fig
+
+
+def plot_lr_heatmap(study: optuna.Study) -> Figure:
+    """Generations x blocks: the mean learning-rate multiplier where trained, annotated
+    with the share of the generation's trials that train the block."""
+    table = trial_table(study)
+    generations = np.unique(table.generations)
+    mean_log = np.full((len(generations), len(table.blocks)), np.nan)
+    share = np.zeros_like(mean_log)
+    for r, g in enumerate(generations):
+        rows = table.generations == g
+        trained = table.trained[rows]
+        share[r] = trained.mean(0)
+        for c in range(len(table.blocks)):
+            if trained[:, c].any():
+                mean_log[r, c] = np.log10(table.multipliers[rows][trained[:, c], c]).mean()
+    fig = _figure(max(6, 0.9 * len(table.blocks) + 3), max(3.5, 0.45 * len(generations) + 2))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps[CMAP].copy()
+    cmap.set_bad("lightgray")
+    image = ax.imshow(np.ma.masked_invalid(mean_log), aspect="auto", cmap=cmap, vmin=-1, vmax=1)
+    for (r, c), s in np.ndenumerate(share):
+        ax.text(c, r, f"{100 * s:.0f}%", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(table.blocks)), table.blocks, rotation=30, ha="right")
+    ax.set_yticks(range(len(generations)), [str(g) for g in generations])
+    ax.set_ylabel("generation")
+    ax.set_xlabel("block (text: share of trials training it)")
+    fig.colorbar(image, ax=ax).set_label("mean " + LOG_MULTIPLIER)
+    ax.set_title(f"{study.study_name}: learning rates per generation")
+    return fig
+
+
+def plot_convergence(groups: Mapping[str, Sequence[optuna.Study]],
+                     title: str = "Convergence") -> Figure:
+    """Best value so far against trials, one line per group of studies (e.g. per sampler);
+    with several studies (seeds) in a group, the mean and a band from min to max."""
+    fig = _figure(8, 5)
+    ax = fig.add_subplot()
+    direction = None
+    for label, studies in groups.items():
+        curves = [best_so_far(s) for s in studies]
+        curves = [c for c in curves if len(c)]
+        if not curves:
+            continue
+        direction = studies[0].direction
+        length = max(len(c) for c in curves)
+        padded = np.array([np.pad(c, (0, length - len(c)), mode="edge") for c in curves])
+        x = np.arange(1, length + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN prefixes
+            mean = np.nanmean(padded, 0)
+        line, = ax.plot(x, mean, label=f"{label} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(x, np.nanmin(padded, 0), np.nanmax(padded, 0), alpha=0.2,
+                            color=line.get_color())
+    ax.set_xlabel("trials")
+    better = "higher" if direction == optuna.study.StudyDirection.MAXIMIZE else "lower"
+    ax.set_ylabel(f"best value so far ({better} is better)")
+    ax.set_title(title + " (band: min-max across seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def pareto_front(fraction: np.ndarray, values: np.ndarray, maximize: bool) -> np.ndarray:
+    """Indices of trials no other trial beats on both value and trainable fraction."""
+    score = values if maximize else -values
+    front = []
+    for i in range(len(values)):
+        dominated = np.any((score >= score[i]) & (fraction <= fraction[i]) &
+                           ((score > score[i]) | (fraction < fraction[i])))
+        if not dominated:
+            front.append(i)
+    return np.array(sorted(front, key=lambda i: fraction[i]), dtype=int)
+
+
+def plot_pareto(study: optuna.Study) -> Figure:
+    """Objective against the trainable-parameter fraction, the Pareto front marked."""
+    table = trial_table(study)
+    ok = _finite(table) & np.isfinite(table.trainable_fraction)
+    fraction, values = table.trainable_fraction[ok], table.values[ok]
+    fig = _figure(8, 5)
+    ax = fig.add_subplot()
+    points = ax.scatter(100 * fraction, values, c=table.generations[ok], cmap="viridis", s=14,
+                        alpha=0.7)
+    front = pareto_front(fraction, values, table.maximize)
+    if len(front):
+        ax.step(100 * fraction[front], values[front], where="post", color="tab:red",
+                label="Pareto front")
+        ax.scatter(100 * fraction[front], values[front], color="tab:red", s=30, zorder=3)
+        ax.legend(loc="lower right")
+    fig.colorbar(points, ax=ax).set_label("generation")
+    ax.set_xlabel("trainable parameters (%)")
+    ax.set_ylabel("objective")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{study.study_name}: accuracy vs trainable parameters")
+    return fig
+
+
+def plot_population(study: optuna.Study) -> Figure:
+    """Per generation: the population's genetic diversity (mean per-gene standard deviation
+    and mean pairwise distance) and its extinction probabilities."""
+    stored = populations(study)
+    fig = _figure(10, 4.5)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    generations = sorted(stored)
+    spread, distance = [], []
+    for g in generations:
+        genes = np.array([list(ind["genes"].values()) for ind in stored[g]], dtype=float)
+        spread.append(genes.std(0).mean() if len(genes) > 1 else 0.0)
+        diffs = genes[:, None, :] - genes[None, :, :]
+        distance.append(np.sqrt((diffs ** 2).sum(-1)).mean() if len(genes) > 1 else 0.0)
+        probs = [ind["extinction"] for ind in stored[g]]
+        right.scatter([g - 1] * len(probs), probs, s=12, alpha=0.6, color="tab:orange")
+    x = [g - 1 for g in generations]
+    left.plot(x, spread, marker="o", label="mean per-gene std")
+    left.plot(x, distance, marker="s", label="mean pairwise distance")
+    left.set_xlabel("generation (population at its end)")
+    left.set_ylabel("diversity (genes in [0, 1])")
+    left.set_title("Population diversity")
+    left.legend()
+    left.grid(alpha=0.3)
+    right.set_xlabel("generation (population at its end)")
+    right.set_ylabel("extinction probability")
+    right.set_ylim(-0.05, 1.05)
+    right.set_title("Extinction probabilities (mutation pressure)")
+    right.grid(alpha=0.3)
+    fig.suptitle(f"{study.study_name}: BioTune population" +
+                 ("" if stored else " (no BioTune populations stored)"))
+    return fig
