@@ -98,6 +98,13 @@ EXAMPLES = {
     "train-best": "biotune-optuna train-best --storage sqlite:///k.db --study-name k "
                   "--seeds 0,1,2 --out best.pt",
     "dashboard": "biotune-optuna dashboard --storage sqlite:///studies/demo.db --port 8080",
+    "baseline": """
+        biotune-optuna baseline --method full,linear,l2sp,l1sp,autorgn,lora --model small \\
+            --dataset digits --shots 10 --seeds 0,1,2,3,4
+        biotune-optuna baseline --config studies/demo.toml --method lora --rank 8""",
+    "compare": """
+        biotune-optuna compare --study-name cmp --samplers biotune,tpe,random,cmaes \\
+            --seeds 5 --trials 46 --population 6 --elite 2 --model small --dataset digits""",
     "studies": "biotune-optuna studies --storage sqlite:///studies/demo.db",
     "plot": """
         biotune-optuna plot --storage sqlite:///studies/demo.db --study-name demo --out plots
@@ -341,6 +348,49 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in str(text).replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"expected integers such as 0,1,2, got {text!r}") from None
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Fine-tuning baselines (full, linear, l2sp, l1sp, autorgn, lora) on the same task,
+    training loop, splits and seeds as a search; test accuracy side by side."""
+    from biotune_optuna.baselines import METHODS
+    from biotune_optuna.evaluation import results_table
+    from biotune_optuna.search import run_baselines
+
+    config = _config_from_args(args)
+    methods = [m for m in args.method.replace(",", " ").split() if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"unknown method {unknown[0] if unknown else ''!r}; use "
+                          f"{', '.join(METHODS)} (comma-separated)")
+    evaluations = run_baselines(config, methods, _int_list(args.seeds), args.alpha, args.beta,
+                                args.rank, quiet=args.quiet)
+    print(results_table(evaluations))
+    if args.out:
+        Path(args.out).write_text(json.dumps([e.as_dict() for e in evaluations], indent=2))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """BioTune against other samplers on the same objective and genome: one study per
+    sampler and seed in one storage, equal budgets, a table and a convergence plot."""
+    from biotune_optuna.search import compare_samplers
+
+    config = _config_from_args(args)
+    samplers = [s for s in args.samplers.replace(",", " ").split() if s]
+    unknown = [s for s in samplers if s not in SAMPLERS]
+    if unknown:
+        raise ConfigError(f"unknown sampler {unknown[0]!r}; use {', '.join(SAMPLERS)}")
+    print(compare_samplers(config, samplers, args.seeds, args.target, args.out,
+                           quiet=args.quiet))
+    return 0
+
+
 def cmd_studies(args: argparse.Namespace) -> int:
     """List the studies in a storage."""
     storage = open_storage(_storage_url(args), heartbeat=None)
@@ -404,6 +454,24 @@ def build_parser() -> argparse.ArgumentParser:
                       "overlay on the convergence plot, grouped by sampler (comma-separated)")
     plot.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
                       help="attach the plots and a note to the study for optuna-dashboard")
+    base = command("baseline", cmd_baseline)
+    _add_search_options(base)
+    base.add_argument("--method", default="full,linear",
+                      help="full, linear, l2sp, l1sp, autorgn, lora (comma-separated)")
+    base.add_argument("--seeds", default="0,1,2,3,4", help="fine-tuning seeds")
+    base.add_argument("--alpha", type=float, default=0.01, help="L2-SP/L1-SP backbone weight")
+    base.add_argument("--beta", type=float, default=0.01, help="L2-SP/L1-SP head weight")
+    base.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    base.add_argument("--out", default=None, help="also write the results as JSON")
+    base.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    comparison = command("compare", cmd_compare)
+    _add_search_options(comparison)
+    comparison.add_argument("--samplers", default="biotune,tpe,random,cmaes")
+    comparison.add_argument("--seeds", type=int, default=5, help="studies per sampler")
+    comparison.add_argument("--target", type=float, default=None, help="value whose "
+                            "first-reaching trial is reported (default: the lowest best)")
+    comparison.add_argument("--out", default="plots", help="directory of the plot")
+    _add_output_options(comparison)
     dashboard = command("dashboard", cmd_dashboard)
     _add_study_options(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from biotune_optuna import genome
-from biotune_optuna.finetune import RunResult, TrainConfig, fine_tune
+from biotune_optuna.finetune import Method, RunResult, TrainConfig, fine_tune
 from biotune_optuna.genome import FineTunePlan
 from biotune_optuna.task import Task
 
@@ -47,13 +47,14 @@ def recipe_plans(block_names: Sequence[str]) -> dict[str, FineTunePlan]:
 
 def evaluate_plan(task: Task, plan: FineTunePlan, config: TrainConfig, seeds: Sequence[int],
                   name: str, on_run: Callable[[RunResult], None] | None = None,
-                  keep_first_model: bool = False) -> Evaluation:
+                  keep_first_model: bool = False, method: Method | None = None) -> Evaluation:
     """Train ``plan`` once per seed on the training split (early stopping on validation)
     and test the best epoch of each run; the first seed's model is kept on request."""
     runs = []
     for seed in seeds:
         keep = keep_first_model and not runs
-        run = fine_tune(task, plan, config, seed, evaluate_test=True, keep_model=keep)
+        run = fine_tune(task, plan, config, seed, evaluate_test=True, keep_model=keep,
+                        method=method)
         if run.diverged:
             raise RuntimeError(f"{name} diverged with seed {seed}: {run.diverged}")
         runs.append(run)

@@ -196,17 +196,41 @@ class RunResult:
     model: nn.Module | None = None
 
 
+class Method:
+    """A fine-tuning method's hooks into the training loop. This base class trains a plan;
+    the baselines (:mod:`biotune_optuna.baselines`) add penalties, per-step learning rates
+    or adapters through the same hooks, so every method shares the loop, splits and seeds."""
+
+    def prepare(self, model: nn.Module, task, plan: FineTunePlan,
+                config: TrainConfig) -> PlanSetup:
+        return apply_plan(model, task.blocks, plan, config.base_lr)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """A regulariser added to the loss."""
+        return None
+
+    def before_step(self, optimizer: torch.optim.Optimizer, schedule_factor: float) -> None:
+        """Called after the backward pass; ``schedule_factor`` is the cosine factor."""
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """The model used for testing and kept (e.g. with adapters merged)."""
+        return model
+
+
 def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
               report: Callable[[float, int], None] | None = None,
               evaluate_test: bool = False, keep_model: bool = False,
-              on_epoch: Callable[[int, float], None] | None = None) -> RunResult:
+              on_epoch: Callable[[int, float], None] | None = None,
+              method: Method | None = None) -> RunResult:
     """Train ``plan`` on ``task`` (a :class:`biotune_optuna.task.Task`) with ``seed``.
 
     Early stopping keeps the epoch with the best validation metric (strictly better, the
     paper's patience rule); its weights are restored before testing. ``report(value, epoch)``
     is called every epoch (Optuna pruning raises from it). A NaN or infinite loss ends the
-    run with ``diverged`` set instead of raising.
+    run with ``diverged`` set instead of raising. ``method`` changes how the model is
+    trained (default: the plan's frozen blocks and per-block learning rates).
     """
+    method = method or Method()
     if plan.is_empty:
         raise ValueError("the plan trains no block; nothing to fine-tune")
     start = time.perf_counter()
@@ -219,10 +243,10 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
     model = task.model.fresh(seed).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    setup = apply_plan(model, task.blocks, plan, config.base_lr)
+    setup = method.prepare(model, task, plan, config)
     optimizer = make_optimizer(setup.param_groups, config)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.cosine_t_max or config.epochs)
+    period = config.cosine_t_max or config.epochs
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=period)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     spec, data, splits = task.model.input, task.data, task.splits
     best, best_epoch, best_state, history = -math.inf, 0, None, []
@@ -244,6 +268,9 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
                 logits, aux = split_output(model(x))
                 loss = F.cross_entropy(logits, y) + config.aux_loss_weight * sum(
                     (F.cross_entropy(a, y) for a in aux), torch.zeros((), device=device))
+                extra = method.penalty(model)
+                if extra is not None:
+                    loss = loss + extra
             if not torch.isfinite(loss):
                 result.diverged = (f"training loss became {loss.item()} at epoch {epoch + 1}, "
                                    f"batch {step + 1}; lower the base learning rate "
@@ -252,6 +279,8 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
                 return result
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            method.before_step(optimizer, 0.5 * (1 + math.cos(math.pi * epoch / period)))
             scaler.step(optimizer)
             scaler.update()
         schedule.step()
@@ -272,6 +301,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
     result.value, result.best_epoch, result.epochs_run = best, best_epoch + 1, len(history)
     if best_state is not None:
         model.load_state_dict(best_state)
+    model = method.finish(model)
     if evaluate_test:
         result.test = evaluate(model, data, splits.test, spec, device, config.eval_batch_size,
                                channels_last)

@@ -186,3 +186,77 @@ def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
             f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "
             f"{config.storage_url}` and `biotune-optuna dashboard --storage "
             f"{config.storage_url}` inspect it\n" + json.dumps(summary))
+
+
+def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
+                  alpha: float = 0.01, beta: float = 0.01, rank: int = 4,
+                  task: Task | None = None, quiet: bool = False) -> list:
+    """Each baseline on the search's task, training protocol and splits, same seeds."""
+    from biotune_optuna.baselines import baseline
+
+    task = task or task_for(config)
+    evaluations = []
+    for name in methods:
+        plan, method = baseline(name, task.block_names, alpha, beta, rank)
+        if not quiet:
+            print(f"training {name} with seeds {seeds} ...", flush=True)
+        evaluations.append(evaluate_plan(task, plan, config.train_config(), seeds, name,
+                                         method=method))
+    return evaluations
+
+
+def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
+                     target: float | None = None, out_dir: str = "plots",
+                     quiet: bool = False) -> str:
+    """One study per sampler and seed in one storage at equal budget: best validation
+    value, test accuracy of each study's retrained best plan, trials to reach ``target``
+    (default: the lowest best value, which every study reached), and a convergence plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from biotune_optuna.analysis import best_so_far, plot_convergence
+
+    task = task_for(config)
+    studies: dict[str, list[optuna.Study]] = {}
+    for sampler in samplers:
+        for seed in range(n_seeds):
+            name = f"{config.study_name}-{sampler}-s{seed}"
+            if not quiet:
+                print(f"{name}: {config.n_trials} trials", flush=True)
+            study = search(config.replace(study_name=name, sampler=sampler, seed=seed,
+                                          storage=config.storage_url),
+                           quiet=quiet, task=task)
+            studies.setdefault(sampler, []).append(study)
+    target = target if target is not None else min(
+        s.best_value for group in studies.values() for s in group)
+    rows = []
+    for sampler, group in studies.items():
+        best = np.array([s.best_value for s in group])
+        tests = []
+        for study in group:
+            plan = genome.decode(study.best_trial.params, task.block_names)
+            evaluation = evaluate_plan(task, plan, config.train_config(),
+                                       config.train_seeds, study.study_name)
+            tests.append(evaluation.mean())
+        reach = [int(np.argmax(best_so_far(s) >= target)) + 1
+                 if np.nanmax(best_so_far(s)) >= target else None for s in group]
+        reached = [r for r in reach if r is not None]
+        rows.append((sampler, best, np.array(tests), reached, len(reach)))
+    figure = plot_convergence(studies, title=f"{config.study_name}: samplers at "
+                              f"{config.n_trials} trials")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    plot = Path(out_dir) / f"{config.study_name}_convergence.png"
+    figure.savefig(plot)
+    header = (f"{'sampler':<8} {'best validation':>17} {'test (retrained best)':>22} "
+              f"{'trials to reach ' + format(target, '.4f'):>24}")
+    lines = [header, "-" * len(header)]
+    for sampler, best, tests, reached, total in rows:
+        trials = f"median {int(np.median(reached))} ({len(reached)}/{total} reach)" \
+            if reached else f"never (0/{total})"
+        lines.append(f"{sampler:<8} {best.mean():>8.4f} ± {best.std():.4f} "
+                     f"{tests.mean():>12.4f} ± {tests.std():.4f} {trials:>24}")
+    lines.append(f"({n_seeds} seeds per sampler, {config.n_trials} trials each, in "
+                 f"{config.storage_url}; convergence plot {plot})")
+    return "\n".join(lines)

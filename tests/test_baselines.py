@@ -1,0 +1,111 @@
+"""Baselines: the L2-SP/L1-SP penalties, AutoRGN's per-tensor rates, LoRA adapters merged for
+inference, and the baseline and compare commands."""
+
+import json
+
+import optuna
+import pytest
+import torch
+from torch import nn
+
+from biotune_optuna import baselines
+from biotune_optuna.baselines import AutoRGN, LoRA, StartingPointPenalty, add_lora, merge_lora
+from biotune_optuna.finetune import TrainConfig, fine_tune
+from biotune_optuna.task import build_task
+
+
+@pytest.fixture(scope="module")
+def task():
+    return build_task("tiny", "digits", shots=10, split_seed=0)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_starting_point_penalty_formula(task, p):
+    model = task.model.fresh(0)
+    plan, _ = baselines.baseline("full", task.block_names)
+    method = StartingPointPenalty(p, alpha=0.3, beta=0.2)
+    method.prepare(model, task, plan, TrainConfig())
+    assert float(method.penalty(model).detach()) == pytest.approx(
+        0.1 * float((model.head.weight ** 2).sum()))
+    with torch.no_grad():
+        model.stem[0][0].weight.add_(0.5)
+    drift = model.stem[0][0].weight.numel() * (0.5 ** 2 / 2 if p == 2 else 0.5)
+    assert float(method.penalty(model).detach()) == pytest.approx(
+        0.3 * drift + 0.1 * float((model.head.weight ** 2).sum()), rel=1e-5)
+
+
+def test_autorgn_sets_each_tensor_rate_from_its_relative_gradient_norm(task):
+    model = task.model.fresh(0)
+    plan, _ = baselines.baseline("full", task.block_names)
+    method = AutoRGN()
+    setup = method.prepare(model, task, plan, TrainConfig(base_lr=1e-2))
+    optimizer = torch.optim.Adam(setup.param_groups)
+    x, y = task.data.tensors(task.splits.train[:16])
+    nn.functional.cross_entropy(model(x), y).backward()
+    method.before_step(optimizer, schedule_factor=0.5)
+    rgn = [float(g["params"][0].grad.norm() / g["params"][0].norm())
+           for g in optimizer.param_groups]
+    rates = [g["lr"] for g in optimizer.param_groups]
+    assert len(rates) == len(list(model.parameters()))
+    assert max(rates) == pytest.approx(1e-2 * 0.5)
+    top = max(rgn)
+    for r, lr in zip(rgn, rates):
+        assert lr == pytest.approx(1e-2 * 0.5 * r / top, rel=1e-5)
+
+
+def test_lora_merges_into_the_original_architecture_with_the_same_outputs(task):
+    model = task.model.fresh(0)
+    x, _ = task.data.tensors(task.splits.val[:8])
+    add_lora(model, rank=2, alpha=4.0, skip=["head"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".up." in name:
+                p.normal_(0, 0.1)  # a trained adapter, not the zero start
+    model.eval()
+    before = model(x)
+    merged = merge_lora(model)
+    assert not any(isinstance(m, (baselines.LoRAConv2d, baselines.LoRALinear))
+                   for m in merged.modules())
+    assert torch.allclose(merged(x), before, atol=1e-5)
+
+
+def test_lora_trains_adapters_and_head_only(task):
+    plan, method = baselines.baseline("lora", task.block_names, rank=2)
+    run = fine_tune(task, plan, TrainConfig(epochs=2), seed=0, method=method,
+                    evaluate_test=True, keep_model=True)
+    assert isinstance(method, LoRA)
+    assert 0 < run.trainable_params < run.total_params
+    assert type(run.model.stem[0][0]) is nn.Conv2d  # merged back
+    assert run.test is not None
+
+
+def test_baseline_command_runs_every_method(cli, tmp_path):
+    result = cli("baseline", "--model", "tiny", "--dataset", "digits", "--epochs", "1",
+                 "--method", "full,linear,l2sp,l1sp,autorgn,lora", "--seeds", "0,1",
+                 "--out", tmp_path / "b.json", "-q", check=True)
+    for name in baselines.METHODS:
+        assert f"\n{name} " in "\n" + result.stdout
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert [e["seeds"] for e in saved] == [[0, 1]] * 6
+    linear = next(e for e in saved if e["name"] == "linear")
+    assert linear["trainable_fraction"] < 0.1
+
+
+def test_unknown_baseline_is_a_one_line_error(cli):
+    result = cli("baseline", "--model", "tiny", "--method", "dropout")
+    assert result.returncode == 2 and "unknown method 'dropout'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_compare_command_runs_every_sampler_and_seed_at_equal_budget(cli, tmp_path):
+    result = cli("compare", "--study-name", "c", "--model", "tiny", "--epochs", "1",
+                 "--samplers", "biotune,tpe,random", "--seeds", "2", "--trials", "7",
+                 "--population", "3", "--elite", "1", "--out", "plots", "-q", check=True)
+    storage = f"sqlite:///{tmp_path}/studies/c.db"
+    names = sorted(optuna.get_all_study_names(storage))
+    assert names == sorted(f"c-{s}-s{i}" for s in ("biotune", "tpe", "random") for i in (0, 1))
+    for name in names:
+        assert len(optuna.load_study(study_name=name, storage=storage).trials) == 7
+    for sampler in ("biotune", "tpe", "random"):
+        assert f"\n{sampler} " in "\n" + result.stdout
+    assert (tmp_path / "plots" / "c_convergence.png").is_file()
