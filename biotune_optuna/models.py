@@ -260,26 +260,31 @@ def load_model(name: str, num_classes: int, weights: str | None = None,
             ``IMAGENET1K_V2``), a checkpoint path, or None/"none". For the built-in models a
             source dataset to pretrain on once and cache (``mnist5k``, ``fashion``,
             ``digits``), a checkpoint path, or None/"none". Built-ins default to mnist5k.
-        pretrain_seed: Seed of the built-in models' pretraining (part of the cache key).
+        pretrain_seed: Seed of the random initialisation and of the built-in models'
+            pretraining (part of their cache key).
     """
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, the dataset has {num_classes}")
     checkpoint = Path(weights) if weights and Path(weights).suffix else None
     if checkpoint is not None and not checkpoint.is_file():
         raise ModelError(f"checkpoint {checkpoint} does not exist; give the path of a .pt file")
-    if name in BUILTIN:
-        weights = "mnist5k" if weights is None else weights
-        spec = BUILTIN_INPUT
-        if checkpoint is None and weights != "none":
-            from biotune_optuna.pretrain import pretrained_model
+    if name in BUILTIN and weights is None:
+        weights = "mnist5k"
+    # Whatever is not loaded (random layers, new heads) is drawn from the seed alone.
+    with torch.random.fork_rng():
+        torch.manual_seed(pretrain_seed)
+        if name in BUILTIN:
+            spec = BUILTIN_INPUT
+            if checkpoint is None and weights != "none":
+                from biotune_optuna.pretrain import pretrained_model
 
-            model = pretrained_model(name, weights, pretrain_seed)
+                model = pretrained_model(name, weights, pretrain_seed)
+            else:
+                model = BUILTIN_CLASSES[name](num_classes=num_classes)
         else:
-            model = BUILTIN_CLASSES[name](num_classes=num_classes)
-    else:
-        model = _torchvision_model(name, None if checkpoint else weights)
-        spec = input_spec(name, None if checkpoint else weights)
-    heads = replace_head(model, num_classes)
+            model = _torchvision_model(name, None if checkpoint else weights)
+            spec = input_spec(name, None if checkpoint else weights)
+        heads = replace_head(model, num_classes)
     if checkpoint is not None:
         _load_checkpoint(model, checkpoint, heads)
     return LoadedModel(model, heads, spec, name, str(weights))

@@ -20,6 +20,7 @@ from biotune_optuna.task import Task
 
 logger = logging.getLogger(__name__)
 PRETRAIN_EPOCHS = 8
+CACHE_VERSION = 2  # bump when pretraining changes, so stale caches are not reused
 
 
 def pretrained_model(name: str, source: str, seed: int = 0) -> nn.Module:
@@ -28,14 +29,16 @@ def pretrained_model(name: str, source: str, seed: int = 0) -> nn.Module:
     if source not in BUILTIN_DATA:
         raise ModelError(f"built-in models pretrain on {', '.join(BUILTIN_DATA)}, not "
                          f"{source!r}; or pass a checkpoint file or none as weights")
-    path = cache_dir() / "pretrained" / f"{name}-{source}-seed{seed}.pt"
+    path = cache_dir() / "pretrained" / f"{name}-{source}-seed{seed}-v{CACHE_VERSION}.pt"
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = BUILTIN_CLASSES[name](num_classes=saved["num_classes"])
         model.load_state_dict(saved["state_dict"])
         return model
     data = load_dataset(source)
-    model = BUILTIN_CLASSES[name](num_classes=data.num_classes)
+    with torch.random.fork_rng():  # the initial weights depend on the seed alone
+        torch.manual_seed(seed)
+        model = BUILTIN_CLASSES[name](num_classes=data.num_classes)
     splits = make_splits(data, val_fraction=0.1, test_fraction=0.0, seed=seed)
     task = Task(LoadedModel(model, ["head"], BUILTIN_INPUT, name, "none"), partition(model),
                 data, splits)

@@ -21,10 +21,14 @@ class SearchProgress:
                    if t.state.is_finished() and RETRY_OF not in t.system_attrs)
         self.quiet = quiet
         self.started = time.monotonic()
+        # In a log file (no terminal) a line every 30 s instead of a redrawn bar.
+        interval = 0.1 if sys.stderr.isatty() else 30.0
         self.trials = tqdm(total=budget, initial=min(done, budget), desc="trials", unit="trial",
-                           file=sys.stderr, disable=quiet, dynamic_ncols=True)
+                           file=sys.stderr, disable=quiet, dynamic_ncols=True,
+                           mininterval=interval)
         self.epochs = tqdm(desc="epochs", unit="epoch", file=sys.stderr, leave=False,
-                           disable=quiet or not epochs, dynamic_ncols=True)
+                           disable=quiet or not epochs, dynamic_ncols=True,
+                           mininterval=interval)
         self._describe(study)
 
     def _describe(self, study: optuna.Study) -> None:

@@ -205,3 +205,24 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
     path.write_text("hello")
     with pytest.raises(ModelError, match="cannot read checkpoint"):
         load_model("resnet18", num_classes=3, weights=str(path))
+
+
+def test_pretraining_is_cached_and_depends_on_the_seed_alone(tmp_path, monkeypatch):
+    from biotune_optuna.pretrain import pretrained_model
+
+    monkeypatch.setenv("BIOTUNE_OPTUNA_CACHE", str(tmp_path))
+    torch.manual_seed(123)  # global state must not leak into the pretrained weights
+    first = pretrained_model("tiny", "digits", seed=5)
+    cached = list(tmp_path.rglob("*.pt"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    torch.rand(10)
+    again = pretrained_model("tiny", "digits", seed=5)
+    assert cached[0].stat().st_mtime_ns == stamp  # loaded, not retrained
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    cached[0].unlink()
+    torch.manual_seed(999)
+    retrained = pretrained_model("tiny", "digits", seed=5)
+    for a, b in zip(first.state_dict().values(), retrained.state_dict().values()):
+        assert torch.equal(a, b)

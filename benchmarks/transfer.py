@@ -1,0 +1,151 @@
+"""BioTune against fine-tuning baselines and against other samplers on the offline transfer
+tasks, 5 seeds each; rewrites the ``transfer`` section of benchmarks/RESULTS.md.
+
+    .venv/bin/python -m benchmarks.transfer                 # all four tasks, about an hour
+    .venv/bin/python -m benchmarks.transfer --tasks digits  # one task
+
+Every method uses the same pre-trained model, splits (10 labels per class for training and
+10 for validation, the rest or the official test split for testing), training loop and
+seeds. Searches (BioTune, TPE, Random, CMA-ES) get an equal budget; search seed s picks a
+plan that is then retrained with training seed s, the seed the baselines use too. Studies
+persist in benchmarks/out/transfer.db, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks import results
+from biotune_optuna import genome
+from biotune_optuna.baselines import baseline
+from biotune_optuna.config import SearchConfig
+from biotune_optuna.evaluation import evaluate_plan
+from biotune_optuna.search import search, task_for
+
+STORAGE = "sqlite:///benchmarks/out/transfer.db"
+METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
+SAMPLERS = ("biotune", "tpe", "random", "cmaes")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    key: str
+    source: str
+    target: str
+    note: str = ""
+
+
+TASKS = {
+    "digits": Transfer("digits", "mnist5k", "digits"),
+    "mnist": Transfer("mnist", "fashion", "mnist5k"),
+    "fashion": Transfer("fashion", "mnist5k", "fashion"),
+    "control": Transfer("control", "fashion", "digits", "negative control"),
+}
+
+
+def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
+    return SearchConfig(study_name=f"{task.key}", storage=STORAGE, model="small",
+                        weights=task.source, dataset=task.target, shots=args.shots,
+                        population=args.population, elite=args.elite,
+                        generations=args.generations, train_seeds=[0], epochs=30, patience=3)
+
+
+def cell(values) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.4f} ± {values.std():.4f}"
+
+
+def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
+    config = config_for(task, args)
+    problem = task_for(config)
+    seeds = list(range(args.seeds))
+    train = config.train_config()
+    rows = []
+    start = time.perf_counter()
+    for method in METHODS:
+        plan, hooks = baseline(method, problem.block_names)
+        e = evaluate_plan(problem, plan, train, seeds, method, method=hooks)
+        rows.append([method, cell([r.test.balanced_accuracy for r in e.runs]),
+                     cell([r.test.accuracy for r in e.runs]),
+                     f"{100 * e.trainable_fraction:.1f}%", "-", "-",
+                     f"{sum(r.seconds for r in e.runs):.0f}"])
+        print(task.key, " | ".join(rows[-1]), flush=True)
+    scratch = task_for(config.replace(weights="none"))
+    plan, _ = baseline("full", scratch.block_names)
+    e = evaluate_plan(scratch, plan, train, seeds, "scratch")
+    rows.append(["from scratch (full, no pretraining)",
+                 cell([r.test.balanced_accuracy for r in e.runs]),
+                 cell([r.test.accuracy for r in e.runs]), "100.0%", "-", "-",
+                 f"{sum(r.seconds for r in e.runs):.0f}"])
+    for sampler in SAMPLERS:
+        best_val, tests, tops, fractions, seconds = [], [], [], [], 0.0
+        for seed in seeds:
+            began = time.perf_counter()
+            study = search(config.replace(study_name=f"{task.key}-{sampler}-s{seed}",
+                                          sampler=sampler, seed=seed), quiet=True,
+                           task=problem)
+            seconds += time.perf_counter() - began
+            best = study.best_trial
+            best_val.append(best.value)
+            plan = genome.decode(best.params, problem.block_names)
+            run = evaluate_plan(problem, plan, train, [seed], sampler).runs[0]
+            tests.append(run.test.balanced_accuracy)
+            tops.append(run.test.accuracy)
+            fractions.append(run.trainable_params / run.total_params)
+        rows.append([f"{sampler} search + retrain", cell(tests), cell(tops),
+                     f"{100 * np.mean(fractions):.1f}%", cell(best_val),
+                     str(config.n_trials), f"{seconds:.0f}"])
+        print(task.key, " | ".join(rows[-1]), flush=True)
+    elapsed = time.perf_counter() - start
+    header = ["method", "test balanced acc", "test top-1", "trainable", "best validation",
+              "trials per search", "seconds (all seeds)"]
+    title = (f"### {task.source} -> {task.target}" + (f" ({task.note})" if task.note else "")
+             + f"\n\n{problem.splits.summary()} images; {elapsed / 60:.1f} min for this task.\n")
+    return title + "\n" + results.table(header, rows), rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--shots", type=int, default=10)
+    parser.add_argument("--population", type=int, default=6)
+    parser.add_argument("--elite", type=int, default=2)
+    parser.add_argument("--generations", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    (results.RESULTS.parent / "out").mkdir(exist_ok=True)
+    sections = []
+    for key in args.tasks.split(","):
+        text, _ = run_task(TASKS[key], args)
+        sections.append(text)
+        print(text, flush=True)
+    budget = args.population + args.generations * (args.population + args.elite)
+    command = (f".venv/bin/python -m benchmarks.transfer --tasks {args.tasks} --seeds "
+               f"{args.seeds} --population {args.population} --elite {args.elite} "
+               f"--generations {args.generations}")
+    body = (f"Command: `{command}` ({results.machine()}).\n\n"
+            f"Built-in `small` CNN (0.3M parameters) pretrained on the source dataset, "
+            f"{args.shots} labels per class for training and {args.shots} for validation; "
+            f"test balanced accuracy (the paper's metric) and top-1, mean ± std over "
+            f"{args.seeds} seeds (0..{args.seeds - 1}), the same seeds for every method. "
+            f"Searches: {budget} trials each (BioTune N={args.population}, "
+            f"E={args.elite}, {args.generations} generations; TPE, Random and CMA-ES at the "
+            "same budget), one training seed per trial, 30 epochs with patience 3; search "
+            "seed s picks a plan that is retrained with training seed s. 'best validation' "
+            "is the search's own objective (validation balanced accuracy).\n\n"
+            + "\n\n".join(sections))
+    if not args.no_write:
+        results.write_section("transfer", "Transfer tasks: BioTune, baselines and samplers",
+                              body)
+
+
+if __name__ == "__main__":
+    main()
