@@ -20,6 +20,7 @@ import optuna
 
 from benchmarks import results
 from biotune_optuna import BioTuneSampler
+from biotune_optuna.study import other_sampler
 from biotune_optuna.synthetic import FUNCTIONS, TASKS
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes")
@@ -27,18 +28,12 @@ BUDGET = 140
 
 
 def make_sampler(name: str, seed: int, objective) -> optuna.samplers.BaseSampler:
-    if name == "biotune":
-        ideal = 1.0 if objective.direction == "maximize" else 0.0
-        return BioTuneSampler(seed=seed, search_space=objective.search_space, ideal_value=ideal,
-                              threshold_param="threshold" if "threshold" in
-                              objective.search_space else None)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    if name != "biotune":
+        return other_sampler(name, seed)
+    ideal = 1.0 if objective.direction == "maximize" else 0.0
+    threshold = "threshold" if "threshold" in objective.search_space else None
+    return BioTuneSampler(seed=seed, search_space=objective.search_space, ideal_value=ideal,
+                          threshold_param=threshold)
 
 
 def best_values(objective, sampler_name: str, seeds: int) -> list[float]:

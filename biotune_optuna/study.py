@@ -107,12 +107,8 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
     raise StorageError(f"cannot create Optuna's tables in {url}; start the workers again")
 
 
-def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
-    """The sampler named in the configuration, seeded."""
-    name, seed = config.sampler, config.seed
-    if name == "biotune":
-        return BioTuneSampler(config.population, config.elite, config.exploration_rate,
-                              seed=seed, search_space=space, ideal_value=1.0)
+def other_sampler(name: str, seed: int, population: int = 10) -> optuna.samplers.BaseSampler:
+    """One of Optuna's samplers BioTune is compared with, seeded."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
@@ -120,8 +116,16 @@ def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.sampl
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}")
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; use biotune, tpe, random, cmaes or nsga2")
+
+
+def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
+    """The sampler named in the configuration, seeded."""
+    if config.sampler == "biotune":
+        return BioTuneSampler(config.population, config.elite, config.exploration_rate,
+                              seed=config.seed, search_space=space, ideal_value=1.0)
+    return other_sampler(config.sampler, config.seed, config.population)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
