@@ -305,9 +305,11 @@ def cmd_train_best(args: argparse.Namespace) -> int:
     from biotune_optuna.search import train_best
 
     study = _load_study(args)
-    seeds = [int(s) for s in str(args.seeds).replace(",", " ").split()]
+    seeds = _int_list(args.seeds)
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     print(train_best(study, seeds, args.out, device=args.device, data_root=args.data_root,
-                     compare=args.compare, quiet=args.quiet))
+                     compare=args.compare, quiet=args.quiet, top_k=args.top_k))
     return 0
 
 
@@ -442,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, e.g. 0,1,2")
     train.add_argument("--out", default=None, help="checkpoint path (default: beside the "
                        "study, <study>-best.pt)")
+    train.add_argument("--top-k", type=int, default=5, help="re-validate this many of the "
+                       "best trials with --seeds and keep the best (1: the best trial alone)")
     train.add_argument("--device", default="auto", help=HELP["device"])
     train.add_argument("--data-root", default=None, help=HELP["data_root"])
     train.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,

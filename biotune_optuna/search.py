@@ -124,33 +124,75 @@ def config_of(study: optuna.Study, **runtime) -> SearchConfig:
                         **{k: v for k, v in runtime.items() if v is not None})
 
 
+def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``k`` best completed trials with distinct parameters, best first."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    complete = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                       if t.value is not None), key=lambda t: (sign * t.value, t.number))
+    chosen, seen = [], set()
+    for t in complete:
+        key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(t)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k: int,
+                quiet: bool = False):
+    """Retrain the ``top_k`` best trials' plans with ``seeds`` and keep the one with the best
+    mean *validation* value: one noisy search score no longer decides alone (the winner's
+    curse of picking the maximum of many noisy estimates). Test metrics play no part."""
+    candidates = top_trials(study, top_k)
+    if not candidates:
+        from biotune_optuna.config import ConfigError
+
+        raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
+                          "biotune-optuna search first")
+    if not quiet:
+        print(f"re-validating the top {len(candidates)} trials with seeds {seeds} ...",
+              flush=True)
+    scored = []
+    for trial in candidates:
+        plan = genome.decode(trial.params, task.block_names)
+        evaluation = evaluate_plan(task, plan, train, seeds, f"trial {trial.number}",
+                                   keep_first_model=True)
+        validation = sum(r.value for r in evaluation.runs) / len(evaluation.runs)
+        scored.append((validation, -trial.number, trial, plan, evaluation))
+    validation, _, trial, plan, evaluation = max(scored, key=lambda item: item[:2])
+    if not quiet:
+        print("  " + ", ".join(f"trial {t.number}: {v:.4f}" for v, _, t, _, _ in scored) +
+              f" -> trial {trial.number}", flush=True)
+    return trial, plan, evaluation
+
+
 def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
                device: str | None = None, data_root: str | None = None, compare: bool = True,
-               quiet: bool = False, task: Task | None = None) -> str:
-    """Retrain the study's best plan with each seed on the training split, test it, save
-    the first seed's best-epoch weights, and (with ``compare``) put full fine-tuning and
-    linear probing beside it on the same seeds."""
+               quiet: bool = False, task: Task | None = None, top_k: int = 5) -> str:
+    """Pick the best plan among the study's ``top_k`` trials by their mean validation value
+    over ``seeds`` (retrained on the training split), test it, save the first seed's
+    best-epoch weights, and (with ``compare``) put full fine-tuning and linear probing
+    beside it on the same seeds."""
     config = config_of(study, device=device, data_root=data_root)
     task = task or task_for(config)
-    best = study.best_trial
-    plan = genome.decode(best.params, task.block_names)
     train = config.train_config()
-    runs = {f"BioTune (trial {best.number})": plan}
-    if compare:
-        runs.update(recipe_plans(task.block_names))
-    evaluations = []
-    for name, candidate in runs.items():
+    trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet)
+    result.name = f"BioTune (trial {trial.number})"
+    evaluations = [result]
+    for name, recipe in (recipe_plans(task.block_names) if compare else {}).items():
         if not quiet:
             print(f"training {name} with seeds {seeds} ...", flush=True)
-        evaluations.append(evaluate_plan(task, candidate, train, seeds, name,
-                                         keep_first_model=not evaluations))
-    result = evaluations[0]
+        evaluations.append(evaluate_plan(task, recipe, train, seeds, name))
     path = Path(out) if out else _beside_study(study, "-best.pt")
     torch.save({"state_dict": result.runs[0].model.state_dict(), "plan": plan.as_dict(),
-                "params": best.params, "config": config.fingerprint(),
+                "params": trial.params, "config": config.fingerprint(),
                 "test": result.as_dict()}, path)
     study.set_user_attr("biotune_optuna:final", [e.as_dict() for e in evaluations])
-    return results_table(evaluations) + f"\ncheckpoint of seed {seeds[0]} saved to {path}"
+    return (results_table(evaluations) + f"\nBioTune's plan: the best of the top {top_k} "
+            f"trials by mean validation over these seeds; checkpoint of seed {seeds[0]} "
+            f"saved to {path}")
 
 
 def _beside_study(study: optuna.Study, suffix: str) -> Path:

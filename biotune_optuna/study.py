@@ -3,6 +3,7 @@ retry trials that a dead or interrupted worker left behind, and build samplers b
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
@@ -239,6 +240,35 @@ class StopRequests:
             study.stop()
 
 
+def fail_orphaned_trials(study: optuna.Study) -> int:
+    """Fail and retry RUNNING trials that never sent a heartbeat and started longer than the
+    grace period ago. Optuna's heartbeat check skips them, yet a worker killed between
+    creating a trial and starting its heartbeat thread leaves exactly such a trial."""
+    rdb = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(rdb, RDBStorage) or not is_heartbeat_enabled(rdb):
+        return 0
+    from optuna.storages._rdb import models
+
+    grace = rdb.grace_period or 2 * rdb.heartbeat_interval
+    with rdb.scoped_session() as session:
+        beating = {tid for (tid,) in session.query(models.TrialHeartbeatModel.trial_id)}
+    now = datetime.datetime.now()
+    failed = 0
+    for trial in running_trials(study):
+        if trial._trial_id in beating or trial.datetime_start is None:
+            continue
+        if (now - trial.datetime_start).total_seconds() <= grace:
+            continue
+        try:
+            if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            continue
+        _retry_callback()(study, study._storage.get_trial(trial._trial_id))
+        failed += 1
+    return failed
+
+
 def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
@@ -273,4 +303,5 @@ def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
                 on_wait(running)
             time.sleep(wait_seconds)
             optuna.storages.fail_stale_trials(study)
+            fail_orphaned_trials(study)
     raise KeyboardInterrupt

@@ -1,0 +1,37 @@
+"""Storage helpers: orphaned trials (dead before their first heartbeat) and retries."""
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from biotune_optuna.study import fail_orphaned_trials, open_storage, remaining_trials
+
+
+def test_a_trial_dead_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/o.db", heartbeat=1, grace=2)
+    study = optuna.create_study(storage=storage, study_name="o")
+    orphan = study.ask()  # created RUNNING; no heartbeat thread ever starts
+    orphan.suggest_float("x", 0, 1)
+    alive = study.ask()
+    storage.record_heartbeat(alive._trial_id)
+    assert fail_orphaned_trials(study) == 0  # younger than the grace period
+    time.sleep(2.5)
+    storage.record_heartbeat(alive._trial_id)
+    assert fail_orphaned_trials(study) == 1
+    states = {t.number: t.state for t in study.trials}
+    assert states[orphan.number] == TrialState.FAIL
+    assert states[alive.number] == TrialState.RUNNING
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].params == study.trials[orphan.number].params
+    assert fail_orphaned_trials(study) == 0  # once only
+
+
+def test_remaining_trials_counts_slots_not_retries(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/r.db", heartbeat=None)
+    study = optuna.create_study(storage=storage, study_name="r")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert remaining_trials(study, 5) == 2
+    study.enqueue_trial({"x": 0.5})
+    assert remaining_trials(study, 5) == 2  # the enqueued trial fills a slot and waits
