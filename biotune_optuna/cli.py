@@ -19,6 +19,8 @@ from pathlib import Path
 import optuna
 
 from biotune_optuna import genome
+from biotune_optuna._keys import BLOCKS as BLOCKS_ATTR
+from biotune_optuna._keys import CONFIG as CONFIG_ATTR
 from biotune_optuna.config import (
     SAMPLERS,
     ConfigError,
@@ -28,14 +30,9 @@ from biotune_optuna.config import (
 )
 from biotune_optuna.data import DataError
 from biotune_optuna.models import ModelError
-from biotune_optuna.study import (
-    CONFIG_ATTR,
-    StorageError,
-    open_storage,
-)
+from biotune_optuna.study import StorageError, open_storage
 
 USER_ERRORS = (ConfigError, DataError, ModelError, StorageError)
-BLOCKS_ATTR = "biotune_optuna:blocks"
 logger = logging.getLogger("biotune_optuna")
 
 HELP = {

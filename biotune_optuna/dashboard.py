@@ -12,8 +12,9 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from biotune_optuna import _keys as keys
+
 ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact metadata
-CONFIG_ATTR = "biotune_optuna:config"
 
 
 def artifact_dir_for(storage_url: str) -> Path:
@@ -36,7 +37,7 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
     """The ``biotune-optuna search`` command that continues (or recreates) this study."""
     from biotune_optuna.config import SearchConfig
 
-    stored = study.user_attrs.get(CONFIG_ATTR) or {}
+    stored = study.user_attrs.get(keys.CONFIG) or {}
     default = SearchConfig()
     defaults = {f.name: getattr(default, f.name) for f in fields(SearchConfig)}
     parts = ["biotune-optuna search", f"--study-name {study.study_name}",
@@ -51,7 +52,7 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
             parts.append(f"{flag} {','.join(map(str, value))}")
         else:
             parts.append(f"{flag} {value}")
-    budget = study.user_attrs.get("biotune_optuna:budget")
+    budget = study.user_attrs.get(keys.BUDGET)
     if budget:
         parts.append(f"--trials {budget}")
     return " \\\n    ".join(parts)
@@ -59,7 +60,7 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
 
 def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ()) -> str:
     """Markdown for the study's note in optuna-dashboard."""
-    config = study.user_attrs.get(CONFIG_ATTR) or {}
+    config = study.user_attrs.get(keys.CONFIG) or {}
     lines = [f"# {study.study_name}", ""]
     if config:
         lines += ["## Configuration", "", "| option | value |", "|---|---|"]

@@ -12,6 +12,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from biotune_optuna import _keys as keys
 from biotune_optuna import genome
 from biotune_optuna._population import GENERATION, RETRY_OF, Layout
 from biotune_optuna.config import SearchConfig
@@ -19,11 +20,8 @@ from biotune_optuna.dashboard import publish
 from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table
 from biotune_optuna.objective import FineTuneObjective
 from biotune_optuna.progress import SearchProgress
-from biotune_optuna.study import CONFIG_ATTR, open_study, run_search
+from biotune_optuna.study import open_study, run_search
 from biotune_optuna.task import Task, build_task
-
-BLOCKS_ATTR = "biotune_optuna:blocks"
-BUDGET_ATTR = "biotune_optuna:budget"
 
 
 def task_for(config: SearchConfig) -> Task:
@@ -43,9 +41,9 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     """Run (or resume) the search the configuration describes, with progress bars."""
     task = task or task_for(config)
     study = open_study(config, task.block_names)
-    if BLOCKS_ATTR not in study.user_attrs:
-        study.set_user_attr(BLOCKS_ATTR, describe_blocks(task))
-    study.set_user_attr(BUDGET_ATTR, config.n_trials)
+    if keys.BLOCKS not in study.user_attrs:
+        study.set_user_attr(keys.BLOCKS, describe_blocks(task))
+    study.set_user_attr(keys.BUDGET, config.n_trials)
     if not quiet:
         print(f"study {config.study_name!r} in {config.storage_url}: {config.model} "
               f"({len(task.blocks)} blocks) on {task.data.name}, {task.splits.summary()}, "
@@ -65,7 +63,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
 def status_report(study: optuna.Study) -> str:
     """Trials by state, generation progress, best so far, elapsed and remaining time."""
     trials = study.get_trials(deepcopy=False)
-    config = study.user_attrs.get(CONFIG_ATTR) or {}
+    config = study.user_attrs.get(keys.CONFIG) or {}
     states = Counter(t.state.name for t in trials)
     lines = [f"study {study.study_name}: {len(trials)} trials (" +
              ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) + ")"]
@@ -94,7 +92,7 @@ def status_report(study: optuna.Study) -> str:
         ends = [t.datetime_complete for t in trials if t.datetime_complete] or starts
         elapsed = (max(ends) - min(starts)).total_seconds()
         lines.append(f"  elapsed: {_duration(elapsed)} (first start to last finish)")
-    budget = study.user_attrs.get(BUDGET_ATTR)
+    budget = study.user_attrs.get(keys.BUDGET)
     if durations and budget:
         left = max(budget - len(slots), 0) + states.get("RUNNING", 0)
         workers = max(states.get("RUNNING", 0), 1)
@@ -113,7 +111,7 @@ def _duration(seconds: float) -> str:
 
 def config_of(study: optuna.Study, **runtime) -> SearchConfig:
     """The study's stored configuration with run-time options (device, data root)."""
-    stored = dict(study.user_attrs.get(CONFIG_ATTR) or {})
+    stored = dict(study.user_attrs.get(keys.CONFIG) or {})
     stored.pop("blocks", None)
     if not stored:
         from biotune_optuna.config import ConfigError
@@ -189,7 +187,7 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     torch.save({"state_dict": result.runs[0].model.state_dict(), "plan": plan.as_dict(),
                 "params": trial.params, "config": config.fingerprint(),
                 "test": result.as_dict()}, path)
-    study.set_user_attr("biotune_optuna:final", [e.as_dict() for e in evaluations])
+    study.set_user_attr(keys.FINAL, [e.as_dict() for e in evaluations])
     return (results_table(evaluations) + f"\nBioTune's plan: the best of the top {top_k} "
             f"trials by mean validation over these seeds; checkpoint of seed {seeds[0]} "
             f"saved to {path}")
@@ -222,7 +220,7 @@ def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
     table = train_best(study, seeds, compare=True, quiet=quiet, task=task)
     elapsed = time.perf_counter() - start
     summary = {"trials": len(study.trials), "seconds": round(elapsed, 1)}
-    study.set_user_attr("biotune_optuna:demo", summary)
+    study.set_user_attr(keys.DEMO, summary)
     return (f"\n{config.model} pretrained on MNIST-5k -> digits, {config.shots} labels per "
             f"class; BioTune search of {config.n_trials} trials in {config.storage_url}\n\n"
             f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "

@@ -20,13 +20,13 @@ from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from biotune_optuna import _keys as keys
 from biotune_optuna import genome
 from biotune_optuna._population import RETRY_OF
 from biotune_optuna.config import ConfigError, SearchConfig, differences
 from biotune_optuna.sampler import BioTuneSampler
 
 logger = logging.getLogger(__name__)
-CONFIG_ATTR = "biotune_optuna:config"
 INTERRUPTED = "interrupted"
 STORAGE_ATTEMPTS = 5
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -138,7 +138,7 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def study_config(study: optuna.Study) -> dict[str, Any] | None:
-    return study.user_attrs.get(CONFIG_ATTR)
+    return study.user_attrs.get(keys.CONFIG)
 
 
 def open_study(config: SearchConfig, block_names: list[str], storage=None) -> optuna.Study:
@@ -155,7 +155,7 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
         if study.trials:
             raise ConfigError(f"study {config.study_name!r} exists but was not created by "
                               "biotune-optuna; pick another --study-name")
-        study.set_user_attr(CONFIG_ATTR, fingerprint)
+        study.set_user_attr(keys.CONFIG, fingerprint)
         if config.enqueue_baselines:
             study.enqueue_trial(genome.encode(block_names, block_names))  # full fine-tuning
             study.enqueue_trial(genome.encode(block_names[-1:], block_names))  # linear probe

@@ -8,15 +8,14 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from biotune_optuna import _keys as keys
 from biotune_optuna import genome
 from biotune_optuna._population import GENERATION, POPULATION_PREFIX, ROLE
-
-BLOCKS_ATTR = "biotune_optuna:blocks"
 
 
 def block_names(study: optuna.Study) -> list[str]:
     """The study's blocks in network order (stored at creation, else from parameter names)."""
-    stored = study.user_attrs.get(BLOCKS_ATTR)
+    stored = study.user_attrs.get(keys.BLOCKS)
     if stored:
         return list(stored)
     for trial in study.get_trials(deepcopy=False):
@@ -29,7 +28,7 @@ def block_names(study: optuna.Study) -> list[str]:
 
 
 def block_sizes(study: optuna.Study, blocks: list[str]) -> np.ndarray | None:
-    stored = study.user_attrs.get(BLOCKS_ATTR) or {}
+    stored = study.user_attrs.get(keys.BLOCKS) or {}
     if all(isinstance(stored.get(b), dict) and "n_params" in stored[b] for b in blocks):
         return np.array([stored[b]["n_params"] for b in blocks], dtype=float)
     return None
