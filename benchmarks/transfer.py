@@ -6,8 +6,9 @@ tasks, 5 seeds each; rewrites the ``transfer`` section of benchmarks/RESULTS.md.
 
 Every method uses the same pre-trained model, splits (10 labels per class for training and
 10 for validation, the rest or the official test split for testing), training loop and
-seeds. Searches (BioTune, TPE, Random, CMA-ES) get an equal budget; search seed s picks a
-plan that is then retrained with training seed s, the seed the baselines use too. Studies
+seeds. Searches (BioTune, TPE, Random, CMA-ES) get an equal budget; each picks its plan as
+``train-best`` does (top 5 trials re-validated), which is then retrained with training seed
+s, the seed the baselines use too. Studies
 persist in benchmarks/out/transfer.db, so an interrupted run resumes.
 """
 
@@ -20,15 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks import results
-from biotune_optuna import genome
 from biotune_optuna.baselines import baseline
 from biotune_optuna.config import SearchConfig
 from biotune_optuna.evaluation import evaluate_plan
-from biotune_optuna.search import search, task_for
+from biotune_optuna.search import search, select_plan, task_for
 
 STORAGE = "sqlite:///benchmarks/out/transfer.db"
 METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
 SAMPLERS = ("biotune", "tpe", "random", "cmaes")
+REVALIDATION_SEEDS = [100, 101, 102]  # train-best's protocol: re-validate the top 5 trials
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,9 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
                                           sampler=sampler, seed=seed), quiet=True,
                            task=problem)
             seconds += time.perf_counter() - began
-            best = study.best_trial
-            best_val.append(best.value)
-            plan = genome.decode(best.params, problem.block_names)
+            best_val.append(study.best_value)
+            _, plan, _ = select_plan(study, problem, train, REVALIDATION_SEEDS, top_k=5,
+                                     quiet=True)
             run = evaluate_plan(problem, plan, train, [seed], sampler).runs[0]
             tests.append(run.test.balanced_accuracy)
             tops.append(run.test.accuracy)
@@ -138,9 +139,11 @@ def main() -> None:
             f"{args.seeds} seeds (0..{args.seeds - 1}), the same seeds for every method. "
             f"Searches: {budget} trials each (BioTune N={args.population}, "
             f"E={args.elite}, {args.generations} generations; TPE, Random and CMA-ES at the "
-            "same budget), one training seed per trial, 30 epochs with patience 3; search "
-            "seed s picks a plan that is retrained with training seed s. 'best validation' "
-            "is the search's own objective (validation balanced accuracy).\n\n"
+            "same budget), one training seed per trial, 30 epochs with patience 3. Each "
+            "search's plan is chosen as `train-best` does: the best of its top 5 trials by "
+            "mean validation over seeds 100-102; search seed s's plan is then retrained and "
+            "tested with training seed s. 'best validation' is the search's own best "
+            "objective (validation balanced accuracy, one seed, optimistic).\n\n"
             + "\n\n".join(sections))
     if not args.no_write:
         results.write_section("transfer", "Transfer tasks: BioTune, baselines and samplers",

@@ -54,6 +54,10 @@ class Layout:
         generation, position = divmod(slot - n, n + e)
         return generation + 1, position
 
+    def generation_size(self, generation: int) -> int:
+        return self.population_size if generation == 0 else \
+            self.population_size + self.elite_size
+
     def role(self, generation: int, position: int) -> str:
         """The role a slot plays when nothing overrides it (enqueued trials, immigrants)."""
         if generation == 0:

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import optuna
 
-from biotune_optuna import genome
-from biotune_optuna._keys import BLOCKS as BLOCKS_ATTR
 from biotune_optuna._keys import CONFIG as CONFIG_ATTR
 from biotune_optuna.config import (
     SAMPLERS,
@@ -29,6 +27,7 @@ from biotune_optuna.config import (
     make_config,
 )
 from biotune_optuna.data import DataError
+from biotune_optuna.export import best_plan, best_trial, torch_snippet
 from biotune_optuna.models import ModelError
 from biotune_optuna.study import StorageError, open_storage
 
@@ -172,20 +171,6 @@ def _load_study(args: argparse.Namespace) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    try:
-        return study.best_trial
-    except ValueError:
-        raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
-                          "biotune-optuna search first") from None
-
-
-def _block_names(study: optuna.Study) -> list[str]:
-    config = study.user_attrs.get(CONFIG_ATTR) or {}
-    return list(config.get("blocks") or [n.removeprefix(genome.GENE_PREFIX) for n in
-                                         study.best_trial.params if n != genome.THRESHOLD])
-
-
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -199,7 +184,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _print_best(study: optuna.Study) -> None:
-    trial = _best_trial(study)
+    trial = best_trial(study)
     print(f"best trial {trial.number}: validation value {trial.value:.4f}")
     print(f"  trained blocks: {', '.join(trial.user_attrs.get('trained_blocks', [])) or '-'}")
     multipliers = trial.user_attrs.get("lr_multipliers", {})
@@ -221,68 +206,6 @@ def cmd_best(args: argparse.Namespace) -> int:
     """Print the best plan as JSON."""
     print(json.dumps(best_plan(_load_study(args)), indent=2))
     return 0
-
-
-def best_plan(study: optuna.Study) -> dict:
-    trial = _best_trial(study)
-    names = _block_names(study)
-    plan = genome.decode(trial.params, names)
-    config = study.user_attrs.get(CONFIG_ATTR) or {}
-    return {"study": study.study_name, "trial": trial.number, "value": trial.value,
-            "metric": config.get("metric", "value"), "base_lr": config.get("lr"),
-            "optimizer": config.get("optimizer"), "model": config.get("model"),
-            "weights": config.get("weights"), "dataset": config.get("dataset"),
-            **plan.as_dict(),
-            "learning_rates": plan.learning_rates(config.get("lr") or 1e-3),
-            "block_modules": study.user_attrs.get(BLOCKS_ATTR, {}),
-            "params": trial.params,
-            "trainable_fraction": trial.user_attrs.get("trainable_fraction")}
-
-
-def torch_snippet(plan: dict) -> str:
-    """Plain PyTorch that applies the plan to an already-built model."""
-    modules = {b: v["modules"] if isinstance(v, dict) else v
-               for b, v in plan["block_modules"].items()}
-    own = {b: v.get("params", []) for b, v in plan["block_modules"].items()
-           if isinstance(v, dict) and not v.get("modules")}
-    optimizer = {"adamw": "AdamW", "sgd": "SGD"}.get(plan["optimizer"], "Adam")
-    lines = [
-        f"# BioTune plan: study {plan['study']!r}, trial {plan['trial']}, "
-        f"validation {plan['metric']} {plan['value']:.4f}",
-        f"# model {plan['model']} (weights {plan['weights']}) with a new head for "
-        f"{plan['dataset']}",
-        "import torch",
-        "from torch.nn.modules.batchnorm import _BatchNorm",
-        "",
-        "def biotune_param_groups(model):",
-        f"    base_lr = {plan['base_lr']!r}",
-        f"    multipliers = {json.dumps(plan['lr_multipliers'])}",
-        f"    block_modules = {json.dumps({b: modules[b] for b in modules if b not in own})}",
-        f"    block_params = {json.dumps(own)}",
-        "    def params_of(block):",
-        "        for name in block_modules.get(block, []):",
-        "            yield from model.get_submodule(name).parameters()",
-        "        for name in block_params.get(block, []):",
-        "            yield model.get_parameter(name)",
-        "    groups, frozen_norms = [], []",
-        "    for block in list(block_modules) + list(block_params):",
-        "        trained = block in multipliers",
-        "        for p in params_of(block):",
-        "            p.requires_grad_(trained)",
-        "        if trained:",
-        "            groups.append({'params': list(params_of(block)),",
-        "                           'lr': base_lr * multipliers[block], 'name': block})",
-        "        else:  # keep frozen BatchNorm statistics: call .eval() on these after .train()",
-        "            frozen_norms += [m for n in block_modules.get(block, [])",
-        "                             for m in model.get_submodule(n).modules()",
-        "                             if isinstance(m, _BatchNorm)]",
-        "    return groups, frozen_norms",
-        "",
-        "# groups, frozen_norms = biotune_param_groups(model)",
-        f"# optimizer = torch.optim.{optimizer}(groups)",
-        "# each epoch: model.train(); [m.eval() for m in frozen_norms]",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def cmd_export(args: argparse.Namespace) -> int:

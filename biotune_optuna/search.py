@@ -73,9 +73,8 @@ def status_report(study: optuna.Study) -> str:
     slots = [t for t in trials if RETRY_OF not in t.system_attrs]
     if config.get("sampler") == "biotune":
         layout = Layout(config["population"], config["elite"])
-        generation, position = layout.locate(max(len(slots) - 1, 0))
-        size = layout.population_size if generation == 0 else \
-            layout.population_size + layout.elite_size
+        generation, _ = layout.locate(max(len(slots) - 1, 0))
+        size = layout.generation_size(generation)
         finished = sum(1 for t in trials if t.state.is_finished()
                        and t.system_attrs.get(GENERATION) == generation)
         lines.append(f"  generation {generation}: {finished} of {size} trials finished")

@@ -1,0 +1,83 @@
+"""Export a study's best plan: JSON, and plain PyTorch that builds its param groups."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+
+from biotune_optuna import _keys as keys
+from biotune_optuna import genome
+from biotune_optuna.analysis._table import block_names
+from biotune_optuna.config import ConfigError
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    try:
+        return study.best_trial
+    except ValueError:
+        raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
+                          "biotune-optuna search first") from None
+
+
+def best_plan(study: optuna.Study) -> dict:
+    """The best trial's plan with what it needs to be reused: rates, block modules."""
+    trial = best_trial(study)
+    names = block_names(study)
+    plan = genome.decode(trial.params, names)
+    config = study.user_attrs.get(keys.CONFIG) or {}
+    return {"study": study.study_name, "trial": trial.number, "value": trial.value,
+            "metric": config.get("metric", "value"), "base_lr": config.get("lr"),
+            "optimizer": config.get("optimizer"), "model": config.get("model"),
+            "weights": config.get("weights"), "dataset": config.get("dataset"),
+            **plan.as_dict(),
+            "learning_rates": plan.learning_rates(config.get("lr") or 1e-3),
+            "block_modules": study.user_attrs.get(keys.BLOCKS, {}),
+            "params": trial.params,
+            "trainable_fraction": trial.user_attrs.get("trainable_fraction")}
+
+
+def torch_snippet(plan: dict) -> str:
+    """Plain PyTorch that applies the plan to an already-built model."""
+    modules = {b: v["modules"] if isinstance(v, dict) else v
+               for b, v in plan["block_modules"].items()}
+    own = {b: v.get("params", []) for b, v in plan["block_modules"].items()
+           if isinstance(v, dict) and not v.get("modules")}
+    optimizer = {"adamw": "AdamW", "sgd": "SGD"}.get(plan["optimizer"], "Adam")
+    lines = [
+        f"# BioTune plan: study {plan['study']!r}, trial {plan['trial']}, "
+        f"validation {plan['metric']} {plan['value']:.4f}",
+        f"# model {plan['model']} (weights {plan['weights']}) with a new head for "
+        f"{plan['dataset']}",
+        "import torch",
+        "from torch.nn.modules.batchnorm import _BatchNorm",
+        "",
+        "def biotune_param_groups(model):",
+        f"    base_lr = {plan['base_lr']!r}",
+        f"    multipliers = {json.dumps(plan['lr_multipliers'])}",
+        f"    block_modules = {json.dumps({b: modules[b] for b in modules if b not in own})}",
+        f"    block_params = {json.dumps(own)}",
+        "    def params_of(block):",
+        "        for name in block_modules.get(block, []):",
+        "            yield from model.get_submodule(name).parameters()",
+        "        for name in block_params.get(block, []):",
+        "            yield model.get_parameter(name)",
+        "    groups, frozen_norms = [], []",
+        "    for block in list(block_modules) + list(block_params):",
+        "        trained = block in multipliers",
+        "        for p in params_of(block):",
+        "            p.requires_grad_(trained)",
+        "        if trained:",
+        "            groups.append({'params': list(params_of(block)),",
+        "                           'lr': base_lr * multipliers[block], 'name': block})",
+        "        else:  # keep frozen BatchNorm statistics: call .eval() on these after .train()",
+        "            frozen_norms += [m for n in block_modules.get(block, [])",
+        "                             for m in model.get_submodule(n).modules()",
+        "                             if isinstance(m, _BatchNorm)]",
+        "    return groups, frozen_norms",
+        "",
+        "# groups, frozen_norms = biotune_param_groups(model)",
+        f"# optimizer = torch.optim.{optimizer}(groups)",
+        "# each epoch: model.train(); [m.eval() for m in frozen_norms]",
+    ]
+    return "\n".join(lines) + "\n"
