@@ -24,12 +24,11 @@ from benchmarks import results
 from biotune_optuna.baselines import baseline
 from biotune_optuna.config import SearchConfig
 from biotune_optuna.evaluation import evaluate_plan
-from biotune_optuna.search import search, select_plan, task_for
+from biotune_optuna.search import REVALIDATION_SEEDS, search, select_plan, task_for
 
 STORAGE = "sqlite:///benchmarks/out/transfer.db"
 METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
 SAMPLERS = ("biotune", "tpe", "random", "cmaes")
-REVALIDATION_SEEDS = [100, 101, 102]  # train-best's protocol: re-validate the top 5 trials
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,8 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
                            task=problem)
             seconds += time.perf_counter() - began
             best_val.append(study.best_value)
-            _, plan, _ = select_plan(study, problem, train, REVALIDATION_SEEDS, top_k=5,
-                                     quiet=True)
+            _, plan, _ = select_plan(study, problem, train, list(REVALIDATION_SEEDS),
+                                     top_k=5, quiet=True)
             run = evaluate_plan(problem, plan, train, [seed], sampler).runs[0]
             tests.append(run.test.balanced_accuracy)
             tops.append(run.test.accuracy)

@@ -244,12 +244,16 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
     return evaluations
 
 
+REVALIDATION_SEEDS = (100, 101, 102)  # fresh seeds to pick each search's plan by validation
+
+
 def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
                      target: float | None = None, out_dir: str = "plots",
                      quiet: bool = False) -> str:
     """One study per sampler and seed in one storage at equal budget: best validation
-    value, test accuracy of each study's retrained best plan, trials to reach ``target``
-    (default: the lowest best value, which every study reached), and a convergence plot."""
+    value, test accuracy of each study's plan (picked as train-best does: the best of its
+    top 5 trials re-validated with fresh seeds), trials to reach ``target`` (default: the
+    lowest best value, which every study reached), and a convergence plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,7 +279,8 @@ def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
         best = np.array([s.best_value for s in group])
         tests = []
         for study in group:
-            plan = genome.decode(study.best_trial.params, task.block_names)
+            _, plan, _ = select_plan(study, task, config.train_config(),
+                                     list(REVALIDATION_SEEDS), top_k=5, quiet=True)
             evaluation = evaluate_plan(task, plan, config.train_config(),
                                        config.train_seeds, study.study_name)
             tests.append(evaluation.mean())
