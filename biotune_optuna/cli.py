@@ -70,6 +70,8 @@ HELP = {
     "seed": "seed of the sampler",
     "pruner": "none, median or hyperband (stops hopeless runs early)",
     "enqueue_baselines": "start from full fine-tuning and linear probing genomes too",
+    "train_head": "always train the new head (--no-train-head: the paper's genome, where the "
+                  "head's gene can freeze it)",
     "device": "auto, cpu, cuda, cuda:1 or mps",
     "workers": "DataLoader workers for image files",
     "heartbeat": "seconds between heartbeats (a dead worker's trial is retried)",

@@ -70,6 +70,7 @@ class SearchConfig:
     seed: int = 0
     pruner: str = "none"
     enqueue_baselines: bool = False
+    train_head: bool = True  # the new head is always trained (False: the paper's genome)
     # running it (not part of the fingerprint)
     device: str = "auto"
     workers: int = 0
@@ -215,8 +216,13 @@ def _to_bool(value: Any) -> bool:
     raise ValueError(value)
 
 
+# Options added after a study was created: the value that reproduces what it ran with.
+LEGACY = {"train_head": False}
+
+
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between two fingerprints."""
+    stored = {**{k: v for k, v in LEGACY.items() if k in current}, **stored}
     keys = sorted(set(stored) | set(current))
     return [f"{k}: study has {stored.get(k)!r}, now {current.get(k)!r}" for k in keys
             if stored.get(k) != current.get(k)]

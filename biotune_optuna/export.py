@@ -7,9 +7,9 @@ import json
 import optuna
 
 from biotune_optuna import _keys as keys
-from biotune_optuna import genome
 from biotune_optuna.analysis._table import block_names
 from biotune_optuna.config import ConfigError
+from biotune_optuna.study import trial_plan
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
@@ -24,7 +24,7 @@ def best_plan(study: optuna.Study) -> dict:
     """The best trial's plan with what it needs to be reused: rates, block modules."""
     trial = best_trial(study)
     names = block_names(study)
-    plan = genome.decode(trial.params, names)
+    plan = trial_plan(study, trial, names)
     config = study.user_attrs.get(keys.CONFIG) or {}
     return {"study": study.study_name, "trial": trial.number, "value": trial.value,
             "metric": config.get("metric", "value"), "base_lr": config.get("lr"),

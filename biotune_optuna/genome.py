@@ -88,16 +88,23 @@ class FineTunePlan:
         }
 
 
-def decode(params: Mapping[str, float], block_names: Sequence[str]) -> FineTunePlan:
-    """Decode trial parameters into a plan. Missing genes raise a KeyError naming them."""
+def decode(params: Mapping[str, float], block_names: Sequence[str],
+           train_head: bool = False) -> FineTunePlan:
+    """Decode trial parameters into a plan. Missing genes raise a KeyError naming them.
+
+    With ``train_head`` the last block (the new, randomly initialised head) is trained even
+    when its gene is below the threshold, at its gene's multiplier: a frozen random head is a
+    fragile plan. False is the paper's decoding.
+    """
     missing = [n for n in [*map(gene_name, block_names), THRESHOLD] if n not in params]
     if missing:
         raise KeyError(f"genome parameters missing: {missing}")
     threshold = params[THRESHOLD]
     multipliers = []
-    for block in block_names:
+    for i, block in enumerate(block_names):
         gene = params[gene_name(block)]
-        multipliers.append(lr_multiplier(gene) if gene > threshold else 0.0)
+        forced = train_head and i == len(block_names) - 1
+        multipliers.append(lr_multiplier(gene) if gene > threshold or forced else 0.0)
     return FineTunePlan(tuple(block_names), tuple(multipliers))
 
 

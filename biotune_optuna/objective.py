@@ -47,6 +47,7 @@ class FineTuneObjective:
             ``max(g - 1, 0) mod n_folds`` (the paper's rotation: the initial population and
             the first generation share fold 0).
         on_epoch: Progress callback ``(run index, epoch, value)``.
+        train_head: Always train the last block, the new head (see ``genome.decode``).
     """
 
     task: Task
@@ -54,10 +55,11 @@ class FineTuneObjective:
     seeds: Sequence[int] = (0,)
     n_folds: int = 1
     on_epoch: Callable[[int, int, float], None] | None = None
+    train_head: bool = False
 
     def __call__(self, trial: optuna.Trial) -> float:
         names = self.task.block_names
-        plan = genome.decode(genome.suggest_genome(trial, names), names)
+        plan = genome.decode(genome.suggest_genome(trial, names), names, self.train_head)
         for key, value in plan_attrs(plan, self.task).items():
             trial.set_user_attr(key, value)
         if plan.is_empty:

@@ -13,14 +13,13 @@ import torch
 from optuna.trial import TrialState
 
 from biotune_optuna import _keys as keys
-from biotune_optuna import genome
 from biotune_optuna._population import GENERATION, RETRY_OF, Layout
 from biotune_optuna.config import SearchConfig
 from biotune_optuna.dashboard import publish
 from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table
 from biotune_optuna.objective import FineTuneObjective
 from biotune_optuna.progress import SearchProgress
-from biotune_optuna.study import open_study, run_search
+from biotune_optuna.study import open_study, run_search, trial_plan
 from biotune_optuna.task import Task, build_task
 
 
@@ -50,7 +49,8 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
               f"{config.sampler} sampler, {config.n_trials} trials")
     progress = SearchProgress(study, config.n_trials, quiet=quiet, epochs=verbose)
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
-                                  config.folds, on_epoch=progress.epoch)
+                                  config.folds, on_epoch=progress.epoch,
+                                  train_head=config.train_head)
     try:
         run_search(study, objective, config.n_trials, n_jobs=n_jobs, callbacks=[progress],
                    timeout=config.timeout, on_wait=progress.waiting)
@@ -153,7 +153,7 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
               flush=True)
     scored = []
     for trial in candidates:
-        plan = genome.decode(trial.params, task.block_names)
+        plan = trial_plan(study, trial, task.block_names)
         evaluation = evaluate_plan(task, plan, train, seeds, f"trial {trial.number}",
                                    keep_first_model=True)
         validation = sum(r.value for r in evaluation.runs) / len(evaluation.runs)

@@ -215,6 +215,19 @@ def test_resuming_with_other_settings_names_the_differences(cli, tmp_path):
     assert len(load(storage).trials) == 12
 
 
+def test_a_study_from_before_train_head_resumes_with_the_paper_genome(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    cli(*search(trials=4), "--storage", storage, "--no-train-head", "-q", check=True)
+    study = load(storage)
+    config = dict(study.user_attrs["biotune_optuna:config"])
+    del config["train_head"]  # as written before the option existed
+    study.set_user_attr("biotune_optuna:config", config)
+    one_line_error(cli(*search(trials=5), "--storage", storage, "-q"),
+                   "train_head: study has False, now True")
+    cli(*search(trials=5), "--storage", storage, "--no-train-head", "-q", check=True)
+    assert len(load(storage).trials) == 5
+
+
 def test_help_has_examples_for_every_command(cli):
     for command in ("search", "status", "best", "export", "train-best", "dashboard",
                     "studies", "demo"):

@@ -121,6 +121,19 @@ def test_objective_records_the_plan_and_averages_seeds(task):
     assert empty.value == 0.0 and empty.user_attrs["empty_plan"]
 
 
+def test_objective_trains_the_head_even_below_the_threshold_when_asked(task):
+    params = encode({"stage2": 1.0}, task.block_names)  # head gene 0.0, frozen by the paper
+    study = optuna.create_study(direction="maximize")
+    for train_head in (False, True):
+        study.enqueue_trial(params)
+        study.optimize(FineTuneObjective(task, TrainConfig(epochs=1), train_head=train_head),
+                       n_trials=1)
+    paper, forced = study.trials
+    assert paper.user_attrs["trained_blocks"] == ["stage2"]
+    assert forced.user_attrs["trained_blocks"] == ["stage2", "head"]
+    assert forced.user_attrs["lr_multipliers"]["head"] == pytest.approx(0.1)
+
+
 def test_objective_reports_every_epoch_so_pruners_work(task):
     objective = FineTuneObjective(task, TrainConfig(epochs=4, patience=4))
     study = optuna.create_study(direction="maximize",

@@ -65,6 +65,16 @@ def test_decoding_trains_exactly_the_genes_above_the_threshold(values, threshold
     assert plan.is_empty == (not plan.trained_blocks)
 
 
+@given(st.lists(genes, min_size=len(BLOCKS), max_size=len(BLOCKS)), genes)
+def test_train_head_always_trains_the_last_block_and_nothing_else(values, threshold):
+    params = {genome.gene_name(b): v for b, v in zip(BLOCKS, values)}
+    params[genome.THRESHOLD] = threshold
+    paper, forced = genome.decode(params, BLOCKS), genome.decode(params, BLOCKS, True)
+    assert forced.multipliers[:-1] == paper.multipliers[:-1]
+    assert math.isclose(forced.multipliers[-1], genome.lr_multiplier(values[-1]))
+    assert not forced.is_empty
+
+
 @given(st.dictionaries(st.sampled_from(BLOCKS),
                        st.floats(0.1, 10.0, exclude_min=True, allow_nan=False), min_size=1))
 def test_encode_then_decode_gives_back_the_plan(multipliers):

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from biotune_optuna import _keys as keys
 from biotune_optuna import genome
 from biotune_optuna._population import GENERATION, POPULATION_PREFIX, ROLE
+from biotune_optuna.study import trial_plan
 
 
 def block_names(study: optuna.Study) -> list[str]:
@@ -76,7 +77,7 @@ def trial_table(study: optuna.Study) -> TrialTable:
             value = t.intermediate_values[max(t.intermediate_values)]
         else:
             value = np.nan
-        plan = genome.decode(t.params, blocks)
+        plan = trial_plan(study, t, blocks)
         fraction = t.user_attrs.get("trainable_fraction")
         if fraction is None and sizes is not None:
             fraction = float(sizes[np.array(plan.trained)].sum() / sizes.sum())
