@@ -14,7 +14,7 @@ $(BIN)/biotune-optuna: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(PIP) install $(TORCH_PIN)
-	$(PIP) install -e ".[test]"
+	$(PIP) install -q -e ".[test]"
 	touch $@
 
 install: $(BIN)/biotune-optuna
