@@ -37,8 +37,11 @@ demo: install system-deps
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
-benchmark: install
-	$(BIN)/python -m benchmarks.sampler_synthetic
+# every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, then the transfer
+# tasks (about an hour on 2 CPU cores)
+benchmark: install system-deps
+	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
+	$(BIN)/python -m benchmarks.transfer
 
 clean-venv:
 	rm -rf $(VENV)
