@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 from biotune_optuna import _keys as keys
 from biotune_optuna._population import GENERATION, RETRY_OF, Layout
-from biotune_optuna.config import SearchConfig
+from biotune_optuna.baselines import baseline
+from biotune_optuna.config import ConfigError, SearchConfig
 from biotune_optuna.dashboard import publish
 from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table
 from biotune_optuna.objective import FineTuneObjective
@@ -113,8 +114,6 @@ def config_of(study: optuna.Study, **runtime) -> SearchConfig:
     stored = dict(study.user_attrs.get(keys.CONFIG) or {})
     stored.pop("blocks", None)
     if not stored:
-        from biotune_optuna.config import ConfigError
-
         raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
                           "its configuration is unknown")
     return SearchConfig(study_name=study.study_name, **stored,
@@ -144,8 +143,6 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
     curse of picking the maximum of many noisy estimates). Test metrics play no part."""
     candidates = top_trials(study, top_k)
     if not candidates:
-        from biotune_optuna.config import ConfigError
-
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
                           "biotune-optuna search first")
     if not quiet:
@@ -231,8 +228,6 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
                   alpha: float = 0.01, beta: float = 0.01, rank: int = 4,
                   task: Task | None = None, quiet: bool = False) -> list:
     """Each baseline on the search's task, training protocol and splits, same seeds."""
-    from biotune_optuna.baselines import baseline
-
     task = task or task_for(config)
     evaluations = []
     for name in methods:
