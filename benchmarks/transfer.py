@@ -3,6 +3,7 @@ tasks, 5 seeds each; rewrites the ``transfer`` section of benchmarks/RESULTS.md.
 
     .venv/bin/python -m benchmarks.transfer                 # all four tasks, about an hour
     .venv/bin/python -m benchmarks.transfer --tasks digits  # one task
+    .venv/bin/python -m benchmarks.transfer --batch-size 16  # another protocol, own section
 
 Every method uses the same pre-trained model, splits (10 labels per class for training and
 10 for validation, the rest or the official test split for testing), training loop and
@@ -26,7 +27,7 @@ from biotune_optuna.config import SearchConfig
 from biotune_optuna.evaluation import evaluate_plan
 from biotune_optuna.search import REVALIDATION_SEEDS, search, select_plan, task_for
 
-STORAGE = "sqlite:///benchmarks/out/transfer.db"
+PAPER_PROTOCOL = {"batch_size": 96, "patience": 3}
 METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
 # (row label, study name part, sampler, options): every search gets the same budget.
 SEARCHES = (
@@ -55,11 +56,20 @@ TASKS = {
 }
 
 
+def section_of(args: argparse.Namespace) -> str:
+    """``transfer`` for the paper's protocol, e.g. ``transfer-b16-p3`` for another."""
+    if (args.batch_size, args.patience) == tuple(PAPER_PROTOCOL.values()):
+        return "transfer"
+    return f"transfer-b{args.batch_size}-p{args.patience}"
+
+
 def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(study_name=f"{task.key}", storage=STORAGE, model="small",
-                        weights=task.source, dataset=task.target, shots=args.shots,
-                        population=args.population, elite=args.elite,
-                        generations=args.generations, train_seeds=[0], epochs=30, patience=3)
+    return SearchConfig(study_name=f"{task.key}",
+                        storage=f"sqlite:///benchmarks/out/{section_of(args)}.db",
+                        model="small", weights=task.source, dataset=task.target,
+                        shots=args.shots, population=args.population, elite=args.elite,
+                        generations=args.generations, train_seeds=[0], epochs=30,
+                        patience=args.patience, batch_size=args.batch_size)
 
 
 def search_seconds(study) -> float:
@@ -91,9 +101,10 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
     scratch = task_for(config.replace(weights="none"))
     plan, _ = baseline("full", scratch.block_names)
     # random weights start at chance, where patience 3 would stop them before they learn
-    e = evaluate_plan(scratch, plan, config.replace(patience=10).train_config(), seeds,
+    patience = max(config.patience, 10)
+    e = evaluate_plan(scratch, plan, config.replace(patience=patience).train_config(), seeds,
                       "scratch")
-    rows.append(["from scratch (full, no pretraining, patience 10)",
+    rows.append([f"from scratch (full, no pretraining, patience {patience})",
                  cell([r.test.balanced_accuracy for r in e.runs]),
                  cell([r.test.accuracy for r in e.runs]), "100.0%", "-", "-",
                  f"{sum(r.seconds for r in e.runs):.0f}"])
@@ -132,6 +143,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--elite", type=int, default=2)
     parser.add_argument("--generations", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=PAPER_PROTOCOL["batch_size"])
+    parser.add_argument("--patience", type=int, default=PAPER_PROTOCOL["patience"])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     import optuna
@@ -146,7 +159,9 @@ def main() -> None:
     budget = args.population + args.generations * (args.population + args.elite)
     command = (f".venv/bin/python -m benchmarks.transfer --tasks {args.tasks} --seeds "
                f"{args.seeds} --population {args.population} --elite {args.elite} "
-               f"--generations {args.generations}")
+               f"--generations {args.generations}"
+               + (f" --batch-size {args.batch_size} --patience {args.patience}"
+                  if section_of(args) != "transfer" else ""))
     body = (f"Command: `{command}` ({results.machine()}).\n\n"
             f"Built-in `small` CNN (0.3M parameters) pretrained on the source dataset, "
             f"{args.shots} labels per class for training and {args.shots} for validation; "
@@ -156,15 +171,17 @@ def main() -> None:
             f"E={args.elite}, {args.generations} generations; TPE, Random and CMA-ES at the "
             "same budget; all with the head always trained, plus BioTune with the paper's "
             "genome, where the head's gene may freeze it), one training seed per trial, 30 "
-            "epochs with patience 3. Each "
+            f"epochs, batch {args.batch_size}, patience {args.patience}. Each "
             "search's plan is chosen as `train-best` does: the best of its top 5 trials by "
             "mean validation over seeds 100-102; search seed s's plan is then retrained and "
             "tested with training seed s. 'best validation' is the search's own best "
             "objective (validation balanced accuracy, one seed, optimistic).\n\n"
             + "\n\n".join(sections))
     if not args.no_write:
-        results.write_section("transfer", "Transfer tasks: BioTune, baselines and samplers",
-                              body)
+        protocol = "" if section_of(args) == "transfer" else \
+            f" (batch {args.batch_size}, patience {args.patience})"
+        results.write_section(section_of(args), "Transfer tasks: BioTune, baselines and "
+                              f"samplers{protocol}", body)
 
 
 if __name__ == "__main__":
