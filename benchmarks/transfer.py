@@ -4,6 +4,7 @@ tasks, 5 seeds each; rewrites the ``transfer`` section of benchmarks/RESULTS.md.
     .venv/bin/python -m benchmarks.transfer                 # all four tasks, about an hour
     .venv/bin/python -m benchmarks.transfer --tasks digits  # one task
     .venv/bin/python -m benchmarks.transfer --batch-size 16  # another protocol, own section
+    .venv/bin/python -m benchmarks.transfer --train-seeds 3  # 3 seeds per trial, own section
 
 Every method uses the same pre-trained model, splits (10 labels per class for training and
 10 for validation, the rest or the official test split for testing), training loop and
@@ -57,10 +58,12 @@ TASKS = {
 
 
 def section_of(args: argparse.Namespace) -> str:
-    """``transfer`` for the paper's protocol, e.g. ``transfer-b16-p3`` for another."""
-    if (args.batch_size, args.patience) == tuple(PAPER_PROTOCOL.values()):
+    """``transfer`` for the paper's protocol with one training seed per trial; for another,
+    e.g. ``transfer-b16-p3`` or ``transfer-b96-p3-t3`` (3 training seeds per trial)."""
+    seeds = "" if args.train_seeds == 1 else f"-t{args.train_seeds}"
+    if (args.batch_size, args.patience) == tuple(PAPER_PROTOCOL.values()) and not seeds:
         return "transfer"
-    return f"transfer-b{args.batch_size}-p{args.patience}"
+    return f"transfer-b{args.batch_size}-p{args.patience}{seeds}"
 
 
 def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
@@ -68,7 +71,8 @@ def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
                         storage=f"sqlite:///benchmarks/out/{section_of(args)}.db",
                         model="small", weights=task.source, dataset=task.target,
                         shots=args.shots, population=args.population, elite=args.elite,
-                        generations=args.generations, train_seeds=[0], epochs=30,
+                        generations=args.generations,
+                        train_seeds=list(range(args.train_seeds)), epochs=30,
                         patience=args.patience, batch_size=args.batch_size)
 
 
@@ -137,15 +141,25 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--shots", type=int, default=10)
-    parser.add_argument("--population", type=int, default=6)
-    parser.add_argument("--elite", type=int, default=2)
-    parser.add_argument("--generations", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=PAPER_PROTOCOL["batch_size"])
-    parser.add_argument("--patience", type=int, default=PAPER_PROTOCOL["patience"])
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help=f"comma-separated, of {', '.join(TASKS)} (default: all)")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="data/search seeds 0..N-1 per method (default: 5)")
+    parser.add_argument("--shots", type=int, default=10,
+                        help="labels per class for training and for validation (default: 10)")
+    parser.add_argument("--population", type=int, default=6, help="BioTune N (default: 6)")
+    parser.add_argument("--elite", type=int, default=2, help="BioTune E (default: 2)")
+    parser.add_argument("--generations", type=int, default=5,
+                        help="BioTune generations; fixes every search's budget (default: 5)")
+    parser.add_argument("--batch-size", type=int, default=PAPER_PROTOCOL["batch_size"],
+                        help="batch size of every run (default: the paper's 96)")
+    parser.add_argument("--patience", type=int, default=PAPER_PROTOCOL["patience"],
+                        help="early-stopping patience in epochs (default: the paper's 3)")
+    parser.add_argument("--train-seeds", type=int, default=1,
+                        help="training seeds averaged per search trial (default: 1; the "
+                        "paper: 3)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the tables without rewriting RESULTS.md")
     args = parser.parse_args()
     import optuna
 
@@ -161,6 +175,7 @@ def main() -> None:
                f"{args.seeds} --population {args.population} --elite {args.elite} "
                f"--generations {args.generations}"
                + (f" --batch-size {args.batch_size} --patience {args.patience}"
+                  f" --train-seeds {args.train_seeds}"
                   if section_of(args) != "transfer" else ""))
     body = (f"Command: `{command}` ({results.machine()}).\n\n"
             f"Built-in `small` CNN (0.3M parameters) pretrained on the source dataset, "
@@ -170,16 +185,18 @@ def main() -> None:
             f"Searches: {budget} trials each (BioTune N={args.population}, "
             f"E={args.elite}, {args.generations} generations; TPE, Random and CMA-ES at the "
             "same budget; all with the head always trained, plus BioTune with the paper's "
-            "genome, where the head's gene may freeze it), one training seed per trial, 30 "
-            f"epochs, batch {args.batch_size}, patience {args.patience}. Each "
+            "genome, where the head's gene may freeze it), "
+            f"{args.train_seeds} training seed(s) per trial, 30 epochs, "
+            f"batch {args.batch_size}, patience {args.patience}. Each "
             "search's plan is chosen as `train-best` does: the best of its top 5 trials by "
             "mean validation over seeds 100-102; search seed s's plan is then retrained and "
             "tested with training seed s. 'best validation' is the search's own best "
-            "objective (validation balanced accuracy, one seed, optimistic).\n\n"
+            "objective (validation balanced accuracy over its training seeds, optimistic).\n\n"
             + "\n\n".join(sections))
     if not args.no_write:
         protocol = "" if section_of(args) == "transfer" else \
-            f" (batch {args.batch_size}, patience {args.patience})"
+            f" (batch {args.batch_size}, patience {args.patience}, " \
+            f"{args.train_seeds} training seed(s) per trial)"
         results.write_section(section_of(args), "Transfer tasks: BioTune, baselines and "
                               f"samplers{protocol}", body)
 
