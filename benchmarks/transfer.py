@@ -66,6 +66,10 @@ def section_of(args: argparse.Namespace) -> str:
     return f"transfer-b{args.batch_size}-p{args.patience}{seeds}"
 
 
+def seeds_per_trial(args: argparse.Namespace) -> str:
+    return f"{args.train_seeds} training seed" + ("s" if args.train_seeds > 1 else "")
+
+
 def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(study_name=f"{task.key}",
                         storage=f"sqlite:///benchmarks/out/{section_of(args)}.db",
@@ -186,7 +190,7 @@ def main() -> None:
             f"E={args.elite}, {args.generations} generations; TPE, Random and CMA-ES at the "
             "same budget; all with the head always trained, plus BioTune with the paper's "
             "genome, where the head's gene may freeze it), "
-            f"{args.train_seeds} training seed(s) per trial, 30 epochs, "
+            f"{seeds_per_trial(args)} per trial, 30 epochs, "
             f"batch {args.batch_size}, patience {args.patience}. Each "
             "search's plan is chosen as `train-best` does: the best of its top 5 trials by "
             "mean validation over seeds 100-102; search seed s's plan is then retrained and "
@@ -196,7 +200,7 @@ def main() -> None:
     if not args.no_write:
         protocol = "" if section_of(args) == "transfer" else \
             f" (batch {args.batch_size}, patience {args.patience}, " \
-            f"{args.train_seeds} training seed(s) per trial)"
+            f"{seeds_per_trial(args)} per trial)"
         results.write_section(section_of(args), "Transfer tasks: BioTune, baselines and "
                               f"samplers{protocol}", body)
 
