@@ -70,14 +70,18 @@ def seeds_per_trial(args: argparse.Namespace) -> str:
     return f"{args.train_seeds} training seed" + ("s" if args.train_seeds > 1 else "")
 
 
+def protocol_config(task: Transfer, args: argparse.Namespace) -> SearchConfig:
+    """The model, data and training protocol that every method of a task shares."""
+    return SearchConfig(model="small", weights=task.source, dataset=task.target,
+                        shots=args.shots, epochs=30, patience=args.patience,
+                        batch_size=args.batch_size)
+
+
 def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(study_name=f"{task.key}",
-                        storage=f"sqlite:///benchmarks/out/{section_of(args)}.db",
-                        model="small", weights=task.source, dataset=task.target,
-                        shots=args.shots, population=args.population, elite=args.elite,
-                        generations=args.generations,
-                        train_seeds=list(range(args.train_seeds)), epochs=30,
-                        patience=args.patience, batch_size=args.batch_size)
+    return protocol_config(task, args).replace(
+        study_name=task.key, storage=f"sqlite:///benchmarks/out/{section_of(args)}.db",
+        population=args.population, elite=args.elite, generations=args.generations,
+        train_seeds=list(range(args.train_seeds)))
 
 
 def search_seconds(study) -> float:
@@ -143,27 +147,32 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
     return title + "\n" + results.table(header, rows), rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_protocol_options(parser: argparse.ArgumentParser) -> None:
+    """Tasks, seeds and the training protocol, shared with benchmarks.tuned_baselines."""
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"comma-separated, of {', '.join(TASKS)} (default: all)")
     parser.add_argument("--seeds", type=int, default=5,
                         help="data/search seeds 0..N-1 per method (default: 5)")
     parser.add_argument("--shots", type=int, default=10,
                         help="labels per class for training and for validation (default: 10)")
-    parser.add_argument("--population", type=int, default=6, help="BioTune N (default: 6)")
-    parser.add_argument("--elite", type=int, default=2, help="BioTune E (default: 2)")
-    parser.add_argument("--generations", type=int, default=5,
-                        help="BioTune generations; fixes every search's budget (default: 5)")
     parser.add_argument("--batch-size", type=int, default=PAPER_PROTOCOL["batch_size"],
                         help="batch size of every run (default: the paper's 96)")
     parser.add_argument("--patience", type=int, default=PAPER_PROTOCOL["patience"],
                         help="early-stopping patience in epochs (default: the paper's 3)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the tables without rewriting RESULTS.md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_protocol_options(parser)
+    parser.add_argument("--population", type=int, default=6, help="BioTune N (default: 6)")
+    parser.add_argument("--elite", type=int, default=2, help="BioTune E (default: 2)")
+    parser.add_argument("--generations", type=int, default=5,
+                        help="BioTune generations; fixes every search's budget (default: 5)")
     parser.add_argument("--train-seeds", type=int, default=1,
                         help="training seeds averaged per search trial (default: 1; the "
                         "paper: 3)")
-    parser.add_argument("--no-write", action="store_true",
-                        help="print the tables without rewriting RESULTS.md")
     args = parser.parse_args()
     import optuna
 

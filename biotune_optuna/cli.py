@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import optuna
 
 from biotune_optuna._keys import CONFIG as CONFIG_ATTR
 from biotune_optuna.config import (
+    LR_GRID,
     SAMPLERS,
     ConfigError,
     SearchConfig,
@@ -279,12 +281,24 @@ def _int_list(text: str) -> list[int]:
         raise ConfigError(f"expected integers such as 0,1,2, got {text!r}") from None
 
 
+def _learning_rates(text: str) -> list[float]:
+    """An argparse type: comma-separated positive learning rates."""
+    try:
+        values = [float(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < math.inf for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive learning rates such as "
+                                         f"1e-4,1e-3, got {text!r}")
+    return values
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Fine-tuning baselines (full, linear, l2sp, l1sp, autorgn, lora) on the same task,
     training loop, splits and seeds as a search; test accuracy side by side."""
     from biotune_optuna.baselines import METHODS
     from biotune_optuna.evaluation import results_table
-    from biotune_optuna.search import run_baselines
+    from biotune_optuna.search import REVALIDATION_SEEDS, run_baselines
 
     config = _config_from_args(args)
     methods = [m for m in args.method.replace(",", " ").split() if m]
@@ -292,8 +306,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if unknown or not methods:
         raise ConfigError(f"unknown method {unknown[0] if unknown else ''!r}; use "
                           f"{', '.join(METHODS)} (comma-separated)")
-    evaluations = run_baselines(config, methods, _int_list(args.seeds), args.alpha, args.beta,
-                                args.rank, quiet=args.quiet)
+    seeds = _int_list(args.seeds)
+    if args.tune_lr and set(seeds) & set(REVALIDATION_SEEDS):
+        raise ConfigError(f"--tune-lr picks the rate with seeds {list(REVALIDATION_SEEDS)}; "
+                          "test with other --seeds")
+    evaluations = run_baselines(config, methods, seeds, args.alpha, args.beta, args.rank,
+                                quiet=args.quiet, lr_grid=args.tune_lr)
     print(results_table(evaluations))
     if args.out:
         Path(args.out).write_text(json.dumps([e.as_dict() for e in evaluations], indent=2))
@@ -388,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--alpha", type=float, default=0.01, help="L2-SP/L1-SP backbone weight")
     base.add_argument("--beta", type=float, default=0.01, help="L2-SP/L1-SP head weight")
     base.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    base.add_argument("--tune-lr", nargs="?", type=_learning_rates, const=list(LR_GRID),
+                      default=None, metavar="GRID",
+                      help="pick each method's base lr from GRID (default "
+                      f"{','.join(f'{r:g}' for r in LR_GRID)}) by validation over seeds "
+                      "100-102, then test with --seeds")
     base.add_argument("--out", default=None, help="also write the results as JSON")
     base.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     comparison = command("compare", cmd_compare)

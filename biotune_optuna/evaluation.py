@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -62,6 +62,20 @@ def evaluate_plan(task: Task, plan: FineTunePlan, config: TrainConfig, seeds: Se
             on_run(run)
     fraction = runs[0].trainable_params / runs[0].total_params
     return Evaluation(name, runs, fraction)
+
+
+def tune_base_lr(task: Task, plan: FineTunePlan, config: TrainConfig, grid: Sequence[float],
+                 seeds: Sequence[int], method: Method | None = None
+                 ) -> tuple[float, dict[float, float]]:
+    """The base learning rate of ``grid`` with the best mean *validation* value over
+    ``seeds`` (ties: the first), and every rate's value: a baseline tuned as fairly as a
+    search tunes its multipliers. Keep ``seeds`` apart from the seeds that are tested."""
+    scores = {}
+    for lr in grid:
+        evaluation = evaluate_plan(task, plan, replace(config, base_lr=lr), seeds,
+                                   f"lr {lr:g}", method=method)
+        scores[lr] = sum(r.value for r in evaluation.runs) / len(evaluation.runs)
+    return max(scores, key=scores.get), scores
 
 
 def results_table(evaluations: Sequence[Evaluation]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -17,7 +18,7 @@ from biotune_optuna._population import GENERATION, RETRY_OF, Layout
 from biotune_optuna.baselines import baseline
 from biotune_optuna.config import ConfigError, SearchConfig
 from biotune_optuna.dashboard import publish
-from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table
+from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table, tune_base_lr
 from biotune_optuna.objective import FineTuneObjective
 from biotune_optuna.progress import SearchProgress
 from biotune_optuna.study import open_study, run_search, trial_plan
@@ -224,22 +225,31 @@ def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
             f"{config.storage_url}` inspect it\n" + json.dumps(summary))
 
 
+REVALIDATION_SEEDS = (100, 101, 102)  # fresh seeds to pick each search's plan by validation
+
+
 def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
                   alpha: float = 0.01, beta: float = 0.01, rank: int = 4,
-                  task: Task | None = None, quiet: bool = False) -> list:
-    """Each baseline on the search's task, training protocol and splits, same seeds."""
+                  task: Task | None = None, quiet: bool = False,
+                  lr_grid: list[float] | None = None) -> list:
+    """Each baseline on the search's task, training protocol and splits, same seeds. With
+    ``lr_grid``, each method first gets the base learning rate of the grid with the best
+    mean validation value over the re-validation seeds (never the tested ones)."""
     task = task or task_for(config)
     evaluations = []
     for name in methods:
         plan, method = baseline(name, task.block_names, alpha, beta, rank)
+        train, label = config.train_config(), name
+        if lr_grid:
+            lr, scores = tune_base_lr(task, plan, train, lr_grid, REVALIDATION_SEEDS, method)
+            train, label = replace(train, base_lr=lr), f"{name} (lr {lr:g})"
+            if not quiet:
+                print(f"{name}: validation by base lr " + ", ".join(
+                    f"{r:g} {v:.4f}" for r, v in scores.items()) + f" -> {lr:g}", flush=True)
         if not quiet:
-            print(f"training {name} with seeds {seeds} ...", flush=True)
-        evaluations.append(evaluate_plan(task, plan, config.train_config(), seeds, name,
-                                         method=method))
+            print(f"training {label} with seeds {seeds} ...", flush=True)
+        evaluations.append(evaluate_plan(task, plan, train, seeds, label, method=method))
     return evaluations
-
-
-REVALIDATION_SEEDS = (100, 101, 102)  # fresh seeds to pick each search's plan by validation
 
 
 def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,

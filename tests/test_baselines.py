@@ -2,7 +2,9 @@
 inference, and the baseline and compare commands."""
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 
 from biotune_optuna import baselines
 from biotune_optuna.baselines import AutoRGN, LoRA, StartingPointPenalty, add_lora, merge_lora
+from biotune_optuna.evaluation import evaluate_plan, tune_base_lr
 from biotune_optuna.finetune import TrainConfig, fine_tune
 from biotune_optuna.task import build_task
 
@@ -89,6 +92,30 @@ def test_baseline_command_runs_every_method(cli, tmp_path):
     assert [e["seeds"] for e in saved] == [[0, 1]] * 6
     linear = next(e for e in saved if e["name"] == "linear")
     assert linear["trainable_fraction"] < 0.1
+
+
+def test_tune_base_lr_keeps_the_rate_with_the_best_validation(task):
+    plan, method = baselines.baseline("full", task.block_names)
+    config = TrainConfig(epochs=2)
+    lr, scores = tune_base_lr(task, plan, config, [1e-7, 1e-2], [100, 101], method)
+    assert list(scores) == [1e-7, 1e-2]
+    assert scores[lr] == max(scores.values())
+    again = evaluate_plan(task, plan, replace(config, base_lr=1e-2), [100, 101], "again",
+                          method=method)
+    assert scores[1e-2] == pytest.approx(np.mean([r.value for r in again.runs]))
+
+
+def test_baseline_command_tunes_the_learning_rate_on_other_seeds(cli, tmp_path):
+    result = cli("baseline", "--model", "tiny", "--epochs", "1", "--method", "full",
+                 "--seeds", "0", "--tune-lr", "1e-7,1e-2", "--out", tmp_path / "b.json",
+                 check=True)
+    assert "full: validation by base lr 1e-07 " in result.stdout
+    [saved] = json.loads((tmp_path / "b.json").read_text())
+    assert saved["name"] in ("full (lr 1e-07)", "full (lr 0.01)")
+    clash = cli("baseline", "--model", "tiny", "--tune-lr", "--seeds", "0,100")
+    assert clash.returncode == 2 and "test with other --seeds" in clash.stderr
+    bad = cli("baseline", "--model", "tiny", "--tune-lr", "fast")
+    assert bad.returncode == 2 and "expected positive learning rates" in bad.stderr
 
 
 def test_unknown_baseline_is_a_one_line_error(cli):
