@@ -25,7 +25,8 @@ from biotune_optuna.sampler import validate_settings
 SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 STUDIES_DIR = Path("studies")
-LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # baselines' base learning rates under --tune-lr
+# the base learning rates that `baseline --tune-lr` tries
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
 class ConfigError(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -68,13 +69,15 @@ def tune_base_lr(task: Task, plan: FineTunePlan, config: TrainConfig, grid: Sequ
                  seeds: Sequence[int], method: Method | None = None
                  ) -> tuple[float, dict[float, float]]:
     """The base learning rate of ``grid`` with the best mean *validation* value over
-    ``seeds`` (ties: the first), and every rate's value: a baseline tuned as fairly as a
-    search tunes its multipliers. Keep ``seeds`` apart from the seeds that are tested."""
+    ``seeds`` (ties: the first; a rate that diverges scores -inf), and every rate's value:
+    a baseline tuned as fairly as a search tunes its multipliers. The test split is not
+    touched; keep ``seeds`` apart from the seeds that are tested."""
     scores = {}
     for lr in grid:
-        evaluation = evaluate_plan(task, plan, replace(config, base_lr=lr), seeds,
-                                   f"lr {lr:g}", method=method)
-        scores[lr] = sum(r.value for r in evaluation.runs) / len(evaluation.runs)
+        runs = [fine_tune(task, plan, replace(config, base_lr=lr), seed, method=method)
+                for seed in seeds]
+        scores[lr] = -math.inf if any(r.diverged for r in runs) else \
+            sum(r.value for r in runs) / len(runs)
     return max(scores, key=scores.get), scores
 
 

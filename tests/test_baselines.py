@@ -96,10 +96,11 @@ def test_baseline_command_runs_every_method(cli, tmp_path):
 
 def test_tune_base_lr_keeps_the_rate_with_the_best_validation(task):
     plan, method = baselines.baseline("full", task.block_names)
-    config = TrainConfig(epochs=2)
-    lr, scores = tune_base_lr(task, plan, config, [1e-7, 1e-2], [100, 101], method)
-    assert list(scores) == [1e-7, 1e-2]
-    assert scores[lr] == max(scores.values())
+    config = TrainConfig(epochs=2, optimizer="sgd")
+    lr, scores = tune_base_lr(task, plan, config, [1e30, 1e-7, 1e-2], [100, 101], method)
+    assert list(scores) == [1e30, 1e-7, 1e-2]
+    assert scores[1e30] == -np.inf  # diverged: ranked last, the search goes on
+    assert lr != 1e30 and scores[lr] == max(scores.values())
     again = evaluate_plan(task, plan, replace(config, base_lr=1e-2), [100, 101], "again",
                           method=method)
     assert scores[1e-2] == pytest.approx(np.mean([r.value for r in again.runs]))
