@@ -37,11 +37,14 @@ demo: install system-deps
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
-# every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, then the transfer
-# tasks (about an hour on 2 CPU cores)
+# every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the transfer
+# tasks, the baselines with tuned rates and two protocol variants (about 2 hours on 2 CPU cores)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
 	$(BIN)/python -m benchmarks.transfer
+	$(BIN)/python -m benchmarks.tuned_baselines
+	$(BIN)/python -m benchmarks.transfer --tasks mnist --batch-size 16
+	$(BIN)/python -m benchmarks.transfer --tasks fashion --train-seeds 3
 
 clean-venv:
 	rm -rf $(VENV)
