@@ -58,12 +58,21 @@ TASKS = {
 
 
 def section_of(args: argparse.Namespace) -> str:
-    """``transfer`` for the paper's protocol with one training seed per trial; for another,
-    e.g. ``transfer-b16-p3`` or ``transfer-b96-p3-t3`` (3 training seeds per trial)."""
-    seeds = "" if args.train_seeds == 1 else f"-t{args.train_seeds}"
-    if (args.batch_size, args.patience) == tuple(PAPER_PROTOCOL.values()) and not seeds:
+    """``transfer`` for the paper's protocol with one training seed per trial and no
+    trainable penalty; for another, e.g. ``transfer-b16-p3``, ``transfer-b96-p3-t3`` (3
+    training seeds per trial) or ``transfer-b96-p3-l0.1`` (trainable penalty 0.1)."""
+    extras = ("" if args.train_seeds == 1 else f"-t{args.train_seeds}") + \
+        (f"-l{args.trainable_penalty:g}" if args.trainable_penalty else "")
+    if (args.batch_size, args.patience) == tuple(PAPER_PROTOCOL.values()) and not extras:
         return "transfer"
-    return f"transfer-b{args.batch_size}-p{args.patience}{seeds}"
+    return f"transfer-b{args.batch_size}-p{args.patience}{extras}"
+
+
+def variant(args: argparse.Namespace) -> str:
+    """How a section's protocol differs from the paper's, for its title."""
+    return (f"batch {args.batch_size}, patience {args.patience}, {seeds_per_trial(args)} per "
+            "trial" + (f", trainable penalty {args.trainable_penalty:g}"
+                       if args.trainable_penalty else ""))
 
 
 def seeds_per_trial(args: argparse.Namespace) -> str:
@@ -81,7 +90,7 @@ def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
     return protocol_config(task, args).replace(
         study_name=task.key, storage=f"sqlite:///benchmarks/out/{section_of(args)}.db",
         population=args.population, elite=args.elite, generations=args.generations,
-        train_seeds=list(range(args.train_seeds)))
+        train_seeds=list(range(args.train_seeds)), trainable_penalty=args.trainable_penalty)
 
 
 def search_seconds(study) -> float:
@@ -129,7 +138,8 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
             seconds += search_seconds(study)
             best_val.append(study.best_value)
             _, plan, _ = select_plan(study, problem, train, list(REVALIDATION_SEEDS),
-                                     top_k=5, quiet=True)
+                                     top_k=5, quiet=True,
+                                     trainable_penalty=config.trainable_penalty)
             run = evaluate_plan(problem, plan, train, [seed], label).runs[0]
             tests.append(run.test.balanced_accuracy)
             tops.append(run.test.accuracy)
@@ -173,6 +183,9 @@ def main() -> None:
     parser.add_argument("--train-seeds", type=int, default=1,
                         help="training seeds averaged per search trial (default: 1; the "
                         "paper: 3)")
+    parser.add_argument("--trainable-penalty", type=float, default=0.0,
+                        help="searches maximise validation - this x trainable fraction "
+                        "(default: 0)")
     args = parser.parse_args()
     import optuna
 
@@ -189,6 +202,8 @@ def main() -> None:
                f"--generations {args.generations}"
                + (f" --batch-size {args.batch_size} --patience {args.patience}"
                   f" --train-seeds {args.train_seeds}"
+                  + (f" --trainable-penalty {args.trainable_penalty:g}"
+                     if args.trainable_penalty else "")
                   if section_of(args) != "transfer" else ""))
     body = (f"Command: `{command}` ({results.machine()}).\n\n"
             f"Built-in `small` CNN (0.3M parameters) pretrained on the source dataset, "
@@ -204,12 +219,12 @@ def main() -> None:
             "search's plan is chosen as `train-best` does: the best of its top 5 trials by "
             "mean validation over seeds 100-102; search seed s's plan is then retrained and "
             "tested with training seed s. 'best validation' is the search's own best "
-            "objective (validation balanced accuracy over its training seeds, optimistic).\n\n"
+            "objective (validation balanced accuracy over its training seeds, optimistic"
+            + (f", less {args.trainable_penalty:g} x the trainable fraction, which also "
+               "weighs in the choice of plan" if args.trainable_penalty else "") + ").\n\n"
             + "\n\n".join(sections))
     if not args.no_write:
-        protocol = "" if section_of(args) == "transfer" else \
-            f" (batch {args.batch_size}, patience {args.patience}, " \
-            f"{seeds_per_trial(args)} per trial)"
+        protocol = "" if section_of(args) == "transfer" else f" ({variant(args)})"
         results.write_section(section_of(args), "Transfer tasks: BioTune, baselines and "
                               f"samplers{protocol}", body)
 

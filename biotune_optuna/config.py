@@ -73,6 +73,7 @@ class SearchConfig:
     pruner: str = "none"
     enqueue_baselines: bool = False
     train_head: bool = True  # the new head is always trained (False: the paper's genome)
+    trainable_penalty: float = 0.0  # value = validation - this x trainable fraction
     # running it (not part of the fingerprint)
     device: str = "auto"
     workers: int = 0
@@ -122,6 +123,8 @@ class SearchConfig:
         need(self.heartbeat >= 1 and self.grace > self.heartbeat,
              f"--heartbeat must be at least 1 and --grace larger, got {self.heartbeat} and "
              f"{self.grace}")
+        need(0 <= self.trainable_penalty < math.inf, "--trainable-penalty must be a "
+             f"non-negative number, got {self.trainable_penalty}")
         need(self.timeout is None or self.timeout > 0, f"--timeout must be positive, got "
              f"{self.timeout}")
 
@@ -219,7 +222,7 @@ def _to_bool(value: Any) -> bool:
 
 
 # Options added after a study was created: the value that reproduces what it ran with.
-LEGACY = {"train_head": False}
+LEGACY = {"train_head": False, "trainable_penalty": 0.0}
 
 
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

@@ -48,6 +48,9 @@ class FineTuneObjective:
             the first generation share fold 0).
         on_epoch: Progress callback ``(run index, epoch, value)``.
         train_head: Always train the last block, the new head (see ``genome.decode``).
+        trainable_penalty: Subtracted from the value (and from each report, so pruners
+            compare like with like) times the plan's trainable-parameter fraction: a
+            scalarized trade of accuracy against the share of the network that is trained.
     """
 
     task: Task
@@ -56,12 +59,15 @@ class FineTuneObjective:
     n_folds: int = 1
     on_epoch: Callable[[int, int, float], None] | None = None
     train_head: bool = False
+    trainable_penalty: float = 0.0
 
     def __call__(self, trial: optuna.Trial) -> float:
         names = self.task.block_names
         plan = genome.decode(genome.suggest_genome(trial, names), names, self.train_head)
-        for key, value in plan_attrs(plan, self.task).items():
+        attrs = plan_attrs(plan, self.task)
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        penalty = self.trainable_penalty * attrs["trainable_fraction"]
         if plan.is_empty:
             trial.set_user_attr("empty_plan", True)
             return EMPTY_PLAN_VALUE
@@ -73,7 +79,8 @@ class FineTuneObjective:
         start = time.perf_counter()
         runs: list[RunResult] = []
         for index, seed in enumerate(self.seeds):
-            run = fine_tune(task, plan, self.config, seed, report=self._reporter(trial, index),
+            run = fine_tune(task, plan, self.config, seed,
+                            report=self._reporter(trial, index, penalty),
                             on_epoch=self._epoch_callback(index))
             if run.diverged:
                 trial.set_user_attr("failed_reason", run.diverged)
@@ -86,11 +93,11 @@ class FineTuneObjective:
         trial.set_user_attr("val_accuracy", float(np.mean([r.val.accuracy for r in runs])))
         trial.set_user_attr("val_balanced_accuracy",
                             float(np.mean([r.val.balanced_accuracy for r in runs])))
-        return float(np.mean(values))
+        return float(np.mean(values)) - penalty
 
-    def _reporter(self, trial: optuna.Trial, index: int):
+    def _reporter(self, trial: optuna.Trial, index: int, penalty: float):
         def report(value: float, epoch: int) -> None:
-            trial.report(value, step=index * self.config.epochs + epoch)
+            trial.report(value - penalty, step=index * self.config.epochs + epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} of seed run {index + 1}")
         return report

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from biotune_optuna import _keys as keys
 from biotune_optuna._population import GENERATION, RETRY_OF, Layout
 from biotune_optuna.baselines import baseline
-from biotune_optuna.config import ConfigError, SearchConfig
+from biotune_optuna.config import LEGACY, ConfigError, SearchConfig
 from biotune_optuna.dashboard import publish
 from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table, tune_base_lr
 from biotune_optuna.objective import FineTuneObjective
@@ -52,7 +52,8 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     progress = SearchProgress(study, config.n_trials, quiet=quiet, epochs=verbose)
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
                                   config.folds, on_epoch=progress.epoch,
-                                  train_head=config.train_head)
+                                  train_head=config.train_head,
+                                  trainable_penalty=config.trainable_penalty)
     try:
         run_search(study, objective, config.n_trials, n_jobs=n_jobs, callbacks=[progress],
                    timeout=config.timeout, on_wait=progress.waiting)
@@ -117,6 +118,7 @@ def config_of(study: optuna.Study, **runtime) -> SearchConfig:
     if not stored:
         raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
                           "its configuration is unknown")
+    stored = {**LEGACY, **stored}  # options added later: what an older study ran with
     return SearchConfig(study_name=study.study_name, **stored,
                         **{k: v for k, v in runtime.items() if v is not None})
 
@@ -138,10 +140,11 @@ def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
 
 
 def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k: int,
-                quiet: bool = False):
+                quiet: bool = False, trainable_penalty: float = 0.0):
     """Retrain the ``top_k`` best trials' plans with ``seeds`` and keep the one with the best
-    mean *validation* value: one noisy search score no longer decides alone (the winner's
-    curse of picking the maximum of many noisy estimates). Test metrics play no part."""
+    mean *validation* value (less the search's trainable penalty): one noisy search score no
+    longer decides alone (the winner's curse of picking the maximum of many noisy
+    estimates). Test metrics play no part."""
     candidates = top_trials(study, top_k)
     if not candidates:
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
@@ -154,7 +157,8 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
         plan = trial_plan(study, trial, task.block_names)
         evaluation = evaluate_plan(task, plan, train, seeds, f"trial {trial.number}",
                                    keep_first_model=True)
-        validation = sum(r.value for r in evaluation.runs) / len(evaluation.runs)
+        validation = sum(r.value for r in evaluation.runs) / len(evaluation.runs) - \
+            trainable_penalty * evaluation.trainable_fraction
         scored.append((validation, -trial.number, trial, plan, evaluation))
     validation, _, trial, plan, evaluation = max(scored, key=lambda item: item[:2])
     if not quiet:
@@ -173,7 +177,8 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     config = config_of(study, device=device, data_root=data_root)
     task = task or task_for(config)
     train = config.train_config()
-    trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet)
+    trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet,
+                                      config.trainable_penalty)
     result.name = f"BioTune (trial {trial.number})"
     evaluations = [result]
     for name, recipe in (recipe_plans(task.block_names) if compare else {}).items():
@@ -285,7 +290,8 @@ def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
         tests = []
         for study in group:
             _, plan, _ = select_plan(study, task, config.train_config(),
-                                     list(REVALIDATION_SEEDS), top_k=5, quiet=True)
+                                     list(REVALIDATION_SEEDS), top_k=5, quiet=True,
+                                     trainable_penalty=config.trainable_penalty)
             evaluation = evaluate_plan(task, plan, config.train_config(),
                                        config.train_seeds, study.study_name)
             tests.append(evaluation.mean())

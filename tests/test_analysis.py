@@ -56,6 +56,20 @@ def test_pareto_front_keeps_only_undominated_points():
     assert analysis.pareto_front(fraction, values, maximize=True).tolist() == [0, 1, 3]
 
 
+def test_pareto_plot_shows_validation_before_the_trainable_penalty(searched):
+    memory = optuna.storages.InMemoryStorage()
+    optuna.copy_study(from_study_name="k", from_storage=searched[1], to_storage=memory,
+                      to_study_name="p")
+    study = optuna.load_study(study_name="p", storage=memory)
+    config = {**study.user_attrs["biotune_optuna:config"], "trainable_penalty": 0.5}
+    study.set_user_attr("biotune_optuna:config", config)
+    table = analysis.trial_table(study)
+    ax = analysis.plot_pareto(study).axes[0]
+    points = ax.collections[0].get_offsets()
+    assert np.allclose(points[:, 1], table.values + 0.5 * table.trainable_fraction)
+    assert "before the penalty 0.5" in ax.get_ylabel()
+
+
 def test_plot_command_writes_every_plot_and_attaches_them(searched):
     folder, storage = searched
     result = run_cli("plot", "--storage", storage, "--study-name", "k", "--out", "plots",

@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from biotune_optuna._population import GENERATION, PROPOSAL, RETRY_OF, SLOT
+from biotune_optuna.search import config_of
 
 EXAMPLE = {"study-name": "k", "dataset": "digits", "model": "tiny", "trials": 12, "epochs": 2,
            "population": 4, "elite": 1, "seed": 0}
@@ -220,12 +221,27 @@ def test_a_study_from_before_train_head_resumes_with_the_paper_genome(cli, tmp_p
     cli(*search(trials=4), "--storage", storage, "--no-train-head", "-q", check=True)
     study = load(storage)
     config = dict(study.user_attrs["biotune_optuna:config"])
-    del config["train_head"]  # as written before the option existed
+    del config["train_head"], config["trainable_penalty"]  # before the options existed
     study.set_user_attr("biotune_optuna:config", config)
     one_line_error(cli(*search(trials=5), "--storage", storage, "-q"),
                    "train_head: study has False, now True")
     cli(*search(trials=5), "--storage", storage, "--no-train-head", "-q", check=True)
     assert len(load(storage).trials) == 5
+    legacy = config_of(load(storage))
+    assert legacy.train_head is False and legacy.trainable_penalty == 0.0
+
+
+def test_trainable_penalty_is_part_of_the_study(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    cli(*search(trials=4), "--storage", storage, "--trainable-penalty", "0.2", "-q", check=True)
+    for trial in load(storage).trials:  # the metric is balanced accuracy
+        validation = trial.user_attrs["val_balanced_accuracy"]
+        assert trial.value == pytest.approx(
+            validation - 0.2 * trial.user_attrs["trainable_fraction"])
+    one_line_error(cli(*search(trials=5), "--storage", storage, "-q"),
+                   "trainable_penalty: study has 0.2, now 0.0")
+    one_line_error(cli(*search(trials=5), "--storage", storage, "--trainable-penalty", "-1"),
+                   "--trainable-penalty must be a non-negative number")
 
 
 def test_help_has_examples_for_every_command(cli):

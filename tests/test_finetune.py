@@ -134,6 +134,21 @@ def test_objective_trains_the_head_even_below_the_threshold_when_asked(task):
     assert forced.user_attrs["lr_multipliers"]["head"] == pytest.approx(0.1)
 
 
+def test_trainable_penalty_lowers_value_and_reports_by_the_trained_fraction(task):
+    params = encode({"stage2": 1.0, "head": 1.0}, task.block_names)
+    study = optuna.create_study(direction="maximize")
+    for penalty in (0.0, 0.5):
+        study.enqueue_trial(params)
+        study.optimize(FineTuneObjective(task, TrainConfig(epochs=2), trainable_penalty=penalty),
+                       n_trials=1)
+    plain, penalised = study.trials
+    fraction = penalised.user_attrs["trainable_fraction"]
+    assert 0 < fraction < 1
+    assert penalised.value == pytest.approx(plain.value - 0.5 * fraction)
+    for epoch, value in plain.intermediate_values.items():
+        assert penalised.intermediate_values[epoch] == pytest.approx(value - 0.5 * fraction)
+
+
 def test_objective_reports_every_epoch_so_pruners_work(task):
     objective = FineTuneObjective(task, TrainConfig(epochs=4, patience=4))
     study = optuna.create_study(direction="maximize",

@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 from matplotlib.figure import Figure
 
+from biotune_optuna import _keys as keys
 from biotune_optuna import genome
 from biotune_optuna.analysis._table import (
     TrialTable,
@@ -211,10 +212,13 @@ def pareto_front(fraction: np.ndarray, values: np.ndarray, maximize: bool) -> np
 
 
 def plot_pareto(study: optuna.Study) -> Figure:
-    """Objective against the trainable-parameter fraction, the Pareto front marked."""
+    """Objective against the trainable-parameter fraction, the Pareto front marked; a
+    search with a trainable penalty shows its validation value before the penalty."""
     table = trial_table(study)
     ok = _finite(table) & np.isfinite(table.trainable_fraction)
-    fraction, values = table.trainable_fraction[ok], table.values[ok]
+    penalty = (study.user_attrs.get(keys.CONFIG) or {}).get("trainable_penalty", 0.0)
+    fraction = table.trainable_fraction[ok]
+    values = table.values[ok] + penalty * fraction
     fig = _figure(8, 5)
     ax = fig.add_subplot()
     points = ax.scatter(100 * fraction, values, c=table.generations[ok], cmap="viridis", s=14,
@@ -227,7 +231,8 @@ def plot_pareto(study: optuna.Study) -> Figure:
         ax.legend(loc="lower right")
     fig.colorbar(points, ax=ax).set_label("generation")
     ax.set_xlabel("trainable parameters (%)")
-    ax.set_ylabel("objective")
+    ax.set_ylabel(f"validation (before the penalty {penalty:g} x fraction)" if penalty
+                  else "objective")
     ax.grid(alpha=0.3)
     ax.set_title(f"{study.study_name}: accuracy vs trainable parameters")
     return fig
