@@ -38,13 +38,14 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 
 # every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the transfer
-# tasks, the baselines with tuned rates and two protocol variants (about 2 hours on 2 CPU cores)
+# tasks, the baselines with tuned rates and three protocol variants (about 2 hours on 2 CPU cores)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
 	$(BIN)/python -m benchmarks.transfer
 	$(BIN)/python -m benchmarks.tuned_baselines
 	$(BIN)/python -m benchmarks.transfer --tasks mnist --batch-size 16
 	$(BIN)/python -m benchmarks.transfer --tasks fashion --train-seeds 3
+	$(BIN)/python -m benchmarks.transfer --tasks digits --trainable-penalty 0.1
 
 clean-venv:
 	rm -rf $(VENV)
