@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ from biotune_optuna.models import InputSpec
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 METRICS = ("balanced_accuracy", "accuracy")
+
+# Set by a search's Ctrl-C/SIGTERM handler (study.StopRequests): training and evaluation raise
+# KeyboardInterrupt at their next batch, so a stop never lands inside a storage write.
+stop_training = threading.Event()
+
+
+def _stop_point() -> None:
+    if stop_training.is_set():
+        raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,7 @@ def evaluate(model: nn.Module, data, indices: np.ndarray, spec: InputSpec, devic
     model.eval()
     logits, labels = [], []
     for x, y in data.batches(indices, batch_size):
+        _stop_point()
         x = adapt(x.to(device, non_blocking=True), spec)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -258,6 +269,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
             norm.eval()
         order = splits.train[torch.randperm(len(splits.train), generator=generator).numpy()]
         for step, (x, y) in enumerate(data.batches(order, config.batch_size)):
+            _stop_point()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if config.augment:
                 x = augment(x, generator)

@@ -24,6 +24,7 @@ from biotune_optuna import _keys as keys
 from biotune_optuna import genome
 from biotune_optuna._population import RETRY_OF
 from biotune_optuna.config import ConfigError, SearchConfig, differences
+from biotune_optuna.finetune import stop_training
 from biotune_optuna.sampler import BioTuneSampler
 
 logger = logging.getLogger(__name__)
@@ -203,10 +204,10 @@ def remaining_trials(study: optuna.Study, budget: int) -> int:
 
 
 class StopRequests:
-    """Ctrl-C and SIGTERM during a search. Inside a trial's objective they interrupt the
-    training at once: the trial fails, marked interrupted, and the next run retries it.
-    Anywhere else (Optuna writing to storage) they only ask the search to stop after the
-    current step, so no trial is left half-written."""
+    """Ctrl-C and SIGTERM during a search. Inside a trial's objective they stop the training
+    at its next batch (``finetune.stop_training``): the trial fails, marked interrupted, and
+    the next run retries it. They never raise inside a storage write: outside training they
+    only ask the search to stop after the current step, so no trial is left half-written."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -216,6 +217,7 @@ class StopRequests:
         self._previous: dict = {}
 
     def __enter__(self) -> StopRequests:
+        stop_training.clear()
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
@@ -223,11 +225,12 @@ class StopRequests:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        stop_training.clear()
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
         if self._in_objective:
-            raise KeyboardInterrupt
+            stop_training.set()
 
     def wrap(self, objective):
         def wrapped(trial: optuna.Trial) -> float:
@@ -236,8 +239,14 @@ class StopRequests:
                 return objective(trial)
             except KeyboardInterrupt:
                 pass
+            except optuna.TrialPruned:
+                raise
+            except Exception:
+                if not self.requested:
+                    raise
+                # the same signal can break other parts (DataLoader workers die of it)
             finally:
-                self._in_objective -= 1  # before the writes below: a second signal waits
+                self._in_objective -= 1
             trial.set_user_attr(INTERRUPTED, True)
             raise KeyboardInterrupt
         return wrapped

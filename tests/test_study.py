@@ -1,11 +1,24 @@
-"""Storage helpers: orphaned trials (dead before their first heartbeat) and retries."""
+"""Storage helpers: orphaned trials (dead before their first heartbeat), retries, and
+Ctrl-C during a trial."""
 
+import os
+import signal
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
-from biotune_optuna.study import fail_orphaned_trials, open_storage, remaining_trials
+from biotune_optuna import finetune
+from biotune_optuna.genome import decode, encode
+from biotune_optuna.study import (
+    INTERRUPTED,
+    fail_orphaned_trials,
+    open_storage,
+    remaining_trials,
+    run_search,
+)
+from biotune_optuna.task import build_task
 
 
 def test_a_trial_dead_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
@@ -35,3 +48,29 @@ def test_remaining_trials_counts_slots_not_retries(tmp_path):
     assert remaining_trials(study, 5) == 2
     study.enqueue_trial({"x": 0.5})
     assert remaining_trials(study, 5) == 2  # the enqueued trial fills a slot and waits
+
+
+def test_ctrl_c_in_a_trial_never_breaks_its_storage_writes(tmp_path):
+    """The signal arrives while the objective writes to storage: the write completes, the
+    training stops at its first batch, the trial is failed and marked for retry."""
+    task = build_task("tiny", "digits", shots=5, split_seed=0)
+    names = task.block_names
+    plan = decode(encode(names, names), names)
+    storage = open_storage(f"sqlite:///{tmp_path}/c.db", heartbeat=None)
+    study = optuna.create_study(storage=storage, study_name="c", direction="maximize")
+    epochs = []
+
+    def objective(trial):
+        os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came just now
+        trial.set_user_attr("written", True)
+        finetune.fine_tune(task, plan, finetune.TrainConfig(epochs=1), seed=0,
+                           on_epoch=lambda epoch, value: epochs.append(epoch))
+        return 1.0
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(study, objective, budget=3)
+    [trial] = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs == {"written": True, INTERRUPTED: True}
+    assert epochs == []  # stopped before its first epoch ended
+    assert not finetune.stop_training.is_set()  # a later search starts clean
