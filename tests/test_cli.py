@@ -148,7 +148,7 @@ def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
     wait_for(lambda: states(db)["COMPLETE"] >= 1 and states(db)["RUNNING"] == 1)
     worker.send_signal(stop)
     _, stderr = worker.communicate(timeout=60)
-    assert worker.returncode == 130
+    assert worker.returncode == 130, stderr[-2000:]
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr
     interrupted = states(db)
     # the trial in training was failed and marked for retry (or, had the signal come
