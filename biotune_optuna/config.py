@@ -225,9 +225,14 @@ def _to_bool(value: Any) -> bool:
 LEGACY = {"train_head": False, "trainable_penalty": 0.0}
 
 
+def with_legacy_options(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored fingerprint completed with what an older study ran with."""
+    return {**LEGACY, **stored}
+
+
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between two fingerprints."""
-    stored = {**{k: v for k, v in LEGACY.items() if k in current}, **stored}
+    stored = with_legacy_options(stored)
     keys = sorted(set(stored) | set(current))
     return [f"{k}: study has {stored.get(k)!r}, now {current.get(k)!r}" for k in keys
             if stored.get(k) != current.get(k)]

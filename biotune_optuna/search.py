@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from biotune_optuna import _keys as keys
 from biotune_optuna._population import GENERATION, RETRY_OF, Layout
 from biotune_optuna.baselines import baseline
-from biotune_optuna.config import LEGACY, ConfigError, SearchConfig
+from biotune_optuna.config import ConfigError, SearchConfig, with_legacy_options
 from biotune_optuna.dashboard import publish
 from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table, tune_base_lr
 from biotune_optuna.objective import FineTuneObjective
@@ -118,8 +118,7 @@ def config_of(study: optuna.Study, **runtime) -> SearchConfig:
     if not stored:
         raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
                           "its configuration is unknown")
-    stored = {**LEGACY, **stored}  # options added later: what an older study ran with
-    return SearchConfig(study_name=study.study_name, **stored,
+    return SearchConfig(study_name=study.study_name, **with_legacy_options(stored),
                         **{k: v for k, v in runtime.items() if v is not None})
 
 
