@@ -1,15 +1,17 @@
-"""Rebuilding BioTune's population from the trials in storage.
+"""BioTune's population, rebuilt from the trials in storage.
 
-Everything the sampler knows comes from here: which slot (generation, position) a trial
-fills, each trial's fitness, the population entering a generation, elite local-search
-outcomes and the mating pool. Nothing here keeps state between calls.
+Everything the sampler knows comes from here: the record each trial carries (its generation,
+position, role, parents and proposed genome), each trial's fitness, the generation a new trial
+joins, the population entering a generation, elite local-search outcomes and the mating pool.
+Nothing here keeps state between calls.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from optuna.distributions import FloatDistribution
@@ -19,47 +21,32 @@ from optuna.trial import FrozenTrial, TrialState
 from biotune_optuna import operators
 
 ATTR = "biotune:"
-SLOT = ATTR + "slot"
-GENERATION = ATTR + "generation"
-ROLE = ATTR + "role"
-PARENTS = ATTR + "parents"
-PROTOTYPE = ATTR + "prototype"
-ELITE = ATTR + "elite"
-MOVED_GENE = ATTR + "gene"
-DELTA = ATTR + "delta"
-UNCLIPPED = ATTR + "unclipped_genes"  # only with clip_elite_genes=False
-PROPOSAL = ATTR + "proposal"
-POPULATION_PREFIX = ATTR + "population:"
+RECORD = ATTR + "trial"  # the trial's TrialRecord
+POPULATION_PREFIX = ATTR + "population:"  # + g: the population entering generation g
+ADOPTED_PREFIX = ATTR + "adopted:"  # + g: trials the sampler never saw, counted in generation g
 RETRY_OF = "failed_trial"  # set by optuna.storages.RetryFailedTrialCallback
 
 INITIAL, ELITE_PLUS, ELITE_MINUS = "initial", "elite+", "elite-"
-CHILD, IMMIGRANT, ENQUEUED = "child", "immigrant", "enqueued"
+CHILD, IMMIGRANT, ENQUEUED, INDEPENDENT = "child", "immigrant", "enqueued", "independent"
 ELITE_ROLES = (ELITE_PLUS, ELITE_MINUS)
-NEWCOMER_ROLES = (CHILD, IMMIGRANT, ENQUEUED)
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
 class Layout:
     """The generation structure: N initial trials, then N + E trials per generation
-    (2 elite explorations for each of the E elites, then N - E children or immigrants)."""
+    (2 elite explorations for each of the E elites, then N - E children or immigrants).
+    Trials asked while a generation still waits for results are extra children of it."""
 
     population_size: int
     elite_size: int
-
-    def locate(self, slot: int) -> tuple[int, int]:
-        """(generation, position in generation) of a slot; generation 0 is the initial one."""
-        n, e = self.population_size, self.elite_size
-        if slot < n:
-            return 0, slot
-        generation, position = divmod(slot - n, n + e)
-        return generation + 1, position
 
     def generation_size(self, generation: int) -> int:
         return self.population_size if generation == 0 else \
             self.population_size + self.elite_size
 
     def role(self, generation: int, position: int) -> str:
-        """The role a slot plays when nothing overrides it (enqueued trials, immigrants)."""
+        """The role of a position when nothing overrides it (enqueued trials, immigrants)."""
         if generation == 0:
             return INITIAL
         if position < 2 * self.elite_size:
@@ -71,27 +58,71 @@ class Layout:
         return self.population_size + generations * (self.population_size + self.elite_size)
 
 
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the sampler decided for a trial, kept in one system attr (``biotune:trial``).
+
+    ``slot`` numbers the trials that are not retries (a retry copies its original's record);
+    it keys the trial's random stream. ``position`` is the trial's place in its generation:
+    below ``2E`` an elite exploration, from ``N + E`` on an extra child. ``proposal`` holds the
+    genome as parameter values; ``fallback`` says why a trial was sampled independently.
+    """
+
+    slot: int
+    generation: int
+    role: str
+    proposal: dict[str, float] = field(default_factory=dict)
+    position: int | None = None
+    parents: list[int] | None = None
+    prototype: int | None = None
+    elite: int | None = None
+    gene: str | None = None
+    delta: float | None = None
+    unclipped_genes: dict[str, float] | None = None
+    fallback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord | None:
+        """The trial's record, None for trials the sampler never decided."""
+        return cls.from_attrs(trial.system_attrs)
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord | None:
+        stored = attrs.get(RECORD)
+        if stored is not None:
+            return cls(**stored)
+        if ATTR + "generation" not in attrs:
+            return None
+        # biotune-optuna 0.1 wrote one system attr per field
+        legacy = {name: attrs[ATTR + key] for name, key in _LEGACY_KEYS.items()
+                  if ATTR + key in attrs}
+        return cls(**legacy)
+
+
+def generation_of(trial: FrozenTrial) -> int:
+    """The generation a trial joined (0 for trials the sampler never decided)."""
+    record = TrialRecord.of(trial)
+    return record.generation if record else 0
+
+
+def role_of(trial: FrozenTrial) -> str | None:
+    record = TrialRecord.of(trial)
+    return record.role if record else None
+
+
+_LEGACY_KEYS = {"slot": "slot", "generation": "generation", "role": "role",
+                "proposal": "proposal", "parents": "parents", "prototype": "prototype",
+                "elite": "elite", "gene": "gene", "delta": "delta",
+                "unclipped_genes": "unclipped_genes"}
+
+
 def slot_of(number: int, trials: Sequence[FrozenTrial]) -> int:
-    """The slot the trial with this number fills: its rank among the trials that are not
-    retries. Trial numbers are assigned atomically by the storage and a retry is recognisable
-    from its creation, so every worker agrees on the slot without talking to the others."""
+    """The slot of a new trial: how many trials that are not retries precede it. Trial
+    numbers are assigned atomically by the storage, so every worker agrees on it."""
     return sum(1 for t in trials if t.number < number and RETRY_OF not in t.system_attrs)
-
-
-def assign_slots(trials: Sequence[FrozenTrial]) -> dict[int, int]:
-    """Slot of every trial by number; a retry shares the slot of the trial it retries."""
-    slots: dict[int, int] = {}
-    count = 0
-    for t in sorted(trials, key=lambda t: t.number):
-        if RETRY_OF in t.system_attrs:
-            original = slots.get(t.system_attrs[RETRY_OF])
-            slot = t.system_attrs.get(SLOT, original)
-            if slot is not None:
-                slots[t.number] = slot
-        else:
-            slots[t.number] = count
-            count += 1
-    return slots
 
 
 @dataclass
@@ -155,10 +186,12 @@ def trial_fitness(trial: FrozenTrial, direction: StudyDirection) -> float | None
     return sign * value if value is not None and math.isfinite(value) else math.inf
 
 
-def trial_genes(trial: FrozenTrial, space: Mapping[str, FloatDistribution]) -> dict[str, float]:
+def trial_genes(trial: FrozenTrial, space: Mapping[str, FloatDistribution],
+                proposal: Mapping[str, float] | None = None) -> dict[str, float]:
     """The normalised genes of a trial: its parameters, else what the sampler proposed (a
-    trial that failed before suggesting everything still has a genome)."""
-    proposal = trial.system_attrs.get(PROPOSAL, {})
+    trial that failed before suggesting everything still has a genome). A parameter whose
+    distribution is not the space's (a range that changed) has no gene."""
+    proposal = proposal or {}
     genes = {}
     for name, dist in space.items():
         value = trial.params.get(name, proposal.get(name))
@@ -179,35 +212,74 @@ class Generation:
     children: list[tuple[Individual, list[int]]] = field(default_factory=list)  # with parents
 
 
-def group_by_generation(trials: Sequence[FrozenTrial], layout: Layout,
-                        direction: StudyDirection, space: Mapping[str, FloatDistribution],
-                        wanted: set[int]) -> dict[int, Generation]:
-    """Finished trials of the wanted generations. For each slot only its latest trial (the
-    last retry) counts. Trials the sampler never saw (added with ``study.add_trial`` or run
-    under another sampler) join their generation like enqueued ones."""
-    latest: dict[int, int] = {}
-    for number, slot in assign_slots(trials).items():
-        if layout.locate(slot)[0] in wanted:
-            latest[slot] = max(number, latest.get(slot, -1))
-    by_number = {t.number: t for t in trials}
-    generations: dict[int, Generation] = {}
-    for slot in sorted(latest):
-        t = by_number[latest[slot]]
+@dataclass
+class Progress:
+    """Where the search stands: the latest generation any trial joined, how many positions of
+    it are taken (one per slot: a retry shares its original's), and its members (trial,
+    record), retries included."""
+
+    generation: int = 0
+    taken: int = 0
+    members: list[tuple[FrozenTrial, TrialRecord]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial]) -> Progress:
+        decided = [(t, r) for t in trials if (r := TrialRecord.of(t)) is not None]
+        if not decided:
+            return cls()
+        generation = max(r.generation for _, r in decided)
+        members = [(t, r) for t, r in decided if r.generation == generation]
+        return cls(generation, len({r.slot for _, r in members}), members)
+
+    def finished(self) -> int:
+        """Positions of the generation whose latest trial has finished (a retry waiting to
+        run keeps its position open)."""
+        return sum(1 for t in latest_per_slot(self.members).values() if t.state in FINISHED)
+
+    def next_position(self, layout: Layout) -> tuple[int, int]:
+        """(generation, position) of the next trial: the next generation starts once as many
+        of this generation's trials have finished as it has positions (as Optuna's GA
+        samplers advance); until then new trials are extra members of this one."""
+        if self.taken and self.finished() >= layout.generation_size(self.generation):
+            return self.generation + 1, 0
+        return self.generation, self.taken
+
+
+def latest_per_slot(members: Sequence[tuple[FrozenTrial, TrialRecord]]) -> dict[int, FrozenTrial]:
+    latest: dict[int, FrozenTrial] = {}
+    for trial, record in members:
+        if record.slot not in latest or trial.number > latest[record.slot].number:
+            latest[record.slot] = trial
+    return latest
+
+
+def group_generation(members: Sequence[tuple[FrozenTrial, TrialRecord]],
+                     adopted: Sequence[FrozenTrial], direction: StudyDirection,
+                     space: Mapping[str, FloatDistribution]) -> Generation:
+    """The finished members of one generation (the latest trial of each slot) and the trials
+    it adopted (run without this sampler: ``study.add_trial``, another sampler), which join
+    like enqueued ones. Members without any gene of the space carry nothing to evolve."""
+    records = {t.number: r for t, r in members}
+    generation = Generation()
+    for t in [*latest_per_slot(members).values(), *adopted]:
         fitness = trial_fitness(t, direction)
         if fitness is None:
             continue
-        attrs = t.system_attrs
-        genes = attrs.get(UNCLIPPED) or trial_genes(t, space)
+        record = records.get(t.number)
+        genes = (record and record.unclipped_genes) or \
+            trial_genes(t, space, record.proposal if record else None)
+        if not genes:
+            continue
         individual = Individual(t.number, dict(genes), fitness)
-        generation = generations.setdefault(layout.locate(slot)[0], Generation())
-        role = attrs.get(ROLE, ENQUEUED)
+        role = record.role if record else ENQUEUED
         if role in ELITE_ROLES:
-            generation.explorations.setdefault(attrs[ELITE], []).append(individual)
+            generation.explorations.setdefault(record.elite, []).append(individual)
         else:
             generation.newcomers.append(individual)
             if role == CHILD:
-                generation.children.append((individual, list(attrs[PARENTS])))
-    return generations
+                generation.children.append((individual, list(record.parents)))
+    generation.newcomers.sort(key=lambda i: i.trial)
+    return generation
 
 
 def sort_population(individuals: Sequence[Individual]) -> list[Individual]:
@@ -229,6 +301,10 @@ def resolve_elites(parents: Sequence[Individual], elite_size: int,
             elite = Individual(best.trial, best.genes, best.fitness, elite.extinction)
         elites.append(elite)
     return elites
+
+
+def initial_population(generation: Generation, population_size: int) -> list[Individual]:
+    return sort_population(generation.newcomers)[:population_size]
 
 
 def next_population(parents: Sequence[Individual], generation: Generation, population_size: int,

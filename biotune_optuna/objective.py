@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 
 from biotune_optuna import genome
-from biotune_optuna._population import GENERATION
+from biotune_optuna._population import TrialRecord
 from biotune_optuna.finetune import RunResult, TrainConfig, fine_tune
 from biotune_optuna.genome import FineTunePlan
 from biotune_optuna.task import Task
@@ -21,8 +21,8 @@ EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that t
 
 def trial_generation(trial: optuna.Trial) -> int:
     """The BioTune generation of a running trial (0 for other samplers)."""
-    attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
-    return int(attrs.get(GENERATION, 0))
+    record = TrialRecord.from_attrs(trial.study._storage.get_trial_system_attrs(trial._trial_id))
+    return record.generation if record else 0
 
 
 def plan_attrs(plan: FineTunePlan, task: Task) -> dict[str, object]:

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from biotune_optuna._population import GENERATION, RETRY_OF
+from biotune_optuna._population import RETRY_OF, generation_of
 
 
 class SearchProgress:
@@ -37,7 +37,7 @@ class SearchProgress:
         except ValueError:
             best = "-"
         trials = study.get_trials(deepcopy=False)
-        generation = max((t.system_attrs.get(GENERATION, 0) for t in trials), default=0)
+        generation = max((generation_of(t) for t in trials), default=0)
         self.trials.set_postfix_str(f"gen {generation} best {best}")
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -3,8 +3,12 @@ in the study's storage."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,10 +20,27 @@ from optuna.trial import FrozenTrial, TrialState
 
 from biotune_optuna import _population as pop
 from biotune_optuna import operators
-from biotune_optuna._population import Individual, Layout
+from biotune_optuna._coordination import StudyLock, study_lock
+from biotune_optuna._population import Individual, Layout, Progress, TrialRecord
 
+logger = logging.getLogger(__name__)
 SETTINGS = pop.ATTR + "settings"
+SEED = pop.ATTR + "seed"
 _SLOT_STREAM, _ELITE_STREAM, _INDEPENDENT_STREAM = 0, 1, 2
+MULTI_OBJECTIVE = ("BioTuneSampler supports single-objective studies only; use "
+                   "optuna.samplers.NSGAIISampler for several objectives")
+NO_FLOAT = "no float parameter to evolve"
+NO_PARENT = "no trial of the population has a genome for the search space and a finite value"
+
+
+@dataclass
+class _StudyState:
+    """What a process keeps about a study between trials: everything here is immutable once
+    stored (the study's seed, the population entering each generation)."""
+
+    lock: StudyLock
+    seed: int
+    populations: dict[int, list[Individual]] = field(default_factory=dict)
 
 
 class BioTuneSampler(BaseSampler):
@@ -37,29 +58,39 @@ class BioTuneSampler(BaseSampler):
     toward the parents' mean and a prototype) or random immigrants once the mating pool has
     two parents or fewer. The budget of G generations is ``n_trials(G) = N + G (N + E)``.
 
-    State lives in storage: each trial's system attrs hold its slot, generation, role
-    (``initial``, ``elite+``, ``elite-``, ``child``, ``immigrant``, ``enqueued``), parents,
-    prototype and proposed genome, and the population entering each generation is saved in
-    the study's system attrs. A new process on the same storage continues the same search;
-    with a seed and ``n_jobs=1`` an interrupted search proposes exactly what an uninterrupted
-    one would.
+    State lives in storage: each trial carries a record (system attr ``biotune:trial``: slot,
+    generation, position, role ``initial``, ``elite+``, ``elite-``, ``child``, ``immigrant``,
+    ``enqueued`` or ``independent``, parents, prototype and proposed genome), the study keeps
+    its seed and the population entering each generation. A new process on the same storage
+    continues the same search; with ``n_jobs=1`` an interrupted search proposes exactly what
+    an uninterrupted one would.
 
-    Parallel workers (``n_jobs > 1`` or several processes on one storage): every trial's
-    slot is derived from its trial number, so no two trials take the same elite exploration
-    or child slot. The sequential algorithm sees each result before the next proposal; in
-    parallel a proposal uses only the trials finished so far: a generation's population is
-    fixed (and saved) from the trials finished when its first trial starts, children use
-    the mating-pool removals of finished siblings only, and elites not yet resolved enter
-    the pool unimproved. Late results still join the population of their own generation if
-    it has not been fixed yet.
+    Parallel workers (``n_jobs > 1``, several processes or machines on one storage, or
+    ``study.ask()`` before earlier trials are told) follow Optuna's GA samplers: a new trial
+    joins the latest generation; the next generation starts, and its population is fixed,
+    only once as many of this generation's trials have finished (COMPLETE, FAIL or PRUNED) as
+    it has positions (N initially, N + E later). A trial asked before that is an extra child
+    of the current generation, bred from its population, so workers never idle, every
+    population holds N individuals, and a straggler or a dead worker cannot stall the search
+    (its late result does not enter a population that is already fixed). Children use the
+    mating-pool removals of the siblings finished so far; an elite whose explorations have
+    not finished enters the pool unimproved. Each decision is made under a study lock
+    (:mod:`biotune_optuna._coordination`), so no position, and so no elite exploration or
+    child, is ever taken twice. Without a seed, the first worker draws one and stores it in
+    the study: every worker then derives the same random streams, so an elite's two
+    explorations always move the same gene by opposite steps.
 
     Trial outcomes: FAIL (and NaN objectives, which Optuna fails) count as the worst
     fitness; PRUNED trials count with their last reported intermediate value (worst when
     they reported none); RUNNING trials are not known yet. Enqueued trials
-    (``study.enqueue_trial``, e.g. the full fine-tuning genome) take the next slot: in the
-    initial population they are initial individuals, later they join their generation's
-    population like immigrants. Retries made by ``RetryFailedTrialCallback`` take over the
-    slot of the trial they retry.
+    (``study.enqueue_trial``, e.g. the full fine-tuning genome) take the next position; in
+    the initial population they are initial individuals, later they join their generation's
+    population like immigrants. Retries made by ``RetryFailedTrialCallback`` keep the record
+    of the trial they retry. Trials the sampler never saw (``study.add_trial``, another
+    sampler) join the generation whose population is fixed next. When there is nothing to
+    evolve (no float parameter, no individual with a genome for the space and a finite
+    value), a trial is sampled independently and its record says why (``fallback``); no
+    hook raises for a valid single-objective study.
 
     Args:
         population_size: N, at least 3.
@@ -68,7 +99,8 @@ class BioTuneSampler(BaseSampler):
         threshold_param: Name of the freezing-threshold parameter. When present, random
             genomes are redrawn until some block gene exceeds it, and elite local search
             moves only selected blocks' genes.
-        seed: Seed of every random choice; the same seed gives the same trials.
+        seed: Seed of every random choice; the same seed gives the same trials. A study
+            keeps the seed it started with.
         search_space: The parameters to evolve (e.g. :func:`biotune_optuna.genome.search_space`).
             Without it the space is inferred from finished trials, as Optuna's relative
             samplers do, and the first trial is sampled independently.
@@ -107,8 +139,7 @@ class BioTuneSampler(BaseSampler):
         self._layout = Layout(population_size, elite_size)
         self._exploration_rate = exploration_rate
         self._threshold_param = threshold_param
-        self._seed_given = seed is not None
-        self._seed = seed if seed is not None else _fresh_seed()
+        self._seed = seed
         self._search_space = _evolvable(search_space) if search_space is not None else None
         self._ideal_value = ideal_value
         self._clip_elite_genes = clip_elite_genes
@@ -116,7 +147,22 @@ class BioTuneSampler(BaseSampler):
         self._resample_empty = resample_empty
         self._independent_sampler = independent_sampler
         self._intersection = IntersectionSearchSpace(include_pruned=True)
+        self._init_process_state()
+
+    def _init_process_state(self) -> None:
+        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._states_lock = threading.Lock()
         self._proposals: dict[int, dict[str, float]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_states", "_states_lock", "_proposals"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_process_state()
 
     @property
     def population_size(self) -> int:
@@ -144,8 +190,9 @@ class BioTuneSampler(BaseSampler):
         }
 
     def reseed_rng(self) -> None:
-        if not self._seed_given:
-            self._seed = _fresh_seed()
+        # The evolution's streams derive from the study's seed, which every worker shares
+        # (Optuna reseeds each thread's sampler when n_jobs > 1): only a given independent
+        # sampler is reseeded.
         if self._independent_sampler is not None:
             self._independent_sampler.reseed_rng()
 
@@ -159,69 +206,94 @@ class BioTuneSampler(BaseSampler):
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        _refuse_multi_objective(study)
         if not search_space:
             return {}
         proposal = self._proposals.pop(trial._trial_id, None)
         if proposal is None:  # a retry, or a trial begun by another sampler object
-            attrs = study._storage.get_trial_system_attrs(trial._trial_id)
-            proposal = attrs.get(pop.PROPOSAL, {})
+            record = TrialRecord.of(trial) or TrialRecord.of(study._storage.get_trial(
+                trial._trial_id))
+            proposal = record.proposal if record else {}
         return {name: value for name, value in proposal.items()
                 if name in search_space and search_space[name]._contains(value)}
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        _refuse_multi_objective(study)
         sampler = self._independent_sampler
         if sampler is None:
             stream = zlib.crc32(param_name.encode())
-            sampler = RandomSampler(seed=_derive_seed(self._seed, _INDEPENDENT_STREAM,
-                                                      trial.number, stream))
+            seed = self._state(study, trial).seed
+            sampler = RandomSampler(seed=_derive_seed(seed, _INDEPENDENT_STREAM, trial.number,
+                                                      stream))
         return sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if study._is_multi_objective():
             _fail(study, trial)
-            raise ValueError("BioTuneSampler supports single-objective studies only; use "
-                             "optuna.samplers.NSGAIISampler for several objectives")
-        study_attrs = study._storage.get_study_system_attrs(study._study_id)
-        self._check_settings(study, trial, study_attrs)
-        if pop.SLOT in trial.system_attrs:  # a retry keeps its original's slot and genome
+            raise ValueError(MULTI_OBJECTIVE)
+        state = self._state(study, trial)
+        if TrialRecord.of(trial) is not None:  # a retry keeps its original's record
             return
-        trials = study._get_trials(deepcopy=False, use_cache=True)
-        slot = pop.slot_of(trial.number, trials)
-        generation, position = self._layout.locate(slot)
-        space = self.infer_relative_search_space(study, trial)
-        if "fixed_params" in trial.system_attrs:
-            role, genes, extra = pop.ENQUEUED, self._random_genome(slot, space), {}
-        elif generation == 0:
-            role, genes, extra = pop.INITIAL, self._random_genome(slot, space), {}
-        else:
-            role, genes, extra = self._evolve(study, study_attrs, trials, space, slot,
-                                              generation, position)
-        proposal = {name: pop.denormalize(float(g), space[name]) for name, g in zip(space, genes)}
-        attrs = {pop.SLOT: slot, pop.GENERATION: generation, pop.ROLE: role,
-                 pop.PROPOSAL: proposal, **extra}
-        for key, value in attrs.items():
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)
-        self._proposals[trial._trial_id] = proposal
+        try:
+            with state.lock:
+                record = self._decide(study, trial, state)
+                study._storage.set_trial_system_attr(trial._trial_id, pop.RECORD,
+                                                     record.to_json())
+        except BaseException:  # storage failure or Ctrl-C: leave nothing RUNNING
+            _fail(study, trial)
+            raise
+        self._proposals[trial._trial_id] = record.proposal
 
     # -- the algorithm -------------------------------------------------------------------
 
-    def _evolve(self, study: Study, study_attrs: dict, trials: Sequence[FrozenTrial],
-                space: dict[str, BaseDistribution], slot: int, generation: int,
-                position: int) -> tuple[str, np.ndarray, dict[str, Any]]:
+    def _decide(self, study: Study, trial: FrozenTrial, state: _StudyState) -> TrialRecord:
+        """The trial's record; called under the study lock, with a fresh view of the trials."""
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        progress = Progress.of(trials)
+        generation, position = progress.next_position(self._layout)
+        if pop.RETRY_OF in trial.system_attrs:  # a retry of a trial the sampler never saw
+            slot = -1 - trial.number
+        else:
+            slot = pop.slot_of(trial.number, trials)
+        base = TrialRecord(slot, generation, self._layout.role(generation, position),
+                           position=position)
+        space = self.infer_relative_search_space(study, trial)
+        if not space:
+            return _independent(base, NO_FLOAT)
+        try:
+            return self._propose(study, trial, state, trials, progress, base, space)
+        except Exception as error:  # a bug must not stop the search: sample independently
+            logger.warning("BioTuneSampler sampled trial %d independently after an error: %r",
+                           trial.number, error, exc_info=True)
+            return _independent(base, f"sampler error: {error!r}")
+
+    def _propose(self, study: Study, trial: FrozenTrial, state: _StudyState,
+                 trials: Sequence[FrozenTrial], progress: Progress, base: TrialRecord,
+                 space: dict[str, BaseDistribution]) -> TrialRecord:
+        def with_genes(genes: np.ndarray, **fields: Any) -> TrialRecord:
+            proposal = {n: pop.denormalize(float(g), space[n]) for n, g in zip(space, genes)}
+            return replace(base, proposal=proposal, **fields)
+
+        if "fixed_params" in trial.system_attrs or pop.RETRY_OF in trial.system_attrs:
+            return with_genes(self._random_genome(state, base.slot, space), role=pop.ENQUEUED)
+        if base.generation == 0:
+            return with_genes(self._random_genome(state, base.slot, space))
         names = list(space)
-        parents = self._population_entering(study, study_attrs, trials, space, generation)
-        role = self._layout.role(generation, position)
-        if role in pop.ELITE_ROLES:
-            index = position // 2
+        parents = self._population(study, state, trials, progress, base.generation, space)
+        if not any(p.has(names) and np.isfinite(p.fitness) for p in parents):
+            return _independent(base, NO_PARENT)
+        members = progress.members if base.generation == progress.generation else []
+        current = pop.group_generation(members, (), study.direction, space)
+        if base.role in pop.ELITE_ROLES:
+            index = base.position // 2
             if index < len(parents) and parents[index].has(names):
-                return self._explore_elite(parents[index], names, generation, index, role)
-        current = pop.group_by_generation(trials, self._layout, study.direction, space,
-                                          {generation}).get(generation, pop.Generation())
+                genes, fields = self._explore_elite(state, parents[index], names, base)
+                return with_genes(genes, **fields)
         pool = [p for p in pop.mating_pool(parents, self.elite_size, current) if p.has(names)]
-        rng = self._rng(_SLOT_STREAM, slot)
+        rng = self._rng(state, _SLOT_STREAM, base.slot)
         if len(pool) <= 2:
-            return pop.IMMIGRANT, self._random_genome(slot, space), {}
+            return with_genes(self._random_genome(state, base.slot, space), role=pop.IMMIGRANT)
         first, second, proto = operators.select_parents(rng, len(pool))
         p1, p2, prototype = (pool[i].vector(names) for i in (first, second, proto))
         extinction = (pool[first].extinction + pool[second].extinction) / 2.0
@@ -230,60 +302,66 @@ class BioTuneSampler(BaseSampler):
             child = operators.make_child(rng, p1, p2, prototype, extinction)
             if not self._resample_empty or operators.selects_any_block(child, threshold):
                 break
-        return pop.CHILD, child, {pop.PARENTS: [pool[first].trial, pool[second].trial],
-                                  pop.PROTOTYPE: pool[proto].trial}
+        return with_genes(child, role=pop.CHILD, parents=[pool[first].trial, pool[second].trial],
+                          prototype=pool[proto].trial)
 
-    def _explore_elite(self, elite: Individual, names: list[str], generation: int, index: int,
-                       role: str) -> tuple[str, np.ndarray, dict[str, Any]]:
+    def _explore_elite(self, state: _StudyState, elite: Individual, names: list[str],
+                       base: TrialRecord) -> tuple[np.ndarray, dict[str, Any]]:
         # Both trials of a pair draw from the same stream: same gene, opposite steps.
         genes = elite.vector(names)
-        rng = self._rng(_ELITE_STREAM, generation, index)
+        rng = self._rng(state, _ELITE_STREAM, base.generation, base.position // 2)
         gene, delta = operators.elite_move(rng, genes, self._threshold_index(names),
                                            self._exploration_rate)
-        step = delta if role == pop.ELITE_PLUS else -delta
+        step = delta if base.role == pop.ELITE_PLUS else -delta
         moved = genes.copy()
         moved[gene] += step
-        extra: dict[str, Any] = {pop.ELITE: elite.trial, pop.MOVED_GENE: names[gene],
-                                 pop.DELTA: step}
+        fields: dict[str, Any] = {"elite": elite.trial, "gene": names[gene], "delta": step}
         if not self._clip_elite_genes:
-            extra[pop.UNCLIPPED] = dict(zip(names, map(float, moved)))
-        return role, np.clip(moved, 0.0, 1.0), extra
+            fields["unclipped_genes"] = dict(zip(names, map(float, moved)))
+        return np.clip(moved, 0.0, 1.0), fields
 
-    def _population_entering(self, study: Study, study_attrs: dict,
-                             trials: Sequence[FrozenTrial], space: dict[str, BaseDistribution],
-                             generation: int) -> list[Individual]:
-        """The population a generation evolves from, fixed by the first trial that needs it."""
-        def key(g: int) -> str:
-            return f"{pop.POPULATION_PREFIX}{g}"
-
-        if key(generation) in study_attrs:
-            return [Individual.from_json(d) for d in study_attrs[key(generation)]]
-        start = generation - 1
-        while start >= 1 and key(start) not in study_attrs:
-            start -= 1
-        groups = pop.group_by_generation(trials, self._layout, study.direction, space,
-                                         set(range(max(start, 0), generation)))
-        if start == 0:
-            initial = groups.get(0, pop.Generation()).newcomers
-            population = pop.sort_population(initial)[: self.population_size]
+    def _population(self, study: Study, state: _StudyState, trials: Sequence[FrozenTrial],
+                    progress: Progress, generation: int,
+                    space: dict[str, BaseDistribution]) -> list[Individual]:
+        """The population entering a generation: read once per process, or fixed (and
+        stored) by the trial that starts the generation, under the study lock."""
+        if generation in state.populations:
+            return state.populations[generation]
+        stored = study._storage.get_study_system_attrs(study._study_id)
+        for key, value in stored.items():
+            if key.startswith(pop.POPULATION_PREFIX):
+                state.populations[int(key.removeprefix(pop.POPULATION_PREFIX))] = \
+                    [Individual.from_json(d) for d in value]
+        if generation in state.populations:
+            return state.populations[generation]
+        previous = generation - 1
+        members = progress.members if previous == progress.generation else [
+            (t, r) for t in trials if (r := TrialRecord.of(t)) is not None
+            and r.generation == previous]
+        adopted = _unseen_finished(trials, stored, state.populations)
+        closed = pop.group_generation(members, adopted, study.direction, space)
+        if previous == 0:
+            population = pop.initial_population(closed, self.population_size)
             if self._extinction_after_init:
                 pop.update_extinction(population, self._signed_ideal(study))
-            start = 1
         else:
-            population = [Individual.from_json(d) for d in study_attrs[key(start)]]
-        for g in range(start, generation):
-            population = pop.next_population(population, groups.get(g, pop.Generation()),
-                                             self.population_size, self.elite_size,
-                                             self._signed_ideal(study))
-        study._storage.set_study_system_attr(study._study_id, key(generation),
+            parents = self._population(study, state, trials, progress, previous, space)
+            population = pop.next_population(parents, closed, self.population_size,
+                                             self.elite_size, self._signed_ideal(study))
+        joined = sorted({t.number for t in adopted} & {i.trial for i in closed.newcomers})
+        if joined:
+            study._storage.set_study_system_attr(study._study_id,
+                                                 f"{pop.ADOPTED_PREFIX}{previous}", joined)
+        study._storage.set_study_system_attr(study._study_id,
+                                             f"{pop.POPULATION_PREFIX}{generation}",
                                              [i.to_json() for i in population])
-        # Another worker may have fixed it at the same moment: everyone uses the stored one.
-        stored = study._storage.get_study_system_attrs(study._study_id)[key(generation)]
-        return [Individual.from_json(d) for d in stored]
+        state.populations[generation] = population
+        return population
 
-    def _random_genome(self, slot: int, space: Mapping[str, BaseDistribution]) -> np.ndarray:
+    def _random_genome(self, state: _StudyState, slot: int,
+                       space: Mapping[str, BaseDistribution]) -> np.ndarray:
         names = list(space)
-        return operators.random_genome(self._rng(_SLOT_STREAM, slot), len(names),
+        return operators.random_genome(self._rng(state, _SLOT_STREAM, slot), len(names),
                                        self._threshold_index(names))
 
     def _threshold_index(self, names: list[str]) -> int | None:
@@ -295,15 +373,39 @@ class BioTuneSampler(BaseSampler):
         return self._ideal_value if study.direction == StudyDirection.MINIMIZE \
             else -self._ideal_value
 
-    def _rng(self, *key: int) -> np.random.Generator:
-        return np.random.default_rng([self._seed, *key])
+    @staticmethod
+    def _rng(state: _StudyState, *key: int) -> np.random.Generator:
+        return np.random.default_rng([state.seed, *key])
+
+    # -- per-study state -----------------------------------------------------------------
+
+    def _state(self, study: Study, trial: FrozenTrial) -> _StudyState:
+        """The study's seed and lock, and its settings checked: read from storage once per
+        process (and written by the first worker)."""
+        key = (study._study_id, study.study_name)
+        with self._states_lock:
+            state = self._states.setdefault(study._storage, {}).get(key)
+        if state is not None:
+            return state
+        lock = study_lock(study._storage, study._study_id)
+        with lock:
+            attrs = study._storage.get_study_system_attrs(study._study_id)
+            self._check_settings(study, trial, attrs)
+            seed = attrs.get(SEED)
+            if seed is None:
+                seed = self._seed if self._seed is not None else _fresh_seed()
+                study._storage.set_study_system_attr(study._study_id, SEED, seed)
+            elif self._seed is not None and seed != self._seed:
+                logger.warning("study %r keeps the seed it started with (%d), not %d",
+                               study.study_name, seed, self._seed)
+        with self._states_lock:
+            return self._states[study._storage].setdefault(key, _StudyState(lock, seed))
 
     def _check_settings(self, study: Study, trial: FrozenTrial, study_attrs: dict) -> None:
         stored = study_attrs.get(SETTINGS)
         mine = self.settings()
         if stored is None:
             study._storage.set_study_system_attr(study._study_id, SETTINGS, mine)
-            study_attrs[SETTINGS] = mine
             return
         differ = {k: (stored.get(k), v) for k, v in mine.items() if stored.get(k) != v}
         if differ:
@@ -332,9 +434,31 @@ def _evolvable(space: Mapping[str, BaseDistribution]) -> dict[str, BaseDistribut
             if isinstance(dist, FloatDistribution) and not dist.single()}
 
 
+def _unseen_finished(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
+                     populations: Mapping[int, list[Individual]]) -> list[FrozenTrial]:
+    """Finished trials without a record that no generation has adopted or used yet."""
+    used = {n for key, value in study_attrs.items() if key.startswith(pop.ADOPTED_PREFIX)
+            for n in value}
+    used |= {i.trial for population in populations.values() for i in population}
+    return [t for t in trials if t.state in pop.FINISHED and t.number not in used
+            and TrialRecord.of(t) is None]
+
+
+def _independent(base: TrialRecord, reason: str) -> TrialRecord:
+    return replace(base, role=pop.INDEPENDENT, fallback=reason)
+
+
+def _refuse_multi_objective(study: Study) -> None:
+    if study._is_multi_objective():
+        raise ValueError(MULTI_OBJECTIVE)
+
+
 def _fail(study: Study, trial: FrozenTrial) -> None:
     """Close a trial that cannot run, so a refused start leaves nothing RUNNING."""
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    try:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except Exception:  # already finished, or the storage itself is failing
+        logger.debug("could not fail trial %d", trial.number, exc_info=True)
 
 
 def _fresh_seed() -> int:
@@ -343,5 +467,3 @@ def _fresh_seed() -> int:
 
 def _derive_seed(*key: int) -> int:
     return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint32)[0])
-
-

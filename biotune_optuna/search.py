@@ -14,7 +14,7 @@ import torch
 from optuna.trial import TrialState
 
 from biotune_optuna import _keys as keys
-from biotune_optuna._population import GENERATION, RETRY_OF, Layout
+from biotune_optuna._population import RETRY_OF, Layout, Progress
 from biotune_optuna.baselines import baseline
 from biotune_optuna.config import ConfigError, SearchConfig, with_legacy_options
 from biotune_optuna.dashboard import publish
@@ -75,12 +75,10 @@ def status_report(study: optuna.Study) -> str:
                      f"{config.get('dataset')}, seeds {config.get('train_seeds')}")
     slots = [t for t in trials if RETRY_OF not in t.system_attrs]
     if config.get("sampler") == "biotune":
-        layout = Layout(config["population"], config["elite"])
-        generation, _ = layout.locate(max(len(slots) - 1, 0))
-        size = layout.generation_size(generation)
-        finished = sum(1 for t in trials if t.state.is_finished()
-                       and t.system_attrs.get(GENERATION) == generation)
-        lines.append(f"  generation {generation}: {finished} of {size} trials finished")
+        progress = Progress.of(trials)
+        size = Layout(config["population"], config["elite"]).generation_size(progress.generation)
+        lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
+                     "trials finished")
     try:
         best = study.best_trial
         lines.append(f"  best so far: trial {best.number}, value {best.value:.4f}, trains "

@@ -12,7 +12,7 @@ from collections import Counter
 import optuna
 import pytest
 
-from biotune_optuna._population import GENERATION, PROPOSAL, RETRY_OF, SLOT
+from biotune_optuna._population import RETRY_OF, TrialRecord
 from biotune_optuna.search import config_of
 
 EXAMPLE = {"study-name": "k", "dataset": "digits", "model": "tiny", "trials": 12, "epochs": 2,
@@ -36,7 +36,7 @@ def slots_filled(study):
     """Each slot's latest trial: COMPLETE for every slot of a finished search."""
     latest = {}
     for t in study.trials:
-        latest[t.system_attrs[SLOT]] = t
+        latest[TrialRecord.of(t).slot] = t
     return latest
 
 
@@ -46,7 +46,7 @@ def test_the_issue_example_runs_offline_and_resumes(cli, tmp_path):
     assert "best trial" in first.stdout
     study = load(storage)
     assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 12}
-    assert Counter(t.system_attrs[GENERATION] for t in study.trials) == {0: 4, 1: 5, 2: 3}
+    assert Counter(TrialRecord.of(t).generation for t in study.trials) == {0: 4, 1: 5, 2: 3}
     cli(*search(trials=16), "--storage", storage, "-q", check=True)
     assert len(load(storage).trials) == 16
 
@@ -134,11 +134,11 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli,
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
     # the retry re-evaluates the dead trial's genome (the proposal covers params it had not
     # suggested yet when it was killed)
-    assert retries[0].params == {**dead[0].system_attrs[PROPOSAL], **dead[0].params}
+    assert retries[0].params == {**TrialRecord.of(dead[0]).proposal, **dead[0].params}
     latest = slots_filled(study)
     assert sorted(latest) == list(range(9))
     assert all(t.state.name == "COMPLETE" for t in latest.values())
-    assert Counter(t.system_attrs[GENERATION] for t in latest.values()) == {0: 4, 1: 5}
+    assert Counter(TrialRecord.of(t).generation for t in latest.values()) == {0: 4, 1: 5}
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
@@ -172,7 +172,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     study = load(postgres_url, "pg")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) >= 16
-    slots = [t.system_attrs[SLOT] for t in study.trials]
+    slots = [TrialRecord.of(t).slot for t in study.trials]
     assert len(slots) == len(set(slots))
     assert study.user_attrs["biotune_optuna:config"]["population"] == 4
 

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from biotune_optuna import encode, genome
 from biotune_optuna import finetune as ft
+from biotune_optuna._population import generation_of
 from biotune_optuna.blocks import partition
 from biotune_optuna.data import ImageData, make_splits
 from biotune_optuna.finetune import TrainConfig, apply_plan, fine_tune
@@ -170,7 +171,7 @@ def test_folds_rotate_with_the_generation(task):
     folds = {}
     for t in study.trials:
         if "fold" in t.user_attrs:
-            folds.setdefault(t.system_attrs["biotune:generation"], set()).add(t.user_attrs["fold"])
+            folds.setdefault(generation_of(t), set()).add(t.user_attrs["fold"])
     assert folds.get(0, {0}) == {0} and folds.get(1, {0}) == {0} and folds.get(2) == {1}
 
 

@@ -33,8 +33,12 @@ def run(sampler, n_trials, objective=TASK, direction="maximize", storage=None, *
     return study
 
 
-def attrs(study, key):
-    return [t.system_attrs.get(key) for t in study.trials]
+def record(trial):
+    return pop.TrialRecord.of(trial)
+
+
+def attrs(study, field):
+    return [getattr(record(t), field) for t in study.trials]
 
 
 def params(study):
@@ -46,9 +50,9 @@ def test_budget_and_roles_per_generation():
     generations = 4
     study = run(sampler, sampler.n_trials(generations))
     assert len(study.trials) == 6 + 4 * (6 + 2)
-    by_generation = Counter(attrs(study, pop.GENERATION))
+    by_generation = Counter(attrs(study, "generation"))
     assert by_generation == {0: 6, 1: 8, 2: 8, 3: 8, 4: 8}
-    roles = Counter(zip(attrs(study, pop.GENERATION), attrs(study, pop.ROLE)))
+    roles = Counter(zip(attrs(study, "generation"), attrs(study, "role")))
     assert roles[(0, pop.INITIAL)] == 6
     for g in range(1, generations + 1):
         assert roles[(g, pop.ELITE_PLUS)] == 2 and roles[(g, pop.ELITE_MINUS)] == 2
@@ -63,19 +67,19 @@ def test_elite_pairs_move_one_gene_by_opposite_steps():
     study = run(biotune(), 30)
     pairs = {}
     for t in study.trials:
-        if t.system_attrs[pop.ROLE] in pop.ELITE_ROLES:
-            key = (t.system_attrs[pop.GENERATION], t.system_attrs[pop.ELITE])
+        if record(t).role in pop.ELITE_ROLES:
+            key = (record(t).generation, record(t).elite)
             pairs.setdefault(key, []).append(t)
     assert pairs
     for (_, elite_number), (plus, minus) in pairs.items():
         elite = study.trials[elite_number].params
-        gene = plus.system_attrs[pop.MOVED_GENE]
-        assert gene == minus.system_attrs[pop.MOVED_GENE] != "threshold"
-        assert plus.system_attrs[pop.DELTA] == -minus.system_attrs[pop.DELTA]
-        assert abs(plus.system_attrs[pop.DELTA]) <= 0.25
+        gene = record(plus).gene
+        assert gene == record(minus).gene != "threshold"
+        assert record(plus).delta == -record(minus).delta
+        assert abs(record(plus).delta) <= 0.25
         assert elite[gene] > elite["threshold"]  # only selected blocks move
         for t in (plus, minus):
-            expected = min(max(elite[gene] + t.system_attrs[pop.DELTA], 0.0), 1.0)
+            expected = min(max(elite[gene] + record(t).delta, 0.0), 1.0)
             assert t.params[gene] == pytest.approx(expected)
             assert {k: v for k, v in t.params.items() if k != gene} == \
                 {k: v for k, v in elite.items() if k != gene}
@@ -84,13 +88,13 @@ def test_elite_pairs_move_one_gene_by_opposite_steps():
 def test_initial_genomes_select_a_block_and_children_name_their_parents():
     study = run(biotune(), 40)
     for t in study.trials:
-        role = t.system_attrs[pop.ROLE]
+        role = record(t).role
         if role in (pop.INITIAL, pop.IMMIGRANT):
             genes = [v for k, v in t.params.items() if k != "threshold"]
             assert max(genes) > t.params["threshold"]
         if role == pop.CHILD:
-            p1, p2 = t.system_attrs[pop.PARENTS]
-            assert p1 != p2 and t.system_attrs[pop.PROTOTYPE] is not None
+            p1, p2 = record(t).parents
+            assert p1 != p2 and record(t).prototype is not None
             assert max(p1, p2) < t.number
 
 
@@ -125,18 +129,18 @@ def test_new_process_continues_a_sqlite_study_exactly(tmp_path):
     loaded = [optuna.load_study(study_name="resume", storage=s) for s in (split, whole)]
     assert [len(s.trials) for s in loaded] == [50, 50]
     assert params(loaded[0]) == params(loaded[1])
-    assert attrs(loaded[0], pop.ROLE) == attrs(loaded[1], pop.ROLE)
+    assert attrs(loaded[0], "role") == attrs(loaded[1], "role")
 
 
 def test_parallel_workers_never_share_a_slot_or_an_elite_exploration():
     sampler = biotune(population_size=6, elite_size=2)
     study = run(sampler, sampler.n_trials(5), n_jobs=4)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    slots = attrs(study, pop.SLOT)
+    slots = attrs(study, "slot")
     assert sorted(slots) == list(range(len(study.trials)))
-    explorations = [(t.system_attrs[pop.GENERATION], t.system_attrs[pop.ELITE],
-                     t.system_attrs[pop.ROLE]) for t in study.trials
-                    if t.system_attrs[pop.ROLE] in pop.ELITE_ROLES]
+    explorations = [(record(t).generation, record(t).elite,
+                     record(t).role) for t in study.trials
+                    if record(t).role in pop.ELITE_ROLES]
     assert len(explorations) == len(set(explorations))
 
 
@@ -208,8 +212,8 @@ def test_enqueued_genome_joins_the_initial_population():
     study.optimize(TASK, n_trials=9)
     first = study.trials[0]
     assert first.params == pytest.approx(full)
-    assert first.system_attrs[pop.ROLE] == pop.ENQUEUED
-    assert first.system_attrs[pop.GENERATION] == 0
+    assert record(first).role == pop.ENQUEUED
+    assert record(first).generation == 0
     entering = study._storage.get_study_system_attrs(study._study_id)[pop.POPULATION_PREFIX + "1"]
     assert 0 in [d["trial"] for d in entering]
 
@@ -221,8 +225,8 @@ def test_elite_local_search_keeps_a_strictly_better_side():
         before = stored[pop.POPULATION_PREFIX + str(g)]
         after = {d["trial"] for d in stored[pop.POPULATION_PREFIX + str(g + 1)]}
         for elite in before[:2]:
-            tried = [t for t in study.trials if t.system_attrs.get(pop.ELITE) == elite["trial"]
-                     and t.system_attrs[pop.GENERATION] == g]
+            tried = [t for t in study.trials if record(t).elite == elite["trial"]
+                     and record(t).generation == g]
             best = max(tried, key=lambda t: t.value)
             other = min(tried, key=lambda t: t.value)
             improved = best.value > -elite["fitness"] and best.value > other.value
@@ -234,9 +238,9 @@ def test_elite_local_search_keeps_a_strictly_better_side():
 def test_unclipped_elite_genes_option_reproduces_the_authors_quirk():
     study = run(biotune(clip_elite_genes=False), 40)
     for t in study.trials:
-        if t.system_attrs[pop.ROLE] in pop.ELITE_ROLES:
-            unclipped = t.system_attrs[pop.UNCLIPPED]
-            gene = t.system_attrs[pop.MOVED_GENE]
+        if record(t).role in pop.ELITE_ROLES:
+            unclipped = record(t).unclipped_genes
+            gene = record(t).gene
             assert t.params[gene] == pytest.approx(min(max(unclipped[gene], 0), 1))
 
 
@@ -256,8 +260,8 @@ def test_mixed_distributions():
     for t in study.trials:
         assert 1e-5 <= t.params["lr"] <= 1e-1
         assert round(t.params["wd"] / 0.01, 6) == round(t.params["wd"] / 0.01)
-    evolved = [t for t in study.trials if t.system_attrs[pop.ROLE] == pop.CHILD]
-    assert evolved and set(evolved[-1].system_attrs[pop.PROPOSAL]) == {"lr", "wd", "x"}
+    evolved = [t for t in study.trials if record(t).role == pop.CHILD]
+    assert evolved and set(record(evolved[-1]).proposal) == {"lr", "wd", "x"}
     # independent parameters are reproducible too
     again = run(BioTuneSampler(population_size=5, elite_size=1, seed=0), 40,
                 objective=objective, direction="minimize")
@@ -275,9 +279,9 @@ def test_retry_takes_over_the_slot_of_the_trial_it_retries(tmp_path):
     retry(study, study.trials[7])
     study.optimize(TASK, n_trials=4)
     dead, again, following = study.trials[7], study.trials[8], study.trials[9]
-    assert again.system_attrs[pop.SLOT] == dead.system_attrs[pop.SLOT] == 7
-    assert again.params == {**dead.system_attrs[pop.PROPOSAL], **dead.params}
-    assert following.system_attrs[pop.SLOT] == 8
+    assert record(again).slot == record(dead).slot == 7
+    assert again.params == {**record(dead).proposal, **dead.params}
+    assert record(following).slot == 8
 
 
 def test_multi_objective_study_is_refused_and_left_clean():

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from biotune_optuna import _keys as keys
 from biotune_optuna import genome
-from biotune_optuna._population import GENERATION, POPULATION_PREFIX, ROLE
+from biotune_optuna._population import POPULATION_PREFIX, generation_of, role_of
 from biotune_optuna.study import trial_plan
 
 
@@ -81,9 +81,8 @@ def trial_table(study: optuna.Study) -> TrialTable:
         fraction = t.user_attrs.get("trainable_fraction")
         if fraction is None and sizes is not None:
             fraction = float(sizes[np.array(plan.trained)].sum() / sizes.sum())
-        rows.append((t.number, value, t.system_attrs.get(GENERATION, 0),
-                     t.system_attrs.get(ROLE, "-"), [t.params[n] for n in names[:-1]],
-                     t.params[genome.THRESHOLD], plan.multipliers,
+        rows.append((t.number, value, generation_of(t), role_of(t) or "-",
+                     [t.params[n] for n in names[:-1]], t.params[genome.THRESHOLD], plan.multipliers,
                      np.nan if fraction is None else fraction))
     columns = list(zip(*rows)) if rows else [[]] * 8
     return TrialTable(
