@@ -5,13 +5,14 @@
 
 Quality: the best value of each study at an equal budget of 140 trials (BioTune's paper
 budget, N=10, E=3, 10 generations), mean and std over seeds, in one run. Cost: the
-time spent inside the sampler's methods per trial, with the study in memory, at 140 and
-1,000 trials, side by side with TPE and Random.
+time spent inside the sampler's methods per trial, in memory and on SQLite, over trials
+1-140, 141-400 and 401-1,000, side by side with TPE and Random.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
 
@@ -21,7 +22,7 @@ import optuna
 from benchmarks import results
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.study import other_sampler
-from biotune_optuna.synthetic import FUNCTIONS, TASKS
+from biotune_optuna.synthetic import FUNCTIONS, TASKS, FineTuneTask
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes")
 BUDGET = 140
@@ -75,12 +76,62 @@ class TimedSampler(optuna.samplers.BaseSampler):
         return self._timed(self.inner.after_trial, study, trial, state, values)
 
 
-def sampler_seconds_per_trial(sampler_name: str, n_trials: int, objective) -> float:
-    """Time spent inside the sampler's methods, per trial, over a whole study."""
+def sampler_ms_by_trial(sampler_name: str, n_trials: int, objective, storage=None,
+                        ) -> np.ndarray:
+    """Milliseconds spent inside the sampler's methods for each trial of one study."""
     sampler = TimedSampler(make_sampler(sampler_name, 0, objective))
-    study = optuna.create_study(direction=objective.direction, sampler=sampler)
-    study.optimize(objective, n_trials=n_trials)
-    return sampler.seconds / n_trials
+    study = optuna.create_study(direction=objective.direction, sampler=sampler,
+                                storage=storage)
+    spent = np.zeros(n_trials)
+
+    def record(study, trial):
+        spent[trial.number] = sampler.seconds * 1e3
+        sampler.seconds = 0.0
+
+    study.optimize(objective, n_trials=n_trials, callbacks=[record])
+    return spent
+
+
+class ReportingTask:
+    """A 12-block genome (13 genes) whose trials report 30 intermediate values, as a
+    fine-tuning objective does once per epoch: what a persisted study holds per trial."""
+
+    def __init__(self, reports: int = 30) -> None:
+        blocks = tuple(f"block{i}" for i in range(12))
+        self.task = FineTuneTask("cost", blocks, gains=tuple(np.linspace(-0.03, 0.1, 12)),
+                                 ideal_multipliers=(1.0,) * 12)
+        self.reports = reports
+        self.direction, self.search_space = self.task.direction, self.task.search_space
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        value = self.task(trial)
+        for step in range(self.reports):
+            trial.report(value, step)
+        return value
+
+
+COST_RANGES = ((1, 140), (141, 400), (401, 1000))
+COST_SAMPLERS = ("biotune", "tpe", "random")
+
+
+def cost_section() -> str:
+    """Sampler time per trial in memory and on SQLite, by range of trial numbers."""
+    objective = ReportingTask()
+    n_trials = COST_RANGES[-1][1]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for storage in ("memory", "sqlite"):
+            spent = {}
+            for name in COST_SAMPLERS:
+                url = None if storage == "memory" else f"sqlite:///{folder}/{name}.db"
+                spent[name] = sampler_ms_by_trial(name, n_trials, objective, url)
+            for low, high in COST_RANGES:
+                means = {n: float(spent[n][low - 1:high].mean()) for n in COST_SAMPLERS}
+                rows.append([storage, f"{low}-{high}", *(f"{means[n]:.2f}" for n in means),
+                             f"{means['biotune'] / means['tpe']:.2f}"])
+                print(" | ".join(rows[-1]), flush=True)
+    return results.table(["storage", "trials", *(f"{n} ms/trial" for n in COST_SAMPLERS),
+                          "BioTune / TPE"], rows)
 
 
 def main() -> None:
@@ -104,15 +155,7 @@ def main() -> None:
         print(" | ".join(rows[-1]), flush=True)
     quality = results.table(header, rows)
 
-    task = TASKS["near-domain"]
-    cost_rows = []
-    for n in (140, 1000):
-        times = {s: sampler_seconds_per_trial(s, n, task) for s in ("biotune", "tpe", "random")}
-        cost_rows.append([str(n), *(f"{times[s] * 1e3:.2f}" for s in times),
-                          f"{times['biotune'] / times['tpe']:.2f}"])
-        print(" | ".join(cost_rows[-1]), flush=True)
-    cost = results.table(["trials", "BioTune ms/trial", "TPE ms/trial", "Random ms/trial",
-                          "BioTune / TPE"], cost_rows)
+    cost = cost_section()
 
     command = f".venv/bin/python -m benchmarks.sampler_synthetic --seeds {args.seeds}"
     body = (f"Command: `{command}` ({results.machine()}).\n\n"
@@ -120,8 +163,10 @@ def main() -> None:
             "better for the fine-tuning tasks, accuracy-like; lower for the functions). "
             "Tasks are `biotune_optuna.synthetic.TASKS` (6 blocks + threshold, noise "
             "σ=0.01), functions are 7-dimensional on [0, 1].\n\n"
-            f"{quality}\n\nTime spent inside the sampler's methods, per trial over a whole "
-            f"study on `near-domain`, study in memory, one run:\n\n{cost}\n")
+            f"{quality}\n\nTime spent inside the sampler's methods per trial, by range of "
+            "trial numbers, over one study of 1,000 trials per sampler and storage (13 genes, "
+            "30 intermediate values reported per trial, as a fine-tuning objective reports "
+            f"each epoch), one run:\n\n{cost}\n")
     print(body)
     if not args.no_write:
         results.write_section("sampler_synthetic", "Samplers on synthetic objectives", body)

@@ -335,3 +335,30 @@ def mating_pool(parents: Sequence[Individual], elite_size: int,
     for child, child_parents in generation.children:
         pool = [p for p in pool if not (p.trial in child_parents and p.fitness > child.fitness)]
     return pool
+
+
+def audit(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
+          population_size: int) -> list[str]:
+    """The invariants parallel workers must keep, as a list of violations (empty when all
+    hold): no slot or position of a generation taken twice (and so no elite exploration or
+    child), both explorations of an elite move the same gene by opposite steps, and every
+    stored population has N members."""
+    decided = [r for t in trials if RETRY_OF not in t.system_attrs
+               and (r := TrialRecord.of(t)) is not None]
+    problems = []
+    for what, keys in (("slot", [r.slot for r in decided]),
+                       ("position", [(r.generation, r.position) for r in decided]),
+                       ("exploration", [(r.generation, r.elite, r.role) for r in decided
+                                        if r.role in ELITE_ROLES])):
+        seen: set = set()
+        problems += [f"{what} {k} taken twice" for k in keys if k in seen or seen.add(k)]
+    pairs: dict[tuple[int, int], list[TrialRecord]] = {}
+    for r in decided:
+        if r.role in ELITE_ROLES:
+            pairs.setdefault((r.generation, r.elite), []).append(r)
+    problems += [f"elite pair {k} moves {a.gene} by {a.delta} and {b.gene} by {b.delta}"
+                 for k, (a, b) in ((k, v) for k, v in pairs.items() if len(v) == 2)
+                 if a.gene != b.gene or a.delta != -b.delta]
+    problems += [f"{key} has {len(value)} members" for key, value in study_attrs.items()
+                 if key.startswith(POPULATION_PREFIX) and len(value) != population_size]
+    return problems

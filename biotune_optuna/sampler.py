@@ -213,7 +213,10 @@ class BioTuneSampler(BaseSampler):
         if proposal is None:  # a retry, or a trial begun by another sampler object
             record = TrialRecord.of(trial) or TrialRecord.of(study._storage.get_trial(
                 trial._trial_id))
-            proposal = record.proposal if record else {}
+            if record is None:  # never passed through before_trial: nothing was decided
+                return {name: self.sample_independent(study, trial, name, dist)
+                        for name, dist in search_space.items()}
+            proposal = record.proposal
         return {name: value for name, value in proposal.items()
                 if name in search_space and search_space[name]._contains(value)}
 

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from biotune_optuna import _keys as keys
 from biotune_optuna import genome
+from biotune_optuna._coordination import study_lock
 from biotune_optuna._population import RETRY_OF
 from biotune_optuna.config import ConfigError, SearchConfig, differences
 from biotune_optuna.finetune import stop_training
@@ -98,15 +99,25 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
         try:
             return RDBStorage(url, **kwargs)
         except Exception as error:  # SQLAlchemy raises ArgumentError, OperationalError, ...
-            # Workers started together on an empty database race to create its tables.
-            if "already exists" in str(error) or "UniqueViolation" in str(error):
-                time.sleep(0.5 * (attempt + 1))
+            if _lost_creation_race(error):
+                time.sleep(0.2 * (attempt + 1))
                 continue
             reason = str(error).splitlines()[0][:160]
             raise StorageError(f"cannot open storage {url} ({error.__class__.__name__}: "
                                f"{reason}); check the URL, the server and the driver (pip "
                                "install 'psycopg[binary]' for PostgreSQL)") from None
     raise StorageError(f"cannot create Optuna's tables in {url}; start the workers again")
+
+
+def _lost_creation_race(error: Exception) -> bool:
+    """Workers started together on an empty database race to create Optuna's tables and
+    version row: the losers see the winner's rows (or SQLite's write lock) and retry."""
+    import sqlalchemy.exc
+
+    message = str(error)
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or (
+        isinstance(error, sqlalchemy.exc.OperationalError)
+        and ("already exists" in message or "database is locked" in message))
 
 
 def other_sampler(name: str, seed: int, population: int = 10) -> optuna.samplers.BaseSampler:
@@ -158,16 +169,17 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
         study_name=config.study_name, storage=storage, direction="maximize",
         sampler=make_sampler(config, space), pruner=make_pruner(config.pruner),
         load_if_exists=True)
-    stored = study_config(study)
-    if stored is None:
-        if study.trials:
-            raise ConfigError(f"study {config.study_name!r} exists but was not created by "
-                              "biotune-optuna; pick another --study-name")
-        study.set_user_attr(keys.CONFIG, fingerprint)
-        if config.enqueue_baselines:
-            study.enqueue_trial(genome.encode(block_names, block_names))  # full fine-tuning
-            study.enqueue_trial(genome.encode(block_names[-1:], block_names))  # linear probe
-    else:
+    with study_lock(study._storage, study._study_id):  # workers starting together agree
+        stored = study_config(study)
+        if stored is None:
+            if study.get_trials(deepcopy=False):
+                raise ConfigError(f"study {config.study_name!r} exists but was not created by "
+                                  "biotune-optuna; pick another --study-name")
+            study.set_user_attr(keys.CONFIG, fingerprint)
+            if config.enqueue_baselines:
+                study.enqueue_trial(genome.encode(block_names, block_names))  # full FT
+                study.enqueue_trial(genome.encode(block_names[-1:], block_names))  # linear
+    if stored is not None:
         changed = differences(stored, fingerprint)
         if changed:
             raise ConfigError(f"study {config.study_name!r} was created with other settings ("
@@ -192,6 +204,27 @@ def retry_interrupted(study: optuna.Study) -> int:
     if count:
         logger.info("re-enqueued %d interrupted trial(s)", count)
     return count
+
+
+class BudgetReached(Exception):
+    """Every trial of the budget has been started (by this worker or another)."""
+
+
+class BudgetedStudy(optuna.Study):
+    """The study as a search drives it: :meth:`ask` starts a trial only while the study-wide
+    budget has room or a retry or enqueued trial waits. The check and the trial's creation
+    happen under the study lock, so workers that start trials at the same moment, on one
+    machine or several, never overshoot the budget together."""
+
+    def __init__(self, study: optuna.Study, budget: int) -> None:
+        super().__init__(study.study_name, study._storage, study.sampler, study.pruner)
+        self.budget = budget
+
+    def ask(self, fixed_distributions=None) -> optuna.Trial:
+        with study_lock(self._storage, self._study_id):
+            if not remaining_trials(self, self.budget):
+                raise BudgetReached
+            return super().ask(fixed_distributions)
 
 
 def remaining_trials(study: optuna.Study, budget: int) -> int:
@@ -300,17 +333,20 @@ def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
     leaving them behind; trials of live workers simply finish.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    budgeted = BudgetedStudy(study, budget)
     with StopRequests() as stops:
         wrapped = stops.wrap(objective)
         while not stops.requested:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            todo = remaining_trials(study, budget)
-            if todo:
-                study.optimize(wrapped, n_trials=todo, n_jobs=n_jobs, timeout=left,
-                               callbacks=[*callbacks, stops.stop_callback],
-                               gc_after_trial=False)
+            if remaining_trials(study, budget):
+                try:
+                    budgeted.optimize(wrapped, n_jobs=n_jobs, timeout=left,
+                                      callbacks=[*callbacks, stops.stop_callback],
+                                      gc_after_trial=False)
+                except BudgetReached:
+                    pass
                 continue
             running = running_trials(study)
             if not running or not is_heartbeat_enabled(study._storage):

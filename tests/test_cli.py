@@ -161,6 +161,20 @@ def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
     assert all(t.state.name == "COMPLETE" for t in latest.values())
 
 
+def test_two_workers_started_together_on_a_new_sqlite_file_fill_the_budget_exactly(cli, tmp_path):
+    command = [sys.executable, "-m", "biotune_optuna.cli", *SEARCH, "--storage",
+               f"sqlite:///{tmp_path}/k.db", "-q"]
+    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = load(f"sqlite:///{tmp_path}/k.db")
+    assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 12}
+    status = cli("status", "--study-name", "k", "--storage", f"sqlite:///{tmp_path}/k.db",
+                 check=True)
+    assert "remaining: 0 of 12 trials" in status.stdout
+
+
 def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     command = [sys.executable, "-m", "biotune_optuna.cli", "search", "--study-name", "pg",
                "--storage", postgres_url, "--dataset", "digits", "--model", "tiny",

@@ -132,18 +132,6 @@ def test_new_process_continues_a_sqlite_study_exactly(tmp_path):
     assert attrs(loaded[0], "role") == attrs(loaded[1], "role")
 
 
-def test_parallel_workers_never_share_a_slot_or_an_elite_exploration():
-    sampler = biotune(population_size=6, elite_size=2)
-    study = run(sampler, sampler.n_trials(5), n_jobs=4)
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    slots = attrs(study, "slot")
-    assert sorted(slots) == list(range(len(study.trials)))
-    explorations = [(record(t).generation, record(t).elite,
-                     record(t).role) for t in study.trials
-                    if record(t).role in pop.ELITE_ROLES]
-    assert len(explorations) == len(set(explorations))
-
-
 def test_parallel_threads_on_sqlite(tmp_path):
     sampler = biotune()
     study = run(sampler, 24, storage=f"sqlite:///{tmp_path}/p.db", n_jobs=3)
@@ -316,3 +304,105 @@ def test_beats_random_on_a_noisy_task_over_ten_seeds():
         best["biotune"].append(run(sampler, 140).best_value)
         best["random"].append(run(optuna.samplers.RandomSampler(seed=seed), 140).best_value)
     assert np.mean(best["biotune"]) > np.mean(best["random"])
+
+
+def no_trial_left_running(study):
+    return all(t.state.is_finished() for t in study.trials)
+
+
+def test_only_int_and_categorical_parameters_fall_back_to_independent_sampling():
+    study = optuna.create_study(sampler=BioTuneSampler(population_size=4, elite_size=1, seed=0))
+    study.optimize(lambda t: t.suggest_int("x", 0, 10) + (t.suggest_categorical("c", "ab")
+                                                          == "a"), n_trials=20)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    later = [record(t) for t in study.trials[1:]]
+    assert {r.role for r in later} == {pop.INDEPENDENT}
+    assert {r.fallback for r in later} == {"no float parameter to evolve"}
+    assert len({tuple(t.params.values()) for t in study.trials}) > 5  # still explores
+
+
+def test_elite_size_zero_and_conditional_floats_run_to_the_end():
+    def objective(trial):
+        if trial.suggest_categorical("branch", ["a", "b"]) == "a":
+            return trial.suggest_float("x", 0, 1)
+        return trial.suggest_float("y", 0, 1) + trial.suggest_int("k", 0, 3)
+
+    study = optuna.create_study(sampler=BioTuneSampler(population_size=3, elite_size=0, seed=0))
+    study.optimize(objective, n_trials=30)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_range_that_changes_mid_study_keeps_the_search_going():
+    space = {"x": optuna.distributions.FloatDistribution(0, 10)}
+    sampler = BioTuneSampler(population_size=4, elite_size=1, seed=0, search_space=space,
+                             threshold_param=None)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 10), n_trials=10)
+    study.optimize(lambda t: t.suggest_float("x", 20, 30), n_trials=10)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert all(20 <= t.params["x"] <= 30 for t in study.trials[10:])
+
+
+def test_a_population_of_failures_is_sampled_independently_and_says_why():
+    def objective(trial):
+        value = TASK(trial)
+        if trial.number < 6:
+            raise RuntimeError("every initial trial fails")
+        return value
+
+    study = run(biotune(), 20, objective=objective, catch=(RuntimeError,))
+    assert no_trial_left_running(study)
+    first_generation = [record(t) for t in study.trials if record(t).generation == 1]
+    assert {r.role for r in first_generation} == {pop.INDEPENDENT}
+    assert all("finite value" in r.fallback for r in first_generation)
+    assert study.trials[-1].state == TrialState.COMPLETE
+
+
+def test_a_sampler_error_falls_back_instead_of_stopping_the_search(monkeypatch):
+    from biotune_optuna import operators
+
+    def broken(*args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(operators, "make_child", broken)
+    study = run(biotune(), 20)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    fallbacks = [record(t).fallback for t in study.trials if record(t).fallback]
+    assert fallbacks and all("ZeroDivisionError('a bug')" in f for f in fallbacks)
+
+
+def test_a_storage_failure_in_before_trial_leaves_no_trial_running(monkeypatch):
+    study = optuna.create_study(sampler=biotune(), direction="maximize")
+    study.optimize(TASK, n_trials=2)
+    original = study._storage.set_trial_system_attr
+
+    def refuse(trial_id, key, value):
+        if key == pop.RECORD:
+            raise OSError("disk full")
+        return original(trial_id, key, value)
+
+    monkeypatch.setattr(study._storage, "set_trial_system_attr", refuse)
+    with pytest.raises(OSError):
+        study.optimize(TASK, n_trials=1)
+    assert study.trials[-1].state == TrialState.FAIL
+
+
+def test_multi_objective_refused_by_every_sampling_hook():
+    study = optuna.create_study(sampler=biotune(), directions=["maximize", "minimize"])
+    trial = study._storage.get_trial(study._storage.create_new_trial(study._study_id))
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    for call in (lambda: study.sampler.sample_relative(study, trial, {"x": dist}),
+                 lambda: study.sampler.sample_independent(study, trial, "x", dist)):
+        with pytest.raises(ValueError, match="single-objective"):
+            call()
+
+
+def test_sampler_survives_pickling_mid_study():
+    import pickle
+
+    sampler = biotune()
+    study = run(sampler, 10)
+    study.sampler = pickle.loads(pickle.dumps(sampler))
+    study.optimize(TASK, n_trials=10)
+    fresh = run(biotune(), 20)
+    assert params(study) == params(fresh)

@@ -1,0 +1,38 @@
+"""Optuna's own generic sampler tests (optuna.testing.pytest_samplers), run on BioTuneSampler
+at small and default settings."""
+
+import pytest
+from optuna.testing.pytest_samplers import (
+    BasicSamplerTestCase,
+    RelativeSamplerTestCase,
+    SingleOnlySamplerTestCase,
+)
+
+from biotune_optuna import BioTuneSampler
+
+SETTINGS = {"N4-E1": {"population_size": 4, "elite_size": 1},
+            "N3-E0": {"population_size": 3, "elite_size": 0},
+            "default": {}}
+
+
+@pytest.fixture(params=list(SETTINGS))
+def settings(request):
+    return SETTINGS[request.param]
+
+
+class TestBasic(BasicSamplerTestCase):
+    @pytest.fixture
+    def sampler(self, settings):
+        return lambda: BioTuneSampler(seed=0, **settings)
+
+
+class TestSingleObjectiveOnly(SingleOnlySamplerTestCase):
+    @pytest.fixture
+    def sampler(self, settings):
+        return lambda: BioTuneSampler(seed=0, **settings)
+
+
+class TestRelative(RelativeSamplerTestCase):
+    @pytest.fixture
+    def sampler(self, settings):
+        return lambda: BioTuneSampler(seed=0, **settings)

@@ -1,0 +1,143 @@
+"""BioTuneSampler under parallel workers: threads, ask/tell with trials in flight, several
+processes on one SQLite file, unseeded workers. ``_population.audit`` checks the invariants:
+no slot, position or elite exploration taken twice, elite pairs opposite, full populations.
+Each test repeats its scenario over many seeds so that a race shows up here, not in CI."""
+
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from biotune_optuna import BioTuneSampler
+from biotune_optuna import _population as pop
+from biotune_optuna.sampler import SEED
+from biotune_optuna.synthetic import TASKS
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+TASK = TASKS["near-domain"]
+
+
+def sampler(seed=0, population_size=6, elite_size=2, **kwargs):
+    return BioTuneSampler(population_size, elite_size, seed=seed,
+                          search_space=TASK.search_space, ideal_value=1.0, **kwargs)
+
+
+def audit(study, population_size):
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return pop.audit(study.get_trials(deepcopy=False), attrs, population_size)
+
+
+def populations(study):
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return {k: v for k, v in attrs.items() if k.startswith(pop.POPULATION_PREFIX)}
+
+
+def slow_task(trial):
+    value = TASK(trial)
+    time.sleep(random.random() * 0.003)  # completion order varies from run to run
+    return value
+
+
+def test_threads_never_take_a_position_twice():
+    for seed in range(40):
+        s = sampler(seed)
+        study = optuna.create_study(sampler=s, direction="maximize")
+        study.optimize(slow_task, n_trials=s.n_trials(5), n_jobs=4)
+        assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 46}
+        assert audit(study, 6) == [], seed
+        assert len(populations(study)) >= 4
+
+
+def test_unseeded_threads_share_one_study_seed():
+    for _ in range(5):
+        s = sampler(seed=None)
+        study = optuna.create_study(sampler=s, direction="maximize")
+        study.optimize(TASK, n_trials=s.n_trials(5), n_jobs=4)
+        assert audit(study, 6) == []
+        explored = [t for t in study.trials if pop.role_of(t) in pop.ELITE_ROLES]
+        assert len(explored) >= 12  # pairs were formed, and all of them are opposite
+        assert isinstance(study._storage.get_study_system_attrs(study._study_id)[SEED], int)
+
+
+def ask_tell(seed, in_flight, n_trials=140, population_size=10, elite_size=3):
+    """Keep ``in_flight`` trials asked and tell a random one of them, until n_trials."""
+    rng = random.Random(seed)
+    study = optuna.create_study(sampler=sampler(seed, population_size, elite_size),
+                                direction="maximize")
+    pending, asked = [], 0
+    while asked < n_trials or pending:
+        while len(pending) < in_flight and asked < n_trials:
+            pending.append(study.ask())
+            asked += 1
+        trial = pending.pop(rng.randrange(len(pending)))
+        study.tell(trial, TASK(trial))
+    return study
+
+
+@pytest.mark.parametrize("in_flight", [4, 8])
+def test_trials_in_flight_keep_every_population_full(in_flight):
+    for seed in range(10):
+        study = ask_tell(seed, in_flight)
+        assert audit(study, 10) == []
+        # extra members lengthen generations: fewer of them than the 10 sequential ones
+        assert len(populations(study)) >= 6
+
+
+def test_batches_asked_together_are_extra_members_not_immigrants():
+    study = optuna.create_study(sampler=sampler(0, 10, 3), direction="maximize")
+    while len(study.trials) < 200:
+        batch = [study.ask() for _ in range(20)]
+        for trial in batch:
+            study.tell(trial, TASK(trial))
+    roles = Counter(pop.role_of(t) for t in study.trials)
+    assert roles[pop.INITIAL] == 20  # the first batch: N initial and N extra
+    assert roles[pop.IMMIGRANT] == 0  # every later batch breeds from a full population
+    assert audit(study, 10) == []
+    assert len(populations(study)) == 9
+
+
+def test_a_straggler_does_not_stall_the_next_generation():
+    study = optuna.create_study(sampler=sampler(0, 4, 1), direction="maximize")
+    straggler = study.ask()  # never told: its worker hangs
+    for _ in range(12):
+        trial = study.ask()
+        study.tell(trial, TASK(trial))
+    generations = Counter(pop.generation_of(t) for t in study.trials)
+    assert generations[0] == 5 and max(generations) >= 1  # an extra member took its place
+    assert pop.generation_of(study.trials[straggler.number]) == 0
+    assert audit(study, 4) == []
+
+
+WORKER = """
+import random, sys, time, optuna
+from biotune_optuna import BioTuneSampler
+from biotune_optuna.synthetic import TASKS
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+task = TASKS["near-domain"]
+seed = None if sys.argv[3] == "none" else int(sys.argv[3])
+sampler = BioTuneSampler(6, 2, seed=seed, search_space=task.search_space, ideal_value=1.0)
+study = optuna.load_study(study_name="p", storage=sys.argv[1], sampler=sampler)
+def objective(trial):
+    time.sleep(random.random() * 0.01)
+    return task(trial)
+study.optimize(objective, n_trials=int(sys.argv[2]), n_jobs=2)
+"""
+
+
+@pytest.mark.parametrize("seed", ["3", "none"])
+def test_processes_on_one_sqlite_file_share_the_search(tmp_path, seed):
+    for run in range(3):
+        url = f"sqlite:///{tmp_path}/p{run}.db"
+        optuna.create_study(storage=url, study_name="p", direction="maximize")
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, "20", seed],
+                                    stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        errors = [w.communicate(timeout=300)[1] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0, 0], errors
+        study = optuna.load_study(study_name="p", storage=url)
+        assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 60}
+        assert audit(study, 6) == [], run
