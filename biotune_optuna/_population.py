@@ -9,7 +9,7 @@ Nothing here keeps state between calls.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -119,10 +119,17 @@ _LEGACY_KEYS = {"slot": "slot", "generation": "generation", "role": "role",
                 "unclipped_genes": "unclipped_genes"}
 
 
-def slot_of(number: int, trials: Sequence[FrozenTrial]) -> int:
-    """The slot of a new trial: how many trials that are not retries precede it. Trial
-    numbers are assigned atomically by the storage, so every worker agrees on it."""
-    return sum(1 for t in trials if t.number < number and RETRY_OF not in t.system_attrs)
+Known = tuple[FrozenTrial, "TrialRecord | None"]  # a trial with its record, read once
+
+
+def with_records(trials: Sequence[FrozenTrial]) -> list[Known]:
+    return [(t, TrialRecord.of(t)) for t in trials]
+
+
+def slot_of(number: int, retries: Iterable[int]) -> int:
+    """The slot of a new trial: how many trials that are not retries precede it (trial
+    numbers are dense from 0 and assigned atomically, so every worker agrees on it)."""
+    return number - sum(1 for r in retries if r < number)
 
 
 @dataclass
@@ -223,12 +230,16 @@ class Progress:
     members: list[tuple[FrozenTrial, TrialRecord]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, trials: Sequence[FrozenTrial]) -> Progress:
-        decided = [(t, r) for t in trials if (r := TrialRecord.of(t)) is not None]
-        if not decided:
+    def of(cls, trials: Sequence[Known]) -> Progress:
+        generation, members = -1, []
+        for trial, record in trials:
+            if record is None or record.generation < generation:
+                continue
+            if record.generation > generation:
+                generation, members = record.generation, []
+            members.append((trial, record))
+        if not members:
             return cls()
-        generation = max(r.generation for _, r in decided)
-        members = [(t, r) for t, r in decided if r.generation == generation]
         return cls(generation, len({r.slot for _, r in members}), members)
 
     def finished(self) -> int:
@@ -255,19 +266,25 @@ def latest_per_slot(members: Sequence[tuple[FrozenTrial, TrialRecord]]) -> dict[
 
 def group_generation(members: Sequence[tuple[FrozenTrial, TrialRecord]],
                      adopted: Sequence[FrozenTrial], direction: StudyDirection,
-                     space: Mapping[str, FloatDistribution]) -> Generation:
+                     space: Mapping[str, FloatDistribution],
+                     known_genes: dict[int, dict[str, float]] | None = None) -> Generation:
     """The finished members of one generation (the latest trial of each slot) and the trials
     it adopted (run without this sampler: ``study.add_trial``, another sampler), which join
-    like enqueued ones. Members without any gene of the space carry nothing to evolve."""
+    like enqueued ones. Members without any gene of the space carry nothing to evolve.
+    ``known_genes`` caches finished trials' genes (they never change) for this space."""
     records = {t.number: r for t, r in members}
+    known_genes = {} if known_genes is None else known_genes
     generation = Generation()
     for t in [*latest_per_slot(members).values(), *adopted]:
         fitness = trial_fitness(t, direction)
         if fitness is None:
             continue
         record = records.get(t.number)
-        genes = (record and record.unclipped_genes) or \
-            trial_genes(t, space, record.proposal if record else None)
+        genes = known_genes.get(t.number)
+        if genes is None:
+            genes = (record and record.unclipped_genes) or \
+                trial_genes(t, space, record.proposal if record else None)
+            known_genes[t.number] = genes
         if not genes:
             continue
         individual = Individual(t.number, dict(genes), fitness)
@@ -304,7 +321,8 @@ def resolve_elites(parents: Sequence[Individual], elite_size: int,
 
 
 def initial_population(generation: Generation, population_size: int) -> list[Individual]:
-    return sort_population(generation.newcomers)[:population_size]
+    return [Individual(i.trial, i.genes, i.fitness)
+            for i in sort_population(generation.newcomers)[:population_size]]
 
 
 def next_population(parents: Sequence[Individual], generation: Generation, population_size: int,
@@ -343,8 +361,8 @@ def audit(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
     hold): no slot or position of a generation taken twice (and so no elite exploration or
     child), both explorations of an elite move the same gene by opposite steps, and every
     stored population has N members."""
-    decided = [r for t in trials if RETRY_OF not in t.system_attrs
-               and (r := TrialRecord.of(t)) is not None]
+    decided = [r for t, r in with_records(trials)
+               if r is not None and RETRY_OF not in t.system_attrs]
     problems = []
     for what, keys in (("slot", [r.slot for r in decided]),
                        ("position", [(r.generation, r.position) for r in decided]),

@@ -68,7 +68,8 @@ HELP = {
     "elite": "BioTune elite size E",
     "exploration_rate": "largest step of elite local search",
     "generations": "BioTune generations G: the budget is N + G (N + E) trials",
-    "trials": "number of trials (default: the budget of --generations)",
+    "trials": "trials in the study, counted across every worker on this storage (default: "
+              "the budget of --generations)",
     "seed": "seed of the sampler",
     "pruner": "none, median or hyperband (stops hopeless runs early)",
     "enqueue_baselines": "start from full fine-tuning and linear probing genomes too",

@@ -7,7 +7,7 @@ import logging
 import threading
 import weakref
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from biotune_optuna import _population as pop
 from biotune_optuna import operators
 from biotune_optuna._coordination import StudyLock, study_lock
 from biotune_optuna._population import Individual, Layout, Progress, TrialRecord
+from biotune_optuna._storage_io import TrialView, record_writer
 
 logger = logging.getLogger(__name__)
 SETTINGS = pop.ATTR + "settings"
@@ -35,12 +36,18 @@ NO_PARENT = "no trial of the population has a genome for the search space and a 
 
 @dataclass
 class _StudyState:
-    """What a process keeps about a study between trials: everything here is immutable once
-    stored (the study's seed, the population entering each generation)."""
+    """What a process keeps about a study between trials: the study's seed and the population
+    entering each generation (immutable once stored), and its view of the trials."""
 
     lock: StudyLock
     seed: int
+    view: TrialView
+    write_record: Callable[[int, dict[str, Any]], None]
     populations: dict[int, list[Individual]] = field(default_factory=dict)
+    genes: dict[tuple, dict[int, dict[str, float]]] = field(default_factory=dict)  # by space
+
+    def known_genes(self, space: Mapping[str, BaseDistribution]) -> dict[int, dict[str, float]]:
+        return self.genes.setdefault(tuple(space.items()), {})
 
 
 class BioTuneSampler(BaseSampler):
@@ -238,27 +245,32 @@ class BioTuneSampler(BaseSampler):
         state = self._state(study, trial)
         if TrialRecord.of(trial) is not None:  # a retry keeps its original's record
             return
+        state.view.pending(trial)
         try:
             with state.lock:
-                record = self._decide(study, trial, state)
-                study._storage.set_trial_system_attr(trial._trial_id, pop.RECORD,
-                                                     record.to_json())
+                record = self._decide(study, trial, state, state.view.trials(study))
+                state.write_record(trial._trial_id, record.to_json())
+                state.view.decided(trial, record)
         except BaseException:  # storage failure or Ctrl-C: leave nothing RUNNING
             _fail(study, trial)
             raise
         self._proposals[trial._trial_id] = record.proposal
 
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._state(study, trial).view.finished(trial, state, values)
+
     # -- the algorithm -------------------------------------------------------------------
 
-    def _decide(self, study: Study, trial: FrozenTrial, state: _StudyState) -> TrialRecord:
+    def _decide(self, study: Study, trial: FrozenTrial, state: _StudyState,
+                trials: Sequence[pop.Known]) -> TrialRecord:
         """The trial's record; called under the study lock, with a fresh view of the trials."""
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
         progress = Progress.of(trials)
         generation, position = progress.next_position(self._layout)
         if pop.RETRY_OF in trial.system_attrs:  # a retry of a trial the sampler never saw
             slot = -1 - trial.number
         else:
-            slot = pop.slot_of(trial.number, trials)
+            slot = pop.slot_of(trial.number, state.view.retries)
         base = TrialRecord(slot, generation, self._layout.role(generation, position),
                            position=position)
         space = self.infer_relative_search_space(study, trial)
@@ -272,7 +284,7 @@ class BioTuneSampler(BaseSampler):
             return _independent(base, f"sampler error: {error!r}")
 
     def _propose(self, study: Study, trial: FrozenTrial, state: _StudyState,
-                 trials: Sequence[FrozenTrial], progress: Progress, base: TrialRecord,
+                 trials: Sequence[pop.Known], progress: Progress, base: TrialRecord,
                  space: dict[str, BaseDistribution]) -> TrialRecord:
         def with_genes(genes: np.ndarray, **fields: Any) -> TrialRecord:
             proposal = {n: pop.denormalize(float(g), space[n]) for n, g in zip(space, genes)}
@@ -287,7 +299,8 @@ class BioTuneSampler(BaseSampler):
         if not any(p.has(names) and np.isfinite(p.fitness) for p in parents):
             return _independent(base, NO_PARENT)
         members = progress.members if base.generation == progress.generation else []
-        current = pop.group_generation(members, (), study.direction, space)
+        current = pop.group_generation(members, (), study.direction, space,
+                                       state.known_genes(space))
         if base.role in pop.ELITE_ROLES:
             index = base.position // 2
             if index < len(parents) and parents[index].has(names):
@@ -323,26 +336,33 @@ class BioTuneSampler(BaseSampler):
             fields["unclipped_genes"] = dict(zip(names, map(float, moved)))
         return np.clip(moved, 0.0, 1.0), fields
 
-    def _population(self, study: Study, state: _StudyState, trials: Sequence[FrozenTrial],
+    def _population(self, study: Study, state: _StudyState, trials: Sequence[pop.Known],
                     progress: Progress, generation: int,
                     space: dict[str, BaseDistribution]) -> list[Individual]:
         """The population entering a generation: read once per process, or fixed (and
         stored) by the trial that starts the generation, under the study lock."""
         if generation in state.populations:
             return state.populations[generation]
-        stored = study._storage.get_study_system_attrs(study._study_id)
-        for key, value in stored.items():
-            if key.startswith(pop.POPULATION_PREFIX):
-                state.populations[int(key.removeprefix(pop.POPULATION_PREFIX))] = \
-                    [Individual.from_json(d) for d in value]
-        if generation in state.populations:
-            return state.populations[generation]
         previous = generation - 1
+        unseen = _unseen_finished(trials, state.populations)
+        # A trial that starts the generation knows nobody has used its population yet; it
+        # reads the study only for what this process has not seen (a previous population,
+        # trials adopted elsewhere).
+        starting = generation > progress.generation
+        stored: Mapping[str, Any] = {}
+        if not starting or unseen or (previous and previous not in state.populations):
+            stored = study._storage.get_study_system_attrs(study._study_id)
+            for key, value in stored.items():
+                g = key.removeprefix(pop.POPULATION_PREFIX)
+                if g != key and int(g) not in state.populations:
+                    state.populations[int(g)] = [Individual.from_json(d) for d in value]
+            if not starting and generation in state.populations:
+                return state.populations[generation]
         members = progress.members if previous == progress.generation else [
-            (t, r) for t in trials if (r := TrialRecord.of(t)) is not None
-            and r.generation == previous]
-        adopted = _unseen_finished(trials, stored, state.populations)
-        closed = pop.group_generation(members, adopted, study.direction, space)
+            (t, r) for t, r in trials if r is not None and r.generation == previous]
+        adopted = _adoptable(unseen, stored)
+        closed = pop.group_generation(members, adopted, study.direction, space,
+                                      state.known_genes(space))
         if previous == 0:
             population = pop.initial_population(closed, self.population_size)
             if self._extinction_after_init:
@@ -402,7 +422,9 @@ class BioTuneSampler(BaseSampler):
                 logger.warning("study %r keeps the seed it started with (%d), not %d",
                                study.study_name, seed, self._seed)
         with self._states_lock:
-            return self._states[study._storage].setdefault(key, _StudyState(lock, seed))
+            return self._states[study._storage].setdefault(
+                key, _StudyState(lock, seed, TrialView(study._storage),
+                                 record_writer(study._storage)))
 
     def _check_settings(self, study: Study, trial: FrozenTrial, study_attrs: dict) -> None:
         stored = study_attrs.get(SETTINGS)
@@ -437,14 +459,22 @@ def _evolvable(space: Mapping[str, BaseDistribution]) -> dict[str, BaseDistribut
             if isinstance(dist, FloatDistribution) and not dist.single()}
 
 
-def _unseen_finished(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
+def _unseen_finished(trials: Sequence[pop.Known],
                      populations: Mapping[int, list[Individual]]) -> list[FrozenTrial]:
-    """Finished trials without a record that no generation has adopted or used yet."""
-    used = {n for key, value in study_attrs.items() if key.startswith(pop.ADOPTED_PREFIX)
-            for n in value}
-    used |= {i.trial for population in populations.values() for i in population}
-    return [t for t in trials if t.state in pop.FINISHED and t.number not in used
-            and TrialRecord.of(t) is None]
+    """Finished trials without a record that no known population holds."""
+    unseen = [t for t, r in trials if r is None and t.state in pop.FINISHED]
+    if unseen:
+        used = {i.trial for population in populations.values() for i in population}
+        unseen = [t for t in unseen if t.number not in used]
+    return unseen
+
+
+def _adoptable(unseen: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
+               ) -> list[FrozenTrial]:
+    """The unseen trials no generation has adopted yet."""
+    adopted = {n for key, value in study_attrs.items() if key.startswith(pop.ADOPTED_PREFIX)
+               for n in value}
+    return [t for t in unseen if t.number not in adopted]
 
 
 def _independent(base: TrialRecord, reason: str) -> TrialRecord:

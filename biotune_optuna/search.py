@@ -14,7 +14,7 @@ import torch
 from optuna.trial import TrialState
 
 from biotune_optuna import _keys as keys
-from biotune_optuna._population import RETRY_OF, Layout, Progress
+from biotune_optuna._population import RETRY_OF, Layout, Progress, with_records
 from biotune_optuna.baselines import baseline
 from biotune_optuna.config import ConfigError, SearchConfig, with_legacy_options
 from biotune_optuna.dashboard import publish
@@ -75,7 +75,7 @@ def status_report(study: optuna.Study) -> str:
                      f"{config.get('dataset')}, seeds {config.get('train_seeds')}")
     slots = [t for t in trials if RETRY_OF not in t.system_attrs]
     if config.get("sampler") == "biotune":
-        progress = Progress.of(trials)
+        progress = Progress.of(with_records(trials))
         size = Layout(config["population"], config["elite"]).generation_size(progress.generation)
         lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
                      "trials finished")

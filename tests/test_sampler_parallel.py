@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from benchmarks.sampler_parallel import WORKER, ask_tell
 from biotune_optuna import BioTuneSampler
 from biotune_optuna import _population as pop
 from biotune_optuna.sampler import SEED
@@ -64,25 +65,10 @@ def test_unseeded_threads_share_one_study_seed():
         assert isinstance(study._storage.get_study_system_attrs(study._study_id)[SEED], int)
 
 
-def ask_tell(seed, in_flight, n_trials=140, population_size=10, elite_size=3):
-    """Keep ``in_flight`` trials asked and tell a random one of them, until n_trials."""
-    rng = random.Random(seed)
-    study = optuna.create_study(sampler=sampler(seed, population_size, elite_size),
-                                direction="maximize")
-    pending, asked = [], 0
-    while asked < n_trials or pending:
-        while len(pending) < in_flight and asked < n_trials:
-            pending.append(study.ask())
-            asked += 1
-        trial = pending.pop(rng.randrange(len(pending)))
-        study.tell(trial, TASK(trial))
-    return study
-
-
 @pytest.mark.parametrize("in_flight", [4, 8])
 def test_trials_in_flight_keep_every_population_full(in_flight):
     for seed in range(10):
-        study = ask_tell(seed, in_flight)
+        study = ask_tell(TASK, seed, in_flight)
         assert audit(study, 10) == []
         # extra members lengthen generations: fewer of them than the 10 sequential ones
         assert len(populations(study)) >= 6
@@ -111,22 +97,6 @@ def test_a_straggler_does_not_stall_the_next_generation():
     assert generations[0] == 5 and max(generations) >= 1  # an extra member took its place
     assert pop.generation_of(study.trials[straggler.number]) == 0
     assert audit(study, 4) == []
-
-
-WORKER = """
-import random, sys, time, optuna
-from biotune_optuna import BioTuneSampler
-from biotune_optuna.synthetic import TASKS
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-task = TASKS["near-domain"]
-seed = None if sys.argv[3] == "none" else int(sys.argv[3])
-sampler = BioTuneSampler(6, 2, seed=seed, search_space=task.search_space, ideal_value=1.0)
-study = optuna.load_study(study_name="p", storage=sys.argv[1], sampler=sampler)
-def objective(trial):
-    time.sleep(random.random() * 0.01)
-    return task(trial)
-study.optimize(objective, n_trials=int(sys.argv[2]), n_jobs=2)
-"""
 
 
 @pytest.mark.parametrize("seed", ["3", "none"])
