@@ -41,6 +41,7 @@ test: install system-deps
 # tasks, the baselines with tuned rates and three protocol variants (about 2 hours on 2 CPU cores)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
+	$(BIN)/python -m benchmarks.sampler_parallel
 	$(BIN)/python -m benchmarks.transfer
 	$(BIN)/python -m benchmarks.tuned_baselines
 	$(BIN)/python -m benchmarks.transfer --tasks mnist --batch-size 16

@@ -91,7 +91,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 task = TASKS["near-domain"]
 seed = None if sys.argv[3] == "none" else int(sys.argv[3])
 sampler = BioTuneSampler(6, 2, seed=seed, search_space=task.search_space, ideal_value=1.0)
-study = optuna.load_study(study_name="p", storage=sys.argv[1], sampler=sampler)
+storage = sys.argv[1]
+if storage.startswith("journal:"):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    storage = JournalStorage(JournalFileBackend(storage.removeprefix("journal:")))
+study = optuna.load_study(study_name=sys.argv[4] if len(sys.argv) > 4 else "p",
+                          storage=storage, sampler=sampler)
 def objective(trial):
     time.sleep(random.random() * 0.01)
     return task(trial)

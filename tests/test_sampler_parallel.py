@@ -99,15 +99,57 @@ def test_a_straggler_does_not_stall_the_next_generation():
     assert audit(study, 4) == []
 
 
+def run_workers(url, seed, study_name="p", processes=3, trials=20):
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, str(trials), seed,
+                                 study_name], stderr=subprocess.PIPE, text=True)
+               for _ in range(processes)]
+    errors = [w.communicate(timeout=300)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * processes, errors
+
+
 @pytest.mark.parametrize("seed", ["3", "none"])
 def test_processes_on_one_sqlite_file_share_the_search(tmp_path, seed):
     for run in range(3):
         url = f"sqlite:///{tmp_path}/p{run}.db"
         optuna.create_study(storage=url, study_name="p", direction="maximize")
-        workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, "20", seed],
-                                    stderr=subprocess.PIPE, text=True) for _ in range(3)]
-        errors = [w.communicate(timeout=300)[1] for w in workers]
-        assert [w.returncode for w in workers] == [0, 0, 0], errors
+        run_workers(url, seed)
         study = optuna.load_study(study_name="p", storage=url)
         assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 60}
         assert audit(study, 6) == [], run
+
+
+def test_processes_on_one_journal_file_share_the_search(tmp_path):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = tmp_path / "p.log"
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    study = optuna.create_study(storage=storage, study_name="p", direction="maximize")
+    run_workers(f"journal:{path}", "none")
+    study = optuna.load_study(study_name="p", storage=storage)
+    assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 60}
+    assert audit(study, 6) == []
+
+
+def test_processes_on_postgresql_share_the_search(postgres_url):
+    for run in range(2):
+        name = f"parallel-{run}"
+        optuna.create_study(storage=postgres_url, study_name=name, direction="maximize")
+        run_workers(postgres_url, "none" if run else "5", study_name=name)
+        study = optuna.load_study(study_name=name, storage=postgres_url)
+        assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 60}
+        assert audit(study, 6) == [], run
+
+
+def test_trials_added_by_hand_join_the_next_population():
+    study = optuna.create_study(sampler=sampler(0, 4, 1), direction="maximize")
+    best = TASK.search_space
+    known = {name: 0.9 for name in best} | {"threshold": 0.1}
+    study.add_trial(optuna.create_trial(params=known, distributions=best, value=0.99))
+    study.optimize(TASK, n_trials=4)
+    study.optimize(TASK, n_trials=1)  # starts generation 1
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    entering = [d["trial"] for d in attrs[pop.POPULATION_PREFIX + "1"]]
+    assert entering[0] == 0  # the added trial, best of all, leads the population
+    assert attrs[pop.ADOPTED_PREFIX + "0"] == [0]
+    study.optimize(TASK, n_trials=20)
+    assert audit(study, 4) == []
