@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 import textwrap
+import traceback
 from dataclasses import fields
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from biotune_optuna.config import (
 from biotune_optuna.data import DataError
 from biotune_optuna.export import best_plan, best_trial, torch_snippet
 from biotune_optuna.models import ModelError
+from biotune_optuna.storage_urls import ENV_VAR, from_environment, masked, scrubbed
 from biotune_optuna.study import StorageError, open_storage
 
 USER_ERRORS = (ConfigError, DataError, ModelError, StorageError)
@@ -39,7 +41,8 @@ logger = logging.getLogger("biotune_optuna")
 HELP = {
     "study_name": "name of the study in the storage",
     "storage": "storage URL: sqlite:///file.db (default sqlite:///studies/<study>.db), "
-               "postgresql://user:pass@host/db, or journal:///file.log",
+               "postgresql://user:pass@host/db, or journal:///file.log; default "
+               f"${ENV_VAR} when set (keeps a password out of the process list)",
     "model": "tiny, small (built-in CPU CNNs) or a torchvision model name (resnet50, ...)",
     "weights": "torchvision: DEFAULT, IMAGENET1K_V2, ..., a .pt file or none; built-in: the "
                "source dataset to pretrain on (mnist5k by default), a .pt file or none",
@@ -153,15 +156,18 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace) -> SearchConfig:
     file_options = load_toml(args.config) if args.config else {}
     flags = {f.name: getattr(args, f.name) for f in fields(SearchConfig)}
+    flags["storage"] = flags["storage"] or from_environment()
     return make_config(file_options, flags)
 
 
 def _storage_url(args: argparse.Namespace) -> str:
-    if args.storage:
-        return args.storage
+    """--storage, else $BIOTUNE_OPTUNA_STORAGE, else the study's default SQLite file."""
+    url = getattr(args, "storage", None) or from_environment()
+    if url:
+        return url
     if args.study_name:
         return SearchConfig(study_name=args.study_name).storage_url
-    raise ConfigError("give --storage URL (and --study-name)")
+    raise ConfigError(f"give --storage URL (or set {ENV_VAR}) and --study-name")
 
 
 def _load_study(args: argparse.Namespace) -> optuna.Study:
@@ -174,8 +180,9 @@ def _load_study(args: argparse.Namespace) -> optuna.Study:
                               f"--study-name ({', '.join(names) or 'none'})")
         name = names[0]
     if name not in names:
-        raise ConfigError(f"no study named {name!r} in {_storage_url(args)}; list them with "
-                          f"biotune-optuna studies --storage {_storage_url(args)}")
+        shown = masked(_storage_url(args))
+        raise ConfigError(f"no study named {name!r} in {shown}; list them with "
+                          f"biotune-optuna studies --storage {shown}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -249,9 +256,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     url = _storage_url(args)
     storage = open_storage(url, heartbeat=None)
-    print(f"optuna-dashboard on http://{args.host}:{args.port} for {url} (Ctrl-C stops it)")
+    if not _is_loopback(args.host):
+        print(f"biotune-optuna: warning: optuna-dashboard has no authentication; anyone who "
+              f"can reach {args.host}:{args.port} can read and change the studies",
+              file=sys.stderr)
+    print(f"optuna-dashboard on http://{args.host}:{args.port} for {masked(url)} (Ctrl-C "
+          "stops it)")
     run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store_for(url))
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -357,7 +380,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     and compare its test accuracy with full fine-tuning and linear probing."""
     from biotune_optuna.search import demo
 
-    print(demo(quick=args.quick, storage=args.storage, quiet=args.quiet, verbose=args.verbose))
+    print(demo(quick=args.quick, storage=args.storage or from_environment(), quiet=args.quiet,
+               verbose=args.verbose))
     return 0
 
 
@@ -431,9 +455,21 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080)
     demo = command("demo", cmd_demo)
     demo.add_argument("--quick", action="store_true", help="smaller search, under 2 minutes")
-    demo.add_argument("--storage", default=None, help="default sqlite:///studies/demo.db")
+    demo.add_argument("--storage", default=None, help="default: $" + ENV_VAR +
+                      " when set, else sqlite:///studies/demo.db")
     _add_output_options(demo)
     return parser
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """Log lines without the secrets of the storage URLs this process opened."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrubbed(self._inner.format(record))
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -446,20 +482,29 @@ def main(argv: list[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_ScrubbingFormatter(handler.formatter))
     logger.setLevel(logging.INFO)
-    # Optuna's own warnings repeat, with a traceback, what the progress output already says.
+    # Optuna logs through the same handler, so its messages are scrubbed too; its own
+    # warnings repeat, with a traceback, what the progress output already says.
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
     # Pre-emption ends like Ctrl-C (a search handles both itself, see study.StopRequests).
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    url = getattr(args, "storage", None) or from_environment()
     try:
         return args.handler(args)
     except USER_ERRORS as error:
-        print(f"biotune-optuna: error: {error}", file=sys.stderr)
+        print(f"biotune-optuna: error: {scrubbed(str(error), url)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nbiotune-optuna: interrupted; the study is consistent, run the same command "
               "again to resume", file=sys.stderr)
         return 130
+    except Exception:  # a failure while running: the traceback, without the storage's secrets
+        print(scrubbed(traceback.format_exc(), url), end="", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ else:  # pragma: no cover
 
 from biotune_optuna.finetune import METRICS, OPTIMIZERS, TrainConfig
 from biotune_optuna.sampler import validate_settings
+from biotune_optuna.storage_urls import masked
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
@@ -131,6 +132,11 @@ class SearchConfig:
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{STUDIES_DIR / self.study_name}.db"
+
+    @property
+    def storage_label(self) -> str:
+        """The storage URL as it may be shown: secrets masked."""
+        return masked(self.storage_url)
 
     @property
     def n_trials(self) -> int:

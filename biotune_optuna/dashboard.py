@@ -13,6 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from biotune_optuna import _keys as keys
+from biotune_optuna.storage_urls import ENV_VAR, has_secret, masked
 
 ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact metadata
 
@@ -33,6 +34,13 @@ def artifact_store_for(storage_url: str) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(folder))
 
 
+def storage_option(storage_url: str) -> str:
+    """How a command in the note names the storage: the URL, or, when the URL carries a
+    secret, the environment variable that holds it (the note is stored in the study and
+    shown to everyone who opens optuna-dashboard)."""
+    return f'--storage "${ENV_VAR}"' if has_secret(storage_url) else f"--storage {storage_url}"
+
+
 def reproduce_command(study: optuna.Study, storage_url: str) -> str:
     """The ``biotune-optuna search`` command that continues (or recreates) this study."""
     from biotune_optuna.config import SearchConfig
@@ -41,7 +49,7 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
     default = SearchConfig()
     defaults = {f.name: getattr(default, f.name) for f in fields(SearchConfig)}
     parts = ["biotune-optuna search", f"--study-name {study.study_name}",
-             f"--storage {storage_url}"]
+             storage_option(storage_url)]
     for name, value in stored.items():
         if name == "blocks" or defaults.get(name, object()) == value:
             continue
@@ -83,9 +91,13 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
                 if block in multipliers else "frozen"
             lines.append(f"| {block} | {rate} |")
         lines.append("")
-    lines += ["## Reproduce", "", "```sh", reproduce_command(study, storage_url), "```", "",
-              "Then `biotune-optuna train-best --storage " + storage_url +
-              f" --study-name {study.study_name}` retrains and tests the best plan."]
+    lines += ["## Reproduce", ""]
+    if has_secret(storage_url):
+        lines += [f"With `{ENV_VAR}` set to the study's storage URL ({masked(storage_url)}):",
+                  ""]
+    lines += ["```sh", reproduce_command(study, storage_url), "```", "",
+              f"Then `biotune-optuna train-best {storage_option(storage_url)} --study-name "
+              f"{study.study_name}` retrains and tests the best plan."]
     if plots:
         lines += ["", "## Plots", "", "Attached as artifacts: " + ", ".join(plots) + "."]
     return "\n".join(lines) + "\n"

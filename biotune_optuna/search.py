@@ -46,7 +46,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
         study.set_user_attr(keys.BLOCKS, describe_blocks(task))
     study.set_user_attr(keys.BUDGET, config.n_trials)
     if not quiet:
-        print(f"study {config.study_name!r} in {config.storage_url}: {config.model} "
+        print(f"study {config.study_name!r} in {config.storage_label}: {config.model} "
               f"({len(task.blocks)} blocks) on {task.data.name}, {task.splits.summary()}, "
               f"{config.sampler} sampler, {config.n_trials} trials")
     progress = SearchProgress(study, config.n_trials, quiet=quiet, epochs=verbose)
@@ -59,7 +59,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
                    timeout=config.timeout, on_wait=progress.waiting)
     finally:
         progress.close()
-    publish(study, config.storage_url)  # the note optuna-dashboard shows
+    publish(study, config.storage_url)  # the note optuna-dashboard shows (secrets masked)
     return study
 
 
@@ -221,10 +221,10 @@ def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
     summary = {"trials": len(study.trials), "seconds": round(elapsed, 1)}
     study.set_user_attr(keys.DEMO, summary)
     return (f"\n{config.model} pretrained on MNIST-5k -> digits, {config.shots} labels per "
-            f"class; BioTune search of {config.n_trials} trials in {config.storage_url}\n\n"
+            f"class; BioTune search of {config.n_trials} trials in {config.storage_label}\n\n"
             f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "
-            f"{config.storage_url}` and `biotune-optuna dashboard --storage "
-            f"{config.storage_url}` inspect it\n" + json.dumps(summary))
+            f"{config.storage_label}` and `biotune-optuna dashboard --storage "
+            f"{config.storage_label}` inspect it\n" + json.dumps(summary))
 
 
 REVALIDATION_SEEDS = (100, 101, 102)  # fresh seeds to pick each search's plan by validation
@@ -310,5 +310,5 @@ def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
         lines.append(f"{sampler:<8} {best.mean():>8.4f} ± {best.std():.4f} "
                      f"{tests.mean():>12.4f} ± {tests.std():.4f} {trials:>24}")
     lines.append(f"({n_seeds} seeds per sampler, {config.n_trials} trials each, in "
-                 f"{config.storage_url}; convergence plot {plot})")
+                 f"{config.storage_label}; convergence plot {plot})")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from biotune_optuna._population import RETRY_OF
 from biotune_optuna.config import ConfigError, SearchConfig, differences
 from biotune_optuna.finetune import stop_training
 from biotune_optuna.sampler import BioTuneSampler
+from biotune_optuna.storage_urls import masked, remember, scrubbed
 
 logger = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"
@@ -81,6 +82,7 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
     and retried with the same parameters. ``journal:///path.log`` gives Optuna's journal
     file storage, the safe choice for several processes on one machine without a server.
     """
+    remember(url)
     if url.startswith("journal://"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -102,11 +104,12 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
             if _lost_creation_race(error):
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            reason = str(error).splitlines()[0][:160]
-            raise StorageError(f"cannot open storage {url} ({error.__class__.__name__}: "
-                               f"{reason}); check the URL, the server and the driver (pip "
+            reason = scrubbed(str(error).splitlines()[0], url)[:160]
+            raise StorageError(f"cannot open storage {masked(url)} ({error.__class__.__name__}"
+                               f": {reason}); check the URL, the server and the driver (pip "
                                "install 'psycopg[binary]' for PostgreSQL)") from None
-    raise StorageError(f"cannot create Optuna's tables in {url}; start the workers again")
+    raise StorageError(f"cannot create Optuna's tables in {masked(url)}; start the workers "
+                       "again")
 
 
 def _lost_creation_race(error: Exception) -> bool:

@@ -197,12 +197,12 @@ def test_notebooks_run_clean(path, searched):
 
     folder, storage = searched
     notebook = nbformat.read(path, as_version=4)
-    os.environ.update(BIOTUNE_STORAGE=storage, BIOTUNE_STUDY="k")
+    os.environ.update(BIOTUNE_OPTUNA_STORAGE=storage, BIOTUNE_STUDY="k")
     try:
         NotebookClient(notebook, timeout=600, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
-        for key in ("BIOTUNE_STORAGE", "BIOTUNE_STUDY"):
+        for key in ("BIOTUNE_OPTUNA_STORAGE", "BIOTUNE_STUDY"):
             os.environ.pop(key, None)
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
