@@ -25,8 +25,8 @@ import optuna
 
 from benchmarks import results
 from biotune_optuna import BioTuneSampler
-from biotune_optuna import _population as pop
-from biotune_optuna.synthetic import TASKS
+from biotune_optuna.sampler import population as pop
+from biotune_optuna.sampler.synthetic import TASKS
 
 IN_FLIGHT = (1, 4, 8)
 BUDGET = 140
@@ -86,7 +86,7 @@ def slow(task):
 WORKER = """
 import random, sys, time, optuna
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.synthetic import TASKS
+from biotune_optuna.sampler.synthetic import TASKS
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 task = TASKS["near-domain"]
 seed = None if sys.argv[3] == "none" else int(sys.argv[3])

@@ -21,8 +21,8 @@ import optuna
 
 from benchmarks import results
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.study import other_sampler
-from biotune_optuna.synthetic import FUNCTIONS, TASKS, FineTuneTask
+from biotune_optuna.app.studies import other_sampler
+from biotune_optuna.sampler.synthetic import FUNCTIONS, TASKS, FineTuneTask
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes")
 BUDGET = 140

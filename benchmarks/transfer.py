@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks import results
-from biotune_optuna.baselines import baseline
-from biotune_optuna.config import SearchConfig
-from biotune_optuna.evaluation import evaluate_plan
-from biotune_optuna.search import REVALIDATION_SEEDS, search, select_plan, task_for
+from biotune_optuna.app.config import SearchConfig
+from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, select_plan, task_for
+from biotune_optuna.finetuning.baselines import baseline
+from biotune_optuna.finetuning.evaluation import evaluate_plan
 
 PAPER_PROTOCOL = {"batch_size": 96, "patience": 3}
 METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")

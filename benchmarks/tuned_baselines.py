@@ -26,10 +26,10 @@ from benchmarks.transfer import (
     cell,
     protocol_config,
 )
-from biotune_optuna.baselines import baseline
-from biotune_optuna.config import LR_GRID
-from biotune_optuna.evaluation import evaluate_plan, tune_base_lr
-from biotune_optuna.search import REVALIDATION_SEEDS, task_for
+from biotune_optuna.app.config import LR_GRID
+from biotune_optuna.app.jobs import REVALIDATION_SEEDS, task_for
+from biotune_optuna.finetuning.baselines import baseline
+from biotune_optuna.finetuning.evaluation import evaluate_plan, tune_base_lr
 
 
 def run_task(task: Transfer, args: argparse.Namespace) -> str:

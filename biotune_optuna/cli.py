@@ -20,8 +20,7 @@ from pathlib import Path
 
 import optuna
 
-from biotune_optuna._keys import CONFIG as CONFIG_ATTR
-from biotune_optuna.config import (
+from biotune_optuna.app.config import (
     LR_GRID,
     SAMPLERS,
     ConfigError,
@@ -29,11 +28,12 @@ from biotune_optuna.config import (
     load_toml,
     make_config,
 )
-from biotune_optuna.data import DataError
-from biotune_optuna.export import best_plan, best_trial, torch_snippet
-from biotune_optuna.models import ModelError
-from biotune_optuna.storage_urls import ENV_VAR, from_environment, masked, scrubbed
-from biotune_optuna.study import StorageError, open_storage
+from biotune_optuna.app.export import best_plan, best_trial, torch_snippet
+from biotune_optuna.app.keys import CONFIG as CONFIG_ATTR
+from biotune_optuna.app.storage import StorageError, open_storage
+from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked, scrubbed
+from biotune_optuna.finetuning.data import DataError
+from biotune_optuna.finetuning.models import ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, StorageError)
 logger = logging.getLogger("biotune_optuna")
@@ -190,7 +190,7 @@ def _load_study(args: argparse.Namespace) -> optuna.Study:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Create the study, or continue it when it exists: the same command resumes."""
-    from biotune_optuna.search import search
+    from biotune_optuna.app.jobs import search
 
     config = _config_from_args(args)
     study = search(config, n_jobs=args.n_jobs, quiet=args.quiet, verbose=args.verbose)
@@ -211,7 +211,7 @@ def _print_best(study: optuna.Study) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Trials by state, generation, best so far, elapsed and estimated remaining time."""
-    from biotune_optuna.search import status_report
+    from biotune_optuna.app.reports import status_report
 
     print(status_report(_load_study(args)))
     return 0
@@ -237,7 +237,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_train_best(args: argparse.Namespace) -> int:
     """Retrain the best plan on the training split, test it, save the checkpoint."""
-    from biotune_optuna.search import train_best
+    from biotune_optuna.app.jobs import train_best
 
     study = _load_study(args)
     seeds = _int_list(args.seeds)
@@ -252,7 +252,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve optuna-dashboard on the study's storage."""
     from optuna_dashboard import run_server
 
-    from biotune_optuna.dashboard import artifact_store_for
+    from biotune_optuna.app.dashboard import artifact_store_for
 
     url = _storage_url(args)
     storage = open_storage(url, heartbeat=None)
@@ -284,7 +284,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # files only, never a window
     from biotune_optuna.analysis import plot_all
-    from biotune_optuna.dashboard import publish
+    from biotune_optuna.app.dashboard import publish
 
     study = _load_study(args)
     groups: dict[str, list[optuna.Study]] = {}
@@ -323,9 +323,9 @@ def _learning_rates(text: str) -> list[float]:
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Fine-tuning baselines (full, linear, l2sp, l1sp, autorgn, lora) on the same task,
     training loop, splits and seeds as a search; test accuracy side by side."""
-    from biotune_optuna.baselines import METHODS
-    from biotune_optuna.evaluation import results_table
-    from biotune_optuna.search import REVALIDATION_SEEDS, run_baselines
+    from biotune_optuna.app.jobs import REVALIDATION_SEEDS, run_baselines
+    from biotune_optuna.finetuning.baselines import METHODS
+    from biotune_optuna.finetuning.evaluation import results_table
 
     config = _config_from_args(args)
     methods = [m for m in args.method.replace(",", " ").split() if m]
@@ -348,7 +348,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """BioTune against other samplers on the same objective and genome: one study per
     sampler and seed in one storage, equal budgets, a table and a convergence plot."""
-    from biotune_optuna.search import compare_samplers
+    from biotune_optuna.app.jobs import compare_samplers
 
     config = _config_from_args(args)
     samplers = [s for s in args.samplers.replace(",", " ").split() if s]
@@ -378,7 +378,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Pretrain a small CNN on MNIST-5k, search a plan for digits with 10 labels per class,
     and compare its test accuracy with full fine-tuning and linear probing."""
-    from biotune_optuna.search import demo
+    from biotune_optuna.app.demo import demo
 
     print(demo(quick=args.quick, storage=args.storage or from_environment(), quiet=args.quiet,
                verbose=args.verbose))

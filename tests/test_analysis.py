@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from biotune_optuna import analysis
-from biotune_optuna.dashboard import artifacts, publish, study_note
+from biotune_optuna.app.dashboard import artifacts, publish, study_note
 from tests.conftest import REPO, run_cli
 
 PLOTS = {"layer_importance", "frozen_heatmap", "frozen_heatmap_by_value", "lr_heatmap",
@@ -87,7 +87,7 @@ def test_plot_command_writes_every_plot_and_attaches_them(searched):
 
 
 def test_convergence_overlays_groups_with_a_band():
-    task = __import__("biotune_optuna.synthetic", fromlist=["TASKS"]).TASKS["head-only"]
+    task = __import__("biotune_optuna.sampler.synthetic", fromlist=["TASKS"]).TASKS["head-only"]
     groups = {}
     for name in ("random", "tpe"):
         for seed in range(2):

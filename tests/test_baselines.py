@@ -10,11 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from biotune_optuna import baselines
-from biotune_optuna.baselines import AutoRGN, LoRA, StartingPointPenalty, add_lora, merge_lora
-from biotune_optuna.evaluation import evaluate_plan, tune_base_lr
-from biotune_optuna.finetune import TrainConfig, fine_tune
-from biotune_optuna.task import build_task
+from biotune_optuna.finetuning import baselines
+from biotune_optuna.finetuning.baselines import (
+    AutoRGN,
+    LoRA,
+    StartingPointPenalty,
+    add_lora,
+    merge_lora,
+)
+from biotune_optuna.finetuning.build import build_task
+from biotune_optuna.finetuning.evaluation import evaluate_plan, tune_base_lr
+from biotune_optuna.finetuning.train import TrainConfig, fine_tune
 
 
 @pytest.fixture(scope="module")

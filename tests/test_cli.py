@@ -12,8 +12,8 @@ from collections import Counter
 import optuna
 import pytest
 
-from biotune_optuna._population import RETRY_OF, TrialRecord
-from biotune_optuna.search import config_of
+from biotune_optuna.app.studies import config_of
+from biotune_optuna.sampler.population import RETRY_OF, TrialRecord
 
 EXAMPLE = {"study-name": "k", "dataset": "digits", "model": "tiny", "trials": 12, "epochs": 2,
            "population": 4, "elite": 1, "seed": 0}
@@ -63,7 +63,7 @@ def test_inspection_commands(cli, tmp_path):
     snippet = cli("export", "--storage", storage, "--format", "python", check=True).stdout
     namespace = {}
     exec(snippet, namespace)
-    from biotune_optuna.models import TinyCNN
+    from biotune_optuna.finetuning.models import TinyCNN
 
     groups, _ = namespace["biotune_param_groups"](TinyCNN(num_classes=10))
     assert {g["name"] for g in groups} == set(best["trained_blocks"])

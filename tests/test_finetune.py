@@ -10,15 +10,17 @@ import torch
 import torchvision
 from optuna.trial import TrialState
 
-from biotune_optuna import encode, genome
-from biotune_optuna import finetune as ft
-from biotune_optuna._population import generation_of
-from biotune_optuna.blocks import partition
-from biotune_optuna.data import ImageData, make_splits
-from biotune_optuna.finetune import TrainConfig, apply_plan, fine_tune
-from biotune_optuna.models import load_model
-from biotune_optuna.objective import FineTuneObjective
-from biotune_optuna.task import Task, build_task
+from biotune_optuna import encode
+from biotune_optuna.app.objective import FineTuneObjective
+from biotune_optuna.finetuning import train as ft
+from biotune_optuna.finetuning.blocks import partition
+from biotune_optuna.finetuning.build import build_task
+from biotune_optuna.finetuning.data import ImageData, make_splits
+from biotune_optuna.finetuning.models import load_model
+from biotune_optuna.finetuning.task import Task
+from biotune_optuna.finetuning.train import TrainConfig, apply_plan, fine_tune
+from biotune_optuna.sampler import genome
+from biotune_optuna.sampler.population import generation_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -221,14 +223,15 @@ def test_local_checkpoint_loads_all_but_the_head(tmp_path):
     ("tiny", "cifar", "built-in models pretrain on"),
 ])
 def test_model_errors_name_the_fix(name, weights, message):
-    from biotune_optuna.models import ModelError
+    from biotune_optuna.finetuning.build import resolve_weights
+    from biotune_optuna.finetuning.models import ModelError
 
     with pytest.raises(ModelError, match=message):
-        load_model(name, num_classes=3, weights=weights)
+        load_model(name, num_classes=3, weights=resolve_weights(name, weights))
 
 
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
-    from biotune_optuna.models import ModelError
+    from biotune_optuna.finetuning.models import ModelError
 
     path = tmp_path / "notes.pt"
     path.write_text("hello")
@@ -237,21 +240,26 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_pretraining_is_cached_and_depends_on_the_seed_alone(tmp_path, monkeypatch):
-    from biotune_optuna.pretrain import pretrained_model
+    from biotune_optuna.finetuning.pretrain import pretrained_checkpoint
+
+    def backbone():
+        return torch.load(pretrained_checkpoint("tiny", "digits", seed=5),
+                          weights_only=True)["state_dict"]
 
     monkeypatch.setenv("BIOTUNE_OPTUNA_CACHE", str(tmp_path))
     torch.manual_seed(123)  # global state must not leak into the pretrained weights
-    first = pretrained_model("tiny", "digits", seed=5)
+    first = backbone()
     cached = list(tmp_path.rglob("*.pt"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
     torch.rand(10)
-    again = pretrained_model("tiny", "digits", seed=5)
+    again = backbone()
     assert cached[0].stat().st_mtime_ns == stamp  # loaded, not retrained
-    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+    for a, b in zip(first.values(), again.values()):
         assert torch.equal(a, b)
     cached[0].unlink()
     torch.manual_seed(999)
-    retrained = pretrained_model("tiny", "digits", seed=5)
-    for a, b in zip(first.state_dict().values(), retrained.state_dict().values()):
+    retrained = backbone()
+    for a, b in zip(first.values(), retrained.values()):
         assert torch.equal(a, b)
+    assert not any(k.startswith("head.") for k in first)  # each task gets its own head

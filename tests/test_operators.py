@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from biotune_optuna import operators
+from biotune_optuna.sampler import operators
 
 
 def enumerate_linear_dist(n):

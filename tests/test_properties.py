@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from biotune_optuna import genome
-from biotune_optuna.config import ConfigError, SearchConfig, make_config, option_names
+from biotune_optuna.app.config import ConfigError, SearchConfig, make_config, option_names
+from biotune_optuna.sampler import genome
 
 BLOCKS = ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 50),

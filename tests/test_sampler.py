@@ -13,8 +13,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from biotune_optuna import BioTuneSampler, encode
-from biotune_optuna import _population as pop
-from biotune_optuna.synthetic import FUNCTIONS, TASKS
+from biotune_optuna.sampler import population as pop
+from biotune_optuna.sampler.synthetic import FUNCTIONS, TASKS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TASK = TASKS["near-domain"]
@@ -107,7 +107,7 @@ def test_same_seed_same_trials_other_seed_other_trials():
 RESUME_WORKER = """
 import sys, optuna
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.synthetic import TASKS
+from biotune_optuna.sampler.synthetic import TASKS
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 task = TASKS["near-domain"]
 sampler = BioTuneSampler(population_size=6, elite_size=2, seed=11,
@@ -359,7 +359,7 @@ def test_a_population_of_failures_is_sampled_independently_and_says_why():
 
 
 def test_a_sampler_error_falls_back_instead_of_stopping_the_search(monkeypatch):
-    from biotune_optuna import operators
+    from biotune_optuna.sampler import operators
 
     def broken(*args):
         raise ZeroDivisionError("a bug")

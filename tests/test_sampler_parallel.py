@@ -15,9 +15,9 @@ from optuna.trial import TrialState
 
 from benchmarks.sampler_parallel import WORKER, ask_tell
 from biotune_optuna import BioTuneSampler
-from biotune_optuna import _population as pop
-from biotune_optuna.sampler import SEED
-from biotune_optuna.synthetic import TASKS
+from biotune_optuna.sampler import population as pop
+from biotune_optuna.sampler.core import SEED
+from biotune_optuna.sampler.synthetic import TASKS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TASK = TASKS["near-domain"]

@@ -10,7 +10,7 @@ import time
 import optuna
 import pytest
 
-from biotune_optuna.storage_urls import ENV_VAR, masked, scrubbed, secrets
+from biotune_optuna.app.storage_urls import ENV_VAR, masked, scrubbed, secrets
 from tests.conftest import REPO
 
 SECRET = "s3cret"

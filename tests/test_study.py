@@ -9,16 +9,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from biotune_optuna import finetune
-from biotune_optuna.genome import decode, encode
-from biotune_optuna.study import (
-    INTERRUPTED,
+from biotune_optuna.app.keys import INTERRUPTED
+from biotune_optuna.app.runner import (
+    StopRequests,
     fail_orphaned_trials,
-    open_storage,
     remaining_trials,
     run_search,
 )
-from biotune_optuna.task import build_task
+from biotune_optuna.app.storage import open_storage
+from biotune_optuna.finetuning import train as finetune
+from biotune_optuna.finetuning.build import build_task
+from biotune_optuna.sampler.genome import decode, encode
 
 
 def test_a_trial_dead_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
@@ -59,18 +60,20 @@ def test_ctrl_c_in_a_trial_never_breaks_its_storage_writes(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path}/c.db", heartbeat=None)
     study = optuna.create_study(storage=storage, study_name="c", direction="maximize")
     epochs = []
+    stops = StopRequests()
 
     def objective(trial):
         os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came just now
         trial.set_user_attr("written", True)
         finetune.fine_tune(task, plan, finetune.TrainConfig(epochs=1), seed=0,
-                           on_epoch=lambda epoch, value: epochs.append(epoch))
+                           on_epoch=lambda epoch, value: epochs.append(epoch),
+                           should_stop=stops.training_should_stop)
         return 1.0
 
     with pytest.raises(KeyboardInterrupt):
-        run_search(study, objective, budget=3)
+        run_search(study, objective, budget=3, stops=stops)
     [trial] = study.trials
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs == {"written": True, INTERRUPTED: True}
     assert epochs == []  # stopped before its first epoch ended
-    assert not finetune.stop_training.is_set()  # a later search starts clean
+    assert not stops.training_should_stop()  # a later search starts clean

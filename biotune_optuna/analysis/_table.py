@@ -8,10 +8,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from biotune_optuna import _keys as keys
-from biotune_optuna import genome
-from biotune_optuna._population import POPULATION_PREFIX, generation_of, role_of
-from biotune_optuna.study import trial_plan
+from biotune_optuna.app import keys as keys
+from biotune_optuna.app.keys import trial_plan
+from biotune_optuna.sampler import genome
+from biotune_optuna.sampler.population import POPULATION_PREFIX, generation_of, role_of
 
 
 def block_names(study: optuna.Study) -> list[str]:
@@ -82,8 +82,8 @@ def trial_table(study: optuna.Study) -> TrialTable:
         if fraction is None and sizes is not None:
             fraction = float(sizes[np.array(plan.trained)].sum() / sizes.sum())
         rows.append((t.number, value, generation_of(t), role_of(t) or "-",
-                     [t.params[n] for n in names[:-1]], t.params[genome.THRESHOLD], plan.multipliers,
-                     np.nan if fraction is None else fraction))
+                     [t.params[n] for n in names[:-1]], t.params[genome.THRESHOLD],
+                     plan.multipliers, np.nan if fraction is None else fraction))
     columns = list(zip(*rows)) if rows else [[]] * 8
     return TrialTable(
         study.study_name, study.direction, blocks,

@@ -12,14 +12,14 @@ import numpy as np
 import optuna
 from matplotlib.figure import Figure
 
-from biotune_optuna import _keys as keys
-from biotune_optuna import genome
 from biotune_optuna.analysis._table import (
     TrialTable,
     best_so_far,
     populations,
     trial_table,
 )
+from biotune_optuna.app import keys as keys
+from biotune_optuna.sampler import genome
 
 logger = logging.getLogger(__name__)
 LOG_MULTIPLIER = "log10 learning-rate multiplier"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from biotune_optuna import genome
+from biotune_optuna.sampler import genome
 
 CHANCE = 0.1
 

@@ -24,11 +24,12 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from biotune_optuna._population import RECORD, RETRY_OF, Known, TrialRecord
+from biotune_optuna.sampler.population import RECORD, RETRY_OF, Known, TrialRecord
 
 logger = logging.getLogger(__name__)
 Probe = Callable[[int, int], Sequence[tuple[int, int, TrialState]]]

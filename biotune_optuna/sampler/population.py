@@ -18,7 +18,7 @@ from optuna.distributions import FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from biotune_optuna import operators
+from biotune_optuna.sampler import operators
 
 ATTR = "biotune:"
 RECORD = ATTR + "trial"  # the trial's TrialRecord

@@ -17,6 +17,7 @@ from optuna.distributions import FloatDistribution
 
 GENE_PREFIX = "gene:"
 THRESHOLD = "threshold"
+TRAINED_BLOCKS, FROZEN_BLOCKS, LR_MULTIPLIERS = "trained_blocks", "frozen_blocks", "lr_multipliers"
 
 
 def gene_name(block: str) -> str:
@@ -81,9 +82,9 @@ class FineTunePlan:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "trained_blocks": self.trained_blocks,
-            "frozen_blocks": self.frozen_blocks,
-            "lr_multipliers": {b: round(m, 6) for b, m in zip(self.block_names, self.multipliers)
+            TRAINED_BLOCKS: self.trained_blocks,
+            FROZEN_BLOCKS: self.frozen_blocks,
+            LR_MULTIPLIERS: {b: round(m, 6) for b, m in zip(self.block_names, self.multipliers)
                                if m > 0.0},
         }
 

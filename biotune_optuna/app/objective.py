@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from biotune_optuna import genome
-from biotune_optuna._population import TrialRecord
-from biotune_optuna.finetune import RunResult, TrainConfig, fine_tune
-from biotune_optuna.genome import FineTunePlan
-from biotune_optuna.task import Task
+from biotune_optuna.finetuning.task import Task
+from biotune_optuna.finetuning.train import RunResult, TrainConfig, fine_tune
+from biotune_optuna.sampler import genome
+from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.population import TrialRecord
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
 
@@ -51,6 +51,7 @@ class FineTuneObjective:
         trainable_penalty: Subtracted from the value (and from each report, so pruners
             compare like with like) times the plan's trainable-parameter fraction: a
             scalarized trade of accuracy against the share of the network that is trained.
+        should_stop: Ends the training at its next batch once true (a search's Ctrl-C).
     """
 
     task: Task
@@ -60,6 +61,7 @@ class FineTuneObjective:
     on_epoch: Callable[[int, int, float], None] | None = None
     train_head: bool = False
     trainable_penalty: float = 0.0
+    should_stop: Callable[[], bool] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         names = self.task.block_names
@@ -81,7 +83,8 @@ class FineTuneObjective:
         for index, seed in enumerate(self.seeds):
             run = fine_tune(task, plan, self.config, seed,
                             report=self._reporter(trial, index, penalty),
-                            on_epoch=self._epoch_callback(index))
+                            on_epoch=self._epoch_callback(index),
+                            should_stop=self.should_stop)
             if run.diverged:
                 trial.set_user_attr("failed_reason", run.diverged)
                 return math.nan  # Optuna fails the trial and the study goes on

@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from biotune_optuna import genome
-from biotune_optuna.finetune import Method, RunResult, TrainConfig, fine_tune
-from biotune_optuna.genome import FineTunePlan
-from biotune_optuna.task import Task
+from biotune_optuna.finetuning.task import Task
+from biotune_optuna.finetuning.train import Method, RunResult, TrainConfig, fine_tune
+from biotune_optuna.sampler import genome
+from biotune_optuna.sampler.genome import FineTunePlan
 
 
 @dataclass

@@ -3,9 +3,6 @@ plan, and the offline demo."""
 
 from __future__ import annotations
 
-import json
-import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,16 +10,23 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from biotune_optuna import _keys as keys
-from biotune_optuna._population import RETRY_OF, Layout, Progress, with_records
-from biotune_optuna.baselines import baseline
-from biotune_optuna.config import ConfigError, SearchConfig, with_legacy_options
-from biotune_optuna.dashboard import publish
-from biotune_optuna.evaluation import evaluate_plan, recipe_plans, results_table, tune_base_lr
-from biotune_optuna.objective import FineTuneObjective
-from biotune_optuna.progress import SearchProgress
-from biotune_optuna.study import open_study, run_search, trial_plan
-from biotune_optuna.task import Task, build_task
+from biotune_optuna.app import keys as keys
+from biotune_optuna.app.config import ConfigError, SearchConfig
+from biotune_optuna.app.dashboard import publish
+from biotune_optuna.app.keys import trial_plan
+from biotune_optuna.app.objective import FineTuneObjective
+from biotune_optuna.app.progress import SearchProgress
+from biotune_optuna.app.runner import StopRequests, run_search
+from biotune_optuna.app.studies import config_of, open_study
+from biotune_optuna.finetuning.baselines import baseline
+from biotune_optuna.finetuning.build import build_task
+from biotune_optuna.finetuning.evaluation import (
+    evaluate_plan,
+    recipe_plans,
+    results_table,
+    tune_base_lr,
+)
+from biotune_optuna.finetuning.task import Task
 
 
 def task_for(config: SearchConfig) -> Task:
@@ -50,74 +54,19 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
               f"({len(task.blocks)} blocks) on {task.data.name}, {task.splits.summary()}, "
               f"{config.sampler} sampler, {config.n_trials} trials")
     progress = SearchProgress(study, config.n_trials, quiet=quiet, epochs=verbose)
+    stops = StopRequests()
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
                                   config.folds, on_epoch=progress.epoch,
                                   train_head=config.train_head,
-                                  trainable_penalty=config.trainable_penalty)
+                                  trainable_penalty=config.trainable_penalty,
+                                  should_stop=stops.training_should_stop)
     try:
         run_search(study, objective, config.n_trials, n_jobs=n_jobs, callbacks=[progress],
-                   timeout=config.timeout, on_wait=progress.waiting)
+                   timeout=config.timeout, on_wait=progress.waiting, stops=stops)
     finally:
         progress.close()
     publish(study, config.storage_url)  # the note optuna-dashboard shows (secrets masked)
     return study
-
-
-def status_report(study: optuna.Study) -> str:
-    """Trials by state, generation progress, best so far, elapsed and remaining time."""
-    trials = study.get_trials(deepcopy=False)
-    config = study.user_attrs.get(keys.CONFIG) or {}
-    states = Counter(t.state.name for t in trials)
-    lines = [f"study {study.study_name}: {len(trials)} trials (" +
-             ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) + ")"]
-    if config:
-        lines.append(f"  {config.get('sampler')} sampler, {config.get('model')} on "
-                     f"{config.get('dataset')}, seeds {config.get('train_seeds')}")
-    slots = [t for t in trials if RETRY_OF not in t.system_attrs]
-    if config.get("sampler") == "biotune":
-        progress = Progress.of(with_records(trials))
-        size = Layout(config["population"], config["elite"]).generation_size(progress.generation)
-        lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
-                     "trials finished")
-    try:
-        best = study.best_trial
-        lines.append(f"  best so far: trial {best.number}, value {best.value:.4f}, trains "
-                     f"{', '.join(best.user_attrs.get('trained_blocks', [])) or '-'}")
-    except ValueError:
-        lines.append("  best so far: none completed yet")
-    starts = [t.datetime_start for t in trials if t.datetime_start]
-    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-                 if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start]
-    if starts:
-        ends = [t.datetime_complete for t in trials if t.datetime_complete] or starts
-        elapsed = (max(ends) - min(starts)).total_seconds()
-        lines.append(f"  elapsed: {_duration(elapsed)} (first start to last finish)")
-    budget = study.user_attrs.get(keys.BUDGET)
-    if durations and budget:
-        left = max(budget - len(slots), 0) + states.get("RUNNING", 0)
-        workers = max(states.get("RUNNING", 0), 1)
-        mean = sum(durations) / len(durations)
-        lines.append(f"  remaining: {left} of {budget} trials, about "
-                     f"{_duration(left * mean / workers)} at {mean:.1f} s per trial "
-                     f"and {workers} worker(s)")
-    return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-def config_of(study: optuna.Study, **runtime) -> SearchConfig:
-    """The study's stored configuration with run-time options (device, data root)."""
-    stored = dict(study.user_attrs.get(keys.CONFIG) or {})
-    stored.pop("blocks", None)
-    if not stored:
-        raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
-                          "its configuration is unknown")
-    return SearchConfig(study_name=study.study_name, **with_legacy_options(stored),
-                        **{k: v for k, v in runtime.items() if v is not None})
 
 
 def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
@@ -196,35 +145,6 @@ def _beside_study(study: optuna.Study, suffix: str) -> Path:
     folder = Path("studies")
     folder.mkdir(exist_ok=True)
     return folder / f"{study.study_name}{suffix}"
-
-
-DEMO = dict(study_name="demo", model="small", weights="mnist5k", dataset="digits", shots=10,
-            population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
-            patience=3, seed=0)
-QUICK = dict(DEMO, study_name="demo-quick", population=6, elite=2, generations=4,
-             train_seeds=[0, 1], epochs=20)
-FINAL_SEEDS = {"demo": [100, 101, 102, 103, 104], "demo-quick": [100, 101, 102]}
-
-
-def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
-         verbose: bool = False) -> str:
-    """The offline demo: search, then the best plan against full fine-tuning and linear
-    probing on the test split, same seeds. Running it again resumes the same study."""
-    options = dict(QUICK if quick else DEMO)
-    config = SearchConfig(**options, storage=storage)
-    start = time.perf_counter()
-    task = task_for(config)  # pretrains the small CNN on MNIST-5k once (cached)
-    study = search(config, quiet=quiet, verbose=verbose, task=task)
-    seeds = FINAL_SEEDS[config.study_name]
-    table = train_best(study, seeds, compare=True, quiet=quiet, task=task)
-    elapsed = time.perf_counter() - start
-    summary = {"trials": len(study.trials), "seconds": round(elapsed, 1)}
-    study.set_user_attr(keys.DEMO, summary)
-    return (f"\n{config.model} pretrained on MNIST-5k -> digits, {config.shots} labels per "
-            f"class; BioTune search of {config.n_trials} trials in {config.storage_label}\n\n"
-            f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "
-            f"{config.storage_label}` and `biotune-optuna dashboard --storage "
-            f"{config.storage_label}` inspect it\n" + json.dumps(summary))
 
 
 REVALIDATION_SEEDS = (100, 101, 102)  # fresh seeds to pick each search's plan by validation

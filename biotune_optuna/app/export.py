@@ -6,10 +6,10 @@ import json
 
 import optuna
 
-from biotune_optuna import _keys as keys
 from biotune_optuna.analysis._table import block_names
-from biotune_optuna.config import ConfigError
-from biotune_optuna.study import trial_plan
+from biotune_optuna.app import keys as keys
+from biotune_optuna.app.config import ConfigError
+from biotune_optuna.app.keys import trial_plan
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from biotune_optuna._population import RETRY_OF, generation_of
+from biotune_optuna.sampler.population import RETRY_OF, generation_of
 
 
 class SearchProgress:

@@ -1,46 +1,52 @@
-"""Pretraining of the built-in CPU models on an offline source dataset, cached on disk so the
-demo, the tests and the benchmarks pretrain once per (model, source, seed)."""
+"""Pretraining of the built-in CPU models on an offline source dataset. The result is a
+backbone checkpoint (no head: each target task gets a new one), cached on disk so the demo,
+the tests and the benchmarks pretrain once per (model, source, seed)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
+from pathlib import Path
 
 import torch
-from torch import nn
 
-from biotune_optuna.blocks import partition
-from biotune_optuna.data import BUILTIN as BUILTIN_DATA
-from biotune_optuna.data import load_dataset, make_splits
-from biotune_optuna.finetune import TrainConfig, fine_tune
-from biotune_optuna.genome import FineTunePlan
-from biotune_optuna.models import BUILTIN_CLASSES, BUILTIN_INPUT, LoadedModel, ModelError, cache_dir
-from biotune_optuna.task import Task
+from biotune_optuna.finetuning.blocks import partition
+from biotune_optuna.finetuning.data import BUILTIN as BUILTIN_DATA
+from biotune_optuna.finetuning.data import load_dataset, make_splits
+from biotune_optuna.finetuning.models import (
+    BUILTIN_CLASSES,
+    BUILTIN_INPUT,
+    LoadedModel,
+    ModelError,
+    cache_dir,
+    head_names,
+)
+from biotune_optuna.finetuning.task import Task
+from biotune_optuna.finetuning.train import TrainConfig, fine_tune
+from biotune_optuna.sampler.genome import FineTunePlan
 
 logger = logging.getLogger(__name__)
 PRETRAIN_EPOCHS = 8
-CACHE_VERSION = 2  # bump when pretraining changes, so stale caches are not reused
+CACHE_VERSION = 3  # bump when pretraining or the file changes, so stale caches are not reused
 
 
-def pretrained_model(name: str, source: str, seed: int = 0) -> nn.Module:
-    """The built-in model ``name`` trained on all of ``source`` (10 % held out to pick the
-    best epoch), loaded from the cache when present."""
+def pretrained_checkpoint(name: str, source: str, seed: int = 0) -> Path:
+    """The backbone of built-in model ``name`` trained on all of ``source`` (10 % held out
+    to pick the best epoch): its cached file, made first if needed."""
     if source not in BUILTIN_DATA:
         raise ModelError(f"built-in models pretrain on {', '.join(BUILTIN_DATA)}, not "
                          f"{source!r}; or pass a checkpoint file or none as weights")
     path = cache_dir() / "pretrained" / f"{name}-{source}-seed{seed}-v{CACHE_VERSION}.pt"
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model = BUILTIN_CLASSES[name](num_classes=saved["num_classes"])
-        model.load_state_dict(saved["state_dict"])
-        return model
+        return path
     data = load_dataset(source)
     with torch.random.fork_rng():  # the initial weights depend on the seed alone
         torch.manual_seed(seed)
         model = BUILTIN_CLASSES[name](num_classes=data.num_classes)
     splits = make_splits(data, val_fraction=0.1, test_fraction=0.0, seed=seed)
-    task = Task(LoadedModel(model, ["head"], BUILTIN_INPUT, name, "none"), partition(model),
+    heads = head_names(model)
+    task = Task(LoadedModel(model, heads, BUILTIN_INPUT, name, "none"), partition(model),
                 data, splits)
     plan = FineTunePlan(tuple(task.block_names), (1.0,) * len(task.blocks))
     config = TrainConfig(epochs=PRETRAIN_EPOCHS, patience=PRETRAIN_EPOCHS, batch_size=128)
@@ -49,9 +55,11 @@ def pretrained_model(name: str, source: str, seed: int = 0) -> nn.Module:
     result = fine_tune(task, plan, config, seed, keep_model=True)
     logger.info("pretrained %s on %s: validation accuracy %.3f in %.0f s", name, source,
                 result.val.accuracy, result.seconds)
+    backbone = {k: v for k, v in result.model.state_dict().items()
+                if not k.startswith(tuple(f"{h}." for h in heads))}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        torch.save({"state_dict": result.model.state_dict(), "num_classes": data.num_classes,
+        torch.save({"state_dict": backbone, "source": source,
                     "val_accuracy": result.val.accuracy}, handle)
     os.replace(handle.name, path)  # atomic: a concurrent reader never sees half a file
-    return result.model
+    return path

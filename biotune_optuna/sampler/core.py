@@ -18,11 +18,11 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from biotune_optuna import _population as pop
-from biotune_optuna import operators
-from biotune_optuna._coordination import StudyLock, study_lock
-from biotune_optuna._population import Individual, Layout, Progress, TrialRecord
-from biotune_optuna._storage_io import TrialView, record_writer
+from biotune_optuna.sampler import operators
+from biotune_optuna.sampler import population as pop
+from biotune_optuna.sampler.coordination import StudyLock, study_lock
+from biotune_optuna.sampler.population import Individual, Layout, Progress, TrialRecord
+from biotune_optuna.sampler.storage_io import TrialView, record_writer
 
 logger = logging.getLogger(__name__)
 SETTINGS = pop.ATTR + "settings"
@@ -55,7 +55,7 @@ class BioTuneSampler(BaseSampler):
 
     One gene per network block and a freezing threshold, each in [0, 1]: a block is trained
     when its gene exceeds the threshold, with a learning-rate multiplier set by its gene
-    (see :mod:`biotune_optuna.genome`). Any study whose parameters are floats works: every
+    (see :mod:`biotune_optuna.sampler.genome`). Any study whose parameters are floats works: every
     float parameter is normalised to [0, 1] (log scale for log distributions) and evolved;
     other parameters are sampled independently.
 
@@ -82,7 +82,7 @@ class BioTuneSampler(BaseSampler):
     (its late result does not enter a population that is already fixed). Children use the
     mating-pool removals of the siblings finished so far; an elite whose explorations have
     not finished enters the pool unimproved. Each decision is made under a study lock
-    (:mod:`biotune_optuna._coordination`), so no position, and so no elite exploration or
+    (:mod:`biotune_optuna.sampler.coordination`), so no position, and so no elite exploration or
     child, is ever taken twice. Without a seed, the first worker draws one and stores it in
     the study: every worker then derives the same random streams, so an elite's two
     explorations always move the same gene by opposite steps.
@@ -108,7 +108,7 @@ class BioTuneSampler(BaseSampler):
             moves only selected blocks' genes.
         seed: Seed of every random choice; the same seed gives the same trials. A study
             keeps the seed it started with.
-        search_space: The parameters to evolve (e.g. :func:`biotune_optuna.genome.search_space`).
+        search_space: The parameters to evolve (e.g. :func:`biotune_optuna.sampler.search_space`).
             Without it the space is inferred from finished trials, as Optuna's relative
             samplers do, and the first trial is sampled independently.
         ideal_value: Best value the objective can reach (1.0 for accuracy, 0.0 for error).

@@ -19,9 +19,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from biotune_optuna.finetune import METRICS, OPTIMIZERS, TrainConfig
-from biotune_optuna.sampler import validate_settings
-from biotune_optuna.storage_urls import masked
+from biotune_optuna.app.storage_urls import masked
+from biotune_optuna.finetuning.train import METRICS, OPTIMIZERS, TrainConfig
+from biotune_optuna.sampler.core import validate_settings
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2")
 PRUNERS = ("none", "median", "hyperband")

@@ -12,8 +12,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from biotune_optuna import _keys as keys
-from biotune_optuna.storage_urls import ENV_VAR, has_secret, masked
+from biotune_optuna.app import keys as keys
+from biotune_optuna.app.storage_urls import ENV_VAR, has_secret, masked
 
 ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact metadata
 
@@ -43,7 +43,7 @@ def storage_option(storage_url: str) -> str:
 
 def reproduce_command(study: optuna.Study, storage_url: str) -> str:
     """The ``biotune-optuna search`` command that continues (or recreates) this study."""
-    from biotune_optuna.config import SearchConfig
+    from biotune_optuna.app.config import SearchConfig
 
     stored = study.user_attrs.get(keys.CONFIG) or {}
     default = SearchConfig()

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biotune_optuna import genome
-from biotune_optuna.finetune import Method, PlanSetup, apply_plan
-from biotune_optuna.genome import FineTunePlan
+from biotune_optuna.finetuning.train import Method, PlanSetup, apply_plan
+from biotune_optuna.sampler import genome
+from biotune_optuna.sampler.genome import FineTunePlan
 
 METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
 

@@ -258,29 +258,23 @@ def load_model(name: str, num_classes: int, weights: str | None = None,
         num_classes: Classes of the target task.
         weights: For torchvision models a weights enum name (``DEFAULT``,
             ``IMAGENET1K_V2``), a checkpoint path, or None/"none". For the built-in models a
-            source dataset to pretrain on once and cache (``mnist5k``, ``fashion``,
-            ``digits``), a checkpoint path, or None/"none". Built-ins default to mnist5k.
-        pretrain_seed: Seed of the random initialisation and of the built-in models'
-            pretraining (part of their cache key).
+            checkpoint path or None/"none" (:func:`biotune_optuna.finetuning.pretrain.
+            pretrained_checkpoint` makes one from a source dataset).
+        pretrain_seed: Seed of whatever is not loaded (random layers, new heads).
     """
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, the dataset has {num_classes}")
     checkpoint = Path(weights) if weights and Path(weights).suffix else None
     if checkpoint is not None and not checkpoint.is_file():
         raise ModelError(f"checkpoint {checkpoint} does not exist; give the path of a .pt file")
-    if name in BUILTIN and weights is None:
-        weights = "mnist5k"
-    # Whatever is not loaded (random layers, new heads) is drawn from the seed alone.
+    if name in BUILTIN and checkpoint is None and weights not in (None, "none"):
+        raise ModelError(f"built-in model {name} takes a checkpoint file or none as weights, "
+                         f"not {weights!r}; pretrain one with finetuning.pretrain")
     with torch.random.fork_rng():
         torch.manual_seed(pretrain_seed)
         if name in BUILTIN:
             spec = BUILTIN_INPUT
-            if checkpoint is None and weights != "none":
-                from biotune_optuna.pretrain import pretrained_model
-
-                model = pretrained_model(name, weights, pretrain_seed)
-            else:
-                model = BUILTIN_CLASSES[name](num_classes=num_classes)
+            model = BUILTIN_CLASSES[name](num_classes=num_classes)
         else:
             model = _torchvision_model(name, None if checkpoint else weights)
             spec = input_spec(name, None if checkpoint else weights)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,20 +15,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from biotune_optuna.blocks import Block, block_of_module
-from biotune_optuna.genome import FineTunePlan
-from biotune_optuna.models import InputSpec
+from biotune_optuna.finetuning.blocks import Block, block_of_module
+from biotune_optuna.finetuning.models import InputSpec
+from biotune_optuna.sampler.genome import FineTunePlan
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 METRICS = ("balanced_accuracy", "accuracy")
 
-# Set by a search's Ctrl-C/SIGTERM handler (study.StopRequests): training and evaluation raise
-# KeyboardInterrupt at their next batch, so a stop never lands inside a storage write.
-stop_training = threading.Event()
+StopCheck = Callable[[], bool]
 
 
-def _stop_point() -> None:
-    if stop_training.is_set():
+def _stop_point(should_stop: StopCheck | None) -> None:
+    """Training and evaluation end at the next batch once ``should_stop()`` is true (a
+    search's Ctrl-C), so a stop never lands inside a storage write."""
+    if should_stop is not None and should_stop():
         raise KeyboardInterrupt
 
 
@@ -174,11 +173,12 @@ def metrics_from(logits: torch.Tensor, labels: torch.Tensor, loss: float) -> Met
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data, indices: np.ndarray, spec: InputSpec, device: torch.device,
-             batch_size: int = 256, channels_last: bool = False) -> Metrics:
+             batch_size: int = 256, channels_last: bool = False,
+             should_stop: StopCheck | None = None) -> Metrics:
     model.eval()
     logits, labels = [], []
     for x, y in data.batches(indices, batch_size):
-        _stop_point()
+        _stop_point(should_stop)
         x = adapt(x.to(device, non_blocking=True), spec)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -209,8 +209,9 @@ class RunResult:
 
 class Method:
     """A fine-tuning method's hooks into the training loop. This base class trains a plan;
-    the baselines (:mod:`biotune_optuna.baselines`) add penalties, per-step learning rates
-    or adapters through the same hooks, so every method shares the loop, splits and seeds."""
+    the baselines (:mod:`biotune_optuna.finetuning.baselines`) add penalties, per-step
+    learning rates or adapters through the same hooks, so every method shares the loop,
+    splits and seeds."""
 
     def prepare(self, model: nn.Module, task, plan: FineTunePlan,
                 config: TrainConfig) -> PlanSetup:
@@ -232,14 +233,15 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
               report: Callable[[float, int], None] | None = None,
               evaluate_test: bool = False, keep_model: bool = False,
               on_epoch: Callable[[int, float], None] | None = None,
-              method: Method | None = None) -> RunResult:
-    """Train ``plan`` on ``task`` (a :class:`biotune_optuna.task.Task`) with ``seed``.
+              method: Method | None = None, should_stop: StopCheck | None = None) -> RunResult:
+    """Train ``plan`` on ``task`` (a :class:`biotune_optuna.finetuning.task.Task`) with ``seed``.
 
     Early stopping keeps the epoch with the best validation metric (strictly better, the
     paper's patience rule); its weights are restored before testing. ``report(value, epoch)``
     is called every epoch (Optuna pruning raises from it). A NaN or infinite loss ends the
     run with ``diverged`` set instead of raising. ``method`` changes how the model is
-    trained (default: the plan's frozen blocks and per-block learning rates).
+    trained (default: the plan's frozen blocks and per-block learning rates). Once
+    ``should_stop()`` is true, the next batch raises KeyboardInterrupt.
     """
     method = method or Method()
     if plan.is_empty:
@@ -269,7 +271,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
             norm.eval()
         order = splits.train[torch.randperm(len(splits.train), generator=generator).numpy()]
         for step, (x, y) in enumerate(data.batches(order, config.batch_size)):
-            _stop_point()
+            _stop_point(should_stop)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if config.augment:
                 x = augment(x, generator)
@@ -297,7 +299,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
             scaler.update()
         schedule.step()
         val = evaluate(model, data, splits.val, spec, device, config.eval_batch_size,
-                       channels_last)
+                       channels_last, should_stop)
         value = val.get(config.metric)
         history.append(value)
         if on_epoch is not None:
@@ -316,7 +318,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
     model = method.finish(model)
     if evaluate_test:
         result.test = evaluate(model, data, splits.test, spec, device, config.eval_batch_size,
-                               channels_last)
+                               channels_last, should_stop)
     if keep_model:
         result.model = model.cpu()
     result.seconds = time.perf_counter() - start

@@ -3,7 +3,7 @@
 Sources: the built-in offline datasets (``digits``, ``mnist5k``, ``fashion``), an image
 folder (``root/<class>/<image>``), a CSV of ``path,label`` rows, and torchvision datasets by
 name from a local root (downloaded only when asked). Every source yields float images in
-[0, 1]; the model's input adapter (see :mod:`biotune_optuna.finetune`) converts channels,
+[0, 1]; the model's input adapter (see :mod:`biotune_optuna.finetuning.train`) converts channels,
 size and normalisation batch by batch.
 
 Splits are stratified and seeded: ``shots`` labelled training images per class (label-scarce

@@ -1,0 +1,58 @@
+"""What `status` prints about a study: trials by state, generation progress, best so far,
+elapsed and remaining time."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import optuna
+from optuna.trial import TrialState
+
+from biotune_optuna.app import keys as keys
+from biotune_optuna.sampler.population import RETRY_OF, Layout, Progress, with_records
+
+
+def status_report(study: optuna.Study) -> str:
+    """Trials by state, generation progress, best so far, elapsed and remaining time."""
+    trials = study.get_trials(deepcopy=False)
+    config = study.user_attrs.get(keys.CONFIG) or {}
+    states = Counter(t.state.name for t in trials)
+    lines = [f"study {study.study_name}: {len(trials)} trials (" +
+             ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) + ")"]
+    if config:
+        lines.append(f"  {config.get('sampler')} sampler, {config.get('model')} on "
+                     f"{config.get('dataset')}, seeds {config.get('train_seeds')}")
+    slots = [t for t in trials if RETRY_OF not in t.system_attrs]
+    if config.get("sampler") == "biotune":
+        progress = Progress.of(with_records(trials))
+        size = Layout(config["population"], config["elite"]).generation_size(progress.generation)
+        lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
+                     "trials finished")
+    try:
+        best = study.best_trial
+        lines.append(f"  best so far: trial {best.number}, value {best.value:.4f}, trains "
+                     f"{', '.join(best.user_attrs.get('trained_blocks', [])) or '-'}")
+    except ValueError:
+        lines.append("  best so far: none completed yet")
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                 if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start]
+    if starts:
+        ends = [t.datetime_complete for t in trials if t.datetime_complete] or starts
+        elapsed = (max(ends) - min(starts)).total_seconds()
+        lines.append(f"  elapsed: {_duration(elapsed)} (first start to last finish)")
+    budget = study.user_attrs.get(keys.BUDGET)
+    if durations and budget:
+        left = max(budget - len(slots), 0) + states.get("RUNNING", 0)
+        workers = max(states.get("RUNNING", 0), 1)
+        mean = sum(durations) / len(durations)
+        lines.append(f"  remaining: {left} of {budget} trials, about "
+                     f"{_duration(left * mean / workers)} at {mean:.1f} s per trial "
+                     f"and {workers} worker(s)")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

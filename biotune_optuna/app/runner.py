@@ -1,0 +1,187 @@
+"""Running a search: trials until the study-wide budget is filled, whatever the number of
+workers; Ctrl-C and SIGTERM handled without breaking a storage write; trials of dead workers
+failed and retried."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import signal
+import threading
+import time
+import warnings
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
+
+from biotune_optuna.app import keys as keys
+from biotune_optuna.app.keys import INTERRUPTED
+from biotune_optuna.app.storage import retry_callback
+from biotune_optuna.sampler.coordination import study_lock
+from biotune_optuna.sampler.population import RETRY_OF
+
+logger = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class BudgetReached(Exception):
+    """Every trial of the budget has been started (by this worker or another)."""
+
+
+class BudgetedStudy(optuna.Study):
+    """The study as a search drives it: :meth:`ask` starts a trial only while the study-wide
+    budget has room or a retry or enqueued trial waits. The check and the trial's creation
+    happen under the study lock, so workers that start trials at the same moment, on one
+    machine or several, never overshoot the budget together."""
+
+    def __init__(self, study: optuna.Study, budget: int) -> None:
+        super().__init__(study.study_name, study._storage, study.sampler, study.pruner)
+        self.budget = budget
+
+    def ask(self, fixed_distributions=None) -> optuna.Trial:
+        with study_lock(self._storage, self._study_id):
+            if not remaining_trials(self, self.budget):
+                raise BudgetReached
+            return super().ask(fixed_distributions)
+
+
+def remaining_trials(study: optuna.Study, budget: int) -> int:
+    """Trials still to run so that ``budget`` slots are filled: the waiting ones (enqueued
+    genomes and retries) plus new ones; retries do not use up a slot."""
+    trials = study.get_trials(deepcopy=False)
+    slots = sum(1 for t in trials if RETRY_OF not in t.system_attrs)
+    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+    return max(budget - slots, 0) + waiting
+
+
+class StopRequests:
+    """Ctrl-C and SIGTERM during a search. Inside a trial's objective they stop the training
+    at its next batch (the objective passes :meth:`training_should_stop` to the training
+    loop): the trial fails, marked interrupted, and the next run retries it. They never raise
+    inside a storage write: outside training they only ask the search to stop after the
+    current step, so no trial is left half-written."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._stop_training = threading.Event()
+        self._in_objective = 0
+        self._previous: dict = {}
+
+    def training_should_stop(self) -> bool:
+        return self._stop_training.is_set()
+
+    def __enter__(self) -> StopRequests:
+        self.requested = False
+        self._stop_training.clear()
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+        self._stop_training.clear()
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        if self._in_objective:
+            self._stop_training.set()
+
+    def wrap(self, objective):
+        def wrapped(trial: optuna.Trial) -> float:
+            self._in_objective += 1
+            try:
+                return objective(trial)
+            except KeyboardInterrupt:
+                pass
+            except optuna.TrialPruned:
+                raise
+            except Exception:
+                if not self.requested:
+                    raise
+                # the same signal can break other parts (DataLoader workers die of it)
+            finally:
+                self._in_objective -= 1
+            trial.set_user_attr(INTERRUPTED, True)
+            raise KeyboardInterrupt
+        return wrapped
+
+    def stop_callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.requested:
+            study.stop()
+
+
+def fail_orphaned_trials(study: optuna.Study) -> int:
+    """Fail and retry RUNNING trials that never sent a heartbeat and started longer than the
+    grace period ago. Optuna's heartbeat check skips them, yet a worker killed between
+    creating a trial and starting its heartbeat thread leaves exactly such a trial."""
+    rdb = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(rdb, RDBStorage) or not is_heartbeat_enabled(rdb):
+        return 0
+    from optuna.storages._rdb import models
+
+    grace = rdb.grace_period or 2 * rdb.heartbeat_interval
+    with rdb.scoped_session() as session:
+        beating = {tid for (tid,) in session.query(models.TrialHeartbeatModel.trial_id)}
+    now = datetime.datetime.now()
+    failed = 0
+    for trial in running_trials(study):
+        if trial._trial_id in beating or trial.datetime_start is None:
+            continue
+        if (now - trial.datetime_start).total_seconds() <= grace:
+            continue
+        try:
+            if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            continue
+        retry_callback()(study, study._storage.get_trial(trial._trial_id))
+        failed += 1
+    return failed
+
+
+def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
+               callbacks=(), timeout: float | None = None, wait_seconds: float = 5.0,
+               on_wait=None, stops: StopRequests | None = None) -> None:
+    """Run trials until ``budget`` slots are filled and nothing is left running; raise
+    KeyboardInterrupt once the trials are consistent if Ctrl-C or SIGTERM stopped it.
+
+    Trials left RUNNING by a dead worker are failed once their heartbeat is older than the
+    grace period and retried (Optuna's heartbeat), so this waits for them instead of
+    leaving them behind; trials of live workers simply finish. ``stops`` is the objective's
+    source of :meth:`StopRequests.training_should_stop`.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    budgeted = BudgetedStudy(study, budget)
+    with (stops or StopRequests()) as stops:
+        wrapped = stops.wrap(objective)
+        while not stops.requested:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            if remaining_trials(study, budget):
+                try:
+                    budgeted.optimize(wrapped, n_jobs=n_jobs, timeout=left,
+                                      callbacks=[*callbacks, stops.stop_callback],
+                                      gc_after_trial=False)
+                except BudgetReached:
+                    pass
+                continue
+            running = running_trials(study)
+            if not running or not is_heartbeat_enabled(study._storage):
+                return
+            if on_wait is not None:
+                on_wait(running)
+            time.sleep(wait_seconds)
+            optuna.storages.fail_stale_trials(study)
+            fail_orphaned_trials(study)
+    raise KeyboardInterrupt

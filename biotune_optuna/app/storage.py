@@ -1,0 +1,107 @@
+"""Opening a storage URL: SQLite files checked before use, Optuna's RDB storage with a
+heartbeat (a dead worker's trial is retried), the journal file storage, and the race of
+workers creating one new database together."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+
+from biotune_optuna.app import keys as keys
+from biotune_optuna.app.storage_urls import masked, remember, scrubbed
+
+STORAGE_ATTEMPTS = 5
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be opened (one-line message naming the fix)."""
+
+
+def retry_callback():
+    """Optuna's retry of trials whose worker died (renamed in Optuna 4.9)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+        or optuna.storages.RetryFailedTrialCallback
+    return cls(max_retry=3)
+
+
+def _check_sqlite_file(url: str) -> None:
+    path = Path(url.removeprefix("sqlite:///"))
+    if url.startswith("sqlite:////"):
+        path = Path("/" + url.removeprefix("sqlite:////"))
+    if str(path) in ("", ":memory:"):
+        return
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(f"cannot create the studies directory {folder} ({error.strerror}); "
+                           "pass --storage with a writable location") from None
+    if not os.access(folder, os.W_OK):
+        raise StorageError(f"studies directory {folder} is not writable; pass --storage with "
+                           "a writable location")
+    if path.exists():
+        with path.open("rb") as handle:
+            header = handle.read(16)
+        if header and header != b"SQLite format 3\x00":
+            raise StorageError(f"{path} is not an SQLite database; pass another --storage file")
+        try:
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute(
+                "select name from sqlite_master limit 1").fetchall()
+        except sqlite3.DatabaseError as error:
+            raise StorageError(f"{path} is not a usable SQLite database ({error}); pass "
+                               "another --storage file") from None
+
+
+def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
+    """An Optuna storage for ``url``.
+
+    ``sqlite:///path.db`` and any SQLAlchemy URL (``postgresql://user@host/db``) give an
+    RDB storage with a heartbeat: a trial whose worker died is failed after ``grace`` seconds
+    and retried with the same parameters. ``journal:///path.log`` gives Optuna's journal
+    file storage, the safe choice for several processes on one machine without a server.
+    """
+    remember(url)
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url.removeprefix("journal://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:"):
+        _check_sqlite_file(url)
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 2 * heartbeat}
+        name = "heartbeat_stale_trial_callback" if hasattr(
+            optuna.storages, "RetryHeartbeatStaleTrialCallback") else "failed_trial_callback"
+        kwargs[name] = retry_callback()
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return RDBStorage(url, **kwargs)
+        except Exception as error:  # SQLAlchemy raises ArgumentError, OperationalError, ...
+            if _lost_creation_race(error):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            reason = scrubbed(str(error).splitlines()[0], url)[:160]
+            raise StorageError(f"cannot open storage {masked(url)} ({error.__class__.__name__}"
+                               f": {reason}); check the URL, the server and the driver (pip "
+                               "install 'psycopg[binary]' for PostgreSQL)") from None
+    raise StorageError(f"cannot create Optuna's tables in {masked(url)}; start the workers "
+                       "again")
+
+
+def _lost_creation_race(error: Exception) -> bool:
+    """Workers started together on an empty database race to create Optuna's tables and
+    version row: the losers see the winner's rows (or SQLite's write lock) and retry."""
+    import sqlalchemy.exc
+
+    message = str(error)
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or (
+        isinstance(error, sqlalchemy.exc.OperationalError)
+        and ("already exists" in message or "database is locked" in message))

@@ -1,0 +1,47 @@
+"""Assemble a fine-tuning task from names: the dataset (decoded at the model's input size),
+the model with its weights (a built-in model's source dataset is pretrained first), its
+blocks and the splits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from biotune_optuna.finetuning.blocks import partition
+from biotune_optuna.finetuning.data import load_dataset, make_splits
+from biotune_optuna.finetuning.models import BUILTIN, input_spec, load_model
+from biotune_optuna.finetuning.pretrain import pretrained_checkpoint
+from biotune_optuna.finetuning.task import Task
+
+DEFAULT_SOURCE = "mnist5k"  # what the built-in models are pretrained on unless told
+
+
+def resolve_weights(model: str, weights: str | None, seed: int = 0) -> str | None:
+    """Weights ``load_model`` can load: a built-in model's source dataset becomes its
+    pretrained checkpoint (built-ins default to :data:`DEFAULT_SOURCE`)."""
+    if model not in BUILTIN:
+        return weights
+    weights = DEFAULT_SOURCE if weights is None else weights
+    if weights == "none" or Path(weights).suffix:
+        return weights
+    return str(pretrained_checkpoint(model, weights, seed))
+
+
+def build_task(model: str, dataset: str, weights: str | None = None, shots: int | None = None,
+               val_shots: int | None = None, split_seed: int = 0, data_root: str | None = None,
+               download: bool = False, image_size: int | None = None, max_test: int | None = None,
+               pretrain_seed: int = 0, workers: int = 0, target_blocks: int = 8) -> Task:
+    """Load the model (its input size decides how file images are read), then the data."""
+    spec = input_spec(model, weights)  # file datasets are decoded at the model's size
+    size = image_size or spec.size
+    resize = None if image_size else spec.resize
+    data = load_dataset(dataset, root=data_root, download=download, image_size=size,
+                        resize=resize, workers=workers)
+    loaded = load_model(model, data.num_classes, resolve_weights(model, weights, pretrain_seed),
+                        pretrain_seed)
+    loaded = replace(loaded, weights=str(DEFAULT_SOURCE if model in BUILTIN and weights is None
+                                         else weights))
+    if image_size:
+        loaded = replace(loaded, input=replace(loaded.input, size=image_size, resize=None))
+    splits = make_splits(data, shots, val_shots, split_seed, max_test=max_test)
+    return Task(loaded, partition(loaded.model, target_blocks), data, splits)

@@ -1,0 +1,25 @@
+"""A fine-tuning task: a pre-trained model, its blocks, a dataset and its splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from biotune_optuna.finetuning.blocks import Block
+from biotune_optuna.finetuning.data import ImageData, Splits
+from biotune_optuna.finetuning.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class Task:
+    model: LoadedModel
+    blocks: list[Block]
+    data: ImageData
+    splits: Splits
+
+    @property
+    def block_names(self) -> list[str]:
+        return [b.name for b in self.blocks]
+
+    def for_fold(self, k: int, n_folds: int) -> Task:
+        """The same task trained and validated on fold ``k`` of ``n_folds``."""
+        return replace(self, splits=self.splits.fold(self.data.labels, k, n_folds))
