@@ -15,78 +15,28 @@ import signal
 import sys
 import textwrap
 import traceback
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import optuna
 
+from biotune_optuna.app import keys
 from biotune_optuna.app.config import (
     LR_GRID,
     SAMPLERS,
     ConfigError,
     SearchConfig,
+    flag,
     load_toml,
     make_config,
+    spec_of,
 )
-from biotune_optuna.app.export import best_plan, best_trial, torch_snippet
-from biotune_optuna.app.keys import CONFIG as CONFIG_ATTR
 from biotune_optuna.app.storage import StorageError, open_storage
 from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked, scrubbed
-from biotune_optuna.finetuning.data import DataError
-from biotune_optuna.finetuning.models import ModelError
+from biotune_optuna.finetuning.names import DataError, ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, StorageError)
 logger = logging.getLogger("biotune_optuna")
-
-HELP = {
-    "study_name": "name of the study in the storage",
-    "storage": "storage URL: sqlite:///file.db (default sqlite:///studies/<study>.db), "
-               "postgresql://user:pass@host/db, or journal:///file.log; default "
-               f"${ENV_VAR} when set (keeps a password out of the process list)",
-    "model": "tiny, small (built-in CPU CNNs) or a torchvision model name (resnet50, ...)",
-    "weights": "torchvision: DEFAULT, IMAGENET1K_V2, ..., a .pt file or none; built-in: the "
-               "source dataset to pretrain on (mnist5k by default), a .pt file or none",
-    "dataset": "digits, mnist5k, fashion, an image folder, a .csv of path,label or a "
-               "torchvision dataset name (Flowers102, CIFAR10, DTD, ...)",
-    "data_root": "directory of a torchvision dataset",
-    "download": "let torchvision download the dataset into --data-root",
-    "shots": "labelled training images per class (label-scarce transfer)",
-    "val_shots": "validation images per class (default: --shots)",
-    "split_seed": "seed of the train/val/test split",
-    "image_size": "input size (default: the weights' own preprocessing)",
-    "max_test": "cap the test split (stratified), for quick runs",
-    "epochs": "most epochs per fine-tuning run (early stopping may end it sooner)",
-    "patience": "epochs without validation improvement before stopping",
-    "lr": "base learning rate; a trained block gets lr x its multiplier (0.1x to 10x)",
-    "optimizer": "adam, adamw or sgd",
-    "weight_decay": "weight decay",
-    "batch_size": "training batch size",
-    "metric": "balanced_accuracy (the paper's) or accuracy",
-    "augment": "random affine augmentation of training images",
-    "cosine_t_max": "cosine schedule period in epochs (default --epochs; 100 is the paper's)",
-    "train_seeds": "fine-tuning seeds per trial, averaged (e.g. 0,1,2 as in the paper)",
-    "folds": "k-fold rotation across generations (the paper uses 2)",
-    "sampler": f"one of {', '.join(SAMPLERS)}",
-    "population": "BioTune population size N",
-    "elite": "BioTune elite size E",
-    "exploration_rate": "largest step of elite local search",
-    "generations": "BioTune generations G: the budget is N + G (N + E) trials",
-    "trials": "trials in the study, counted across every worker on this storage (default: "
-              "the budget of --generations)",
-    "seed": "seed of the sampler",
-    "pruner": "none, median or hyperband (stops hopeless runs early)",
-    "enqueue_baselines": "start from full fine-tuning and linear probing genomes too",
-    "train_head": "always train the new head (--no-train-head: the paper's genome, where the "
-                  "head's gene can freeze it)",
-    "trainable_penalty": "subtract this x the trainable-parameter fraction from each trial's "
-                         "validation value: 0.05 trades 0.01 of accuracy for 20%% of the "
-                         "parameters (default 0: accuracy alone)",
-    "device": "auto, cpu, cuda, cuda:1 or mps",
-    "workers": "DataLoader workers for image files",
-    "heartbeat": "seconds between heartbeats (a dead worker's trial is retried)",
-    "grace": "seconds without heartbeat before a trial counts as dead",
-    "timeout": "stop starting new trials after this many seconds",
-}
 
 EXAMPLES = {
     "search": """
@@ -127,24 +77,35 @@ def _examples(name: str) -> str:
     return "examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES[name]).strip(), "  ")
 
 
+def _help(name: str, with_default: bool = True) -> str:
+    """An option's help from its declaration, with its default."""
+    f = next(f for f in fields(SearchConfig) if f.name == name)
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    text = spec_of(f).help
+    if spec_of(f).choices:
+        text += f": {', '.join(spec_of(f).choices)}"
+    return text if default is None or not with_default else f"{text} (default: {shown})"
+
+
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
     """One flag per SearchConfig option; defaults stay None so a TOML file can set them."""
     parser.add_argument("--config", help="TOML file of options (flags override it)")
     for f in fields(SearchConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=HELP.get(f.name))
+        if f.type == "bool":
+            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
+                                default=None, help=_help(f.name))
         else:
-            parser.add_argument(flag, default=None, metavar=f.name.split("_")[-1].upper(),
-                                help=HELP.get(f.name))
+            metavar = spec_of(f).metavar or f.name.split("_")[-1].upper()
+            parser.add_argument(flag(f.name), default=None, metavar=metavar,
+                                help=_help(f.name))
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
 
 
 def _add_study_options(parser: argparse.ArgumentParser, default_name: str | None = None) -> None:
-    parser.add_argument("--storage", help=HELP["storage"])
-    parser.add_argument("--study-name", default=default_name, help=HELP["study_name"])
+    parser.add_argument("--storage", metavar="URL", help=_help("storage"))
+    parser.add_argument("--study-name", default=default_name,
+                        help=_help("study_name", with_default=False))
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -199,12 +160,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _print_best(study: optuna.Study) -> None:
+    from biotune_optuna.app.export import best_trial
+
     trial = best_trial(study)
     print(f"best trial {trial.number}: validation value {trial.value:.4f}")
-    print(f"  trained blocks: {', '.join(trial.user_attrs.get('trained_blocks', [])) or '-'}")
-    multipliers = trial.user_attrs.get("lr_multipliers", {})
+    print(f"  trained blocks: {', '.join(trial.user_attrs.get(keys.TRAINED_BLOCKS, [])) or '-'}")
+    multipliers = trial.user_attrs.get(keys.LR_MULTIPLIERS, {})
     print("  lr multipliers: " + ", ".join(f"{b} {m:.3g}x" for b, m in multipliers.items()))
-    fraction = trial.user_attrs.get("trainable_fraction")
+    fraction = trial.user_attrs.get(keys.TRAINABLE_FRACTION)
     if fraction is not None:
         print(f"  trainable parameters: {100 * fraction:.2f} %")
 
@@ -219,12 +182,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_best(args: argparse.Namespace) -> int:
     """Print the best plan as JSON."""
+    from biotune_optuna.app.export import best_plan
+
     print(json.dumps(best_plan(_load_study(args)), indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export the best plan as JSON or as a plain PyTorch snippet with its param groups."""
+    from biotune_optuna.app.export import best_plan, torch_snippet
+
     plan = best_plan(_load_study(args))
     text = json.dumps(plan, indent=2) + "\n" if args.format == "json" else torch_snippet(plan)
     if args.out:
@@ -291,7 +258,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     others = [n for n in str(args.compare or "").replace(",", " ").split() if n]
     for other in [study, *(_load_study(argparse.Namespace(**{**vars(args), "study_name": n}))
                            for n in others)]:
-        label = (other.user_attrs.get(CONFIG_ATTR) or {}).get("sampler", other.study_name)
+        label = (other.user_attrs.get(keys.CONFIG) or {}).get("sampler", other.study_name)
         groups.setdefault(label, []).append(other)
     paths = plot_all(study, args.out, compare=groups)
     if args.dashboard:
@@ -367,7 +334,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     if not summaries:
         print("no studies")
     for s in summaries:
-        config = s.user_attrs.get(CONFIG_ATTR) or {}
+        config = s.user_attrs.get(keys.CONFIG) or {}
         best = f"{s.best_trial.value:.4f}" if s.best_trial else "-"
         print(f"{s.study_name:<28} {s.n_trials:>5} trials  best {best:<8} "
               f"{config.get('sampler', '?'):<8} {config.get('model', '?')} on "
@@ -414,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "study, <study>-best.pt)")
     train.add_argument("--top-k", type=int, default=5, help="re-validate this many of the "
                        "best trials with --seeds and keep the best (1: the best trial alone)")
-    train.add_argument("--device", default="auto", help=HELP["device"])
-    train.add_argument("--data-root", default=None, help=HELP["data_root"])
+    train.add_argument("--device", default="auto", help=_help("device"))
+    train.add_argument("--data-root", default=None, metavar="DIR", help=_help("data_root"))
     train.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                        help="also run full fine-tuning and linear probing on the same seeds")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress output")

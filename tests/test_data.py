@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from biotune_optuna.finetuning.data import FASHION_DIR, DataError, load_dataset, make_splits
+from biotune_optuna.finetuning.data import FASHION_DIR, load_dataset, make_splits
+from biotune_optuna.finetuning.names import DataError
 
 needs_fashion = pytest.mark.skipif(
     not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),

@@ -224,14 +224,14 @@ def test_local_checkpoint_loads_all_but_the_head(tmp_path):
 ])
 def test_model_errors_name_the_fix(name, weights, message):
     from biotune_optuna.finetuning.build import resolve_weights
-    from biotune_optuna.finetuning.models import ModelError
+    from biotune_optuna.finetuning.names import ModelError
 
     with pytest.raises(ModelError, match=message):
         load_model(name, num_classes=3, weights=resolve_weights(name, weights))
 
 
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
-    from biotune_optuna.finetuning.models import ModelError
+    from biotune_optuna.finetuning.names import ModelError
 
     path = tmp_path / "notes.pt"
     path.write_text("hello")

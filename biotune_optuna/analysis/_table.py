@@ -78,7 +78,7 @@ def trial_table(study: optuna.Study) -> TrialTable:
         else:
             value = np.nan
         plan = trial_plan(study, t, blocks)
-        fraction = t.user_attrs.get("trainable_fraction")
+        fraction = t.user_attrs.get(keys.TRAINABLE_FRACTION)
         if fraction is None and sizes is not None:
             fraction = float(sizes[np.array(plan.trained)].sum() / sizes.sum())
         rows.append((t.number, value, generation_of(t), role_of(t) or "-",

@@ -1,4 +1,6 @@
-"""Search configuration: defaults, a TOML file in studies/, command-line flags on top.
+"""Search configuration: every option declared once, with its type, default, limits, help and
+whether it is part of a study's fingerprint. The command line's flags and help, TOML
+loading, type checks and validation are all derived from these declarations.
 
 Everything that changes what a study measures is part of its *fingerprint*, saved in the
 study at creation; resuming with a different fingerprint is refused with the differences.
@@ -20,8 +22,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from biotune_optuna.app.storage_urls import masked
-from biotune_optuna.finetuning.train import METRICS, OPTIMIZERS, TrainConfig
+from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
 from biotune_optuna.sampler.core import validate_settings
+from biotune_optuna.sampler.population import Layout
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
@@ -30,104 +33,138 @@ STUDIES_DIR = Path("studies")
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
+ALWAYS = object()  # an option's ``legacy`` when every study has stored it
+
+
 class ConfigError(ValueError):
     """A setting the user gave cannot be used (one-line message naming the fix)."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What an option accepts besides its type.
+
+    ``low``/``high`` bound numbers (inclusive), ``positive`` asks for more than zero,
+    ``choices`` lists the accepted words, ``runtime`` keeps an option out of the study's
+    fingerprint (how a search runs, not what it measures), ``legacy`` is the value a study
+    created before the option existed ran with, ``metavar`` names the value in ``--help``.
+    """
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    positive: bool = False
+    choices: tuple[str, ...] | None = None
+    runtime: bool = False
+    legacy: Any = ALWAYS
+    metavar: str | None = None
+
+
+def option(default: Any, help: str, **spec: Any) -> Any:
+    """A configuration field: its default and its :class:`Spec`."""
+    metadata = {"spec": Spec(help, **spec)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class SearchConfig:
     """Every option of ``biotune-optuna search`` (flags have the same names with dashes)."""
 
-    study_name: str = "biotune"
-    storage: str | None = None  # default sqlite:///studies/<study_name>.db
+    study_name: str = option("biotune", "name of the study in the storage", runtime=True)
+    storage: str | None = option(
+        None, "storage URL: sqlite:///file.db, postgresql://user:pass@host/db or "
+        "journal:///file.log (default: $BIOTUNE_OPTUNA_STORAGE when set, which keeps a "
+        "password out of the process list, else sqlite:///studies/<study>.db)", runtime=True,
+        metavar="URL")
     # what is fine-tuned
-    model: str = "small"
-    weights: str | None = None
-    dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    shots: int | None = 10
-    val_shots: int | None = None
-    split_seed: int = 0
-    image_size: int | None = None
-    max_test: int | None = None
+    model: str = option("small", "tiny, small (built-in CPU CNNs) or a torchvision model name "
+                        "(resnet50, ...)")
+    weights: str | None = option(
+        None, "torchvision: DEFAULT, IMAGENET1K_V2, ..., a .pt file or none; built-in: the "
+        "source dataset to pretrain on (default mnist5k), a .pt file or none")
+    dataset: str = option("digits", "digits, mnist5k, fashion, an image folder, a .csv of "
+                          "path,label or a torchvision dataset name (Flowers102, CIFAR10, ...)")
+    data_root: str | None = option(None, "directory of a torchvision dataset", runtime=True,
+                                   metavar="DIR")
+    download: bool = option(False, "let torchvision download the dataset into --data-root",
+                            runtime=True)
+    shots: int | None = option(10, "labelled training images per class (label-scarce "
+                               "transfer)", low=1)
+    val_shots: int | None = option(None, "validation images per class (default: --shots)",
+                                   low=1)
+    split_seed: int = option(0, "seed of the train/val/test split", low=0)
+    image_size: int | None = option(None, "input size (default: the weights' own "
+                                    "preprocessing)", low=1)
+    max_test: int | None = option(None, "cap the test split (stratified), for quick runs",
+                                  low=1, runtime=True, metavar="N")
     # how each plan is trained
-    epochs: int = 30
-    patience: int = 3
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    batch_size: int = 96
-    metric: str = "balanced_accuracy"
-    augment: bool = False
-    cosine_t_max: int | None = None
-    train_seeds: list[int] = field(default_factory=lambda: [0])
-    folds: int = 1
+    epochs: int = option(30, "most epochs per fine-tuning run (early stopping may end it "
+                         "sooner)", low=1)
+    patience: int = option(3, "epochs without validation improvement before stopping", low=1)
+    lr: float = option(1e-3, "base learning rate; a trained block gets lr x its multiplier "
+                       "(0.1x to 10x)", positive=True)
+    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
+    weight_decay: float = option(0.0, "weight decay", low=0)
+    batch_size: int = option(96, "training batch size", low=1)
+    metric: str = option("balanced_accuracy", "validation metric (balanced_accuracy is the "
+                         "paper's)", choices=METRICS)
+    augment: bool = option(False, "random affine augmentation of training images")
+    cosine_t_max: int | None = option(None, "cosine schedule period in epochs (default "
+                                      "--epochs; 100 is the paper's)", low=1)
+    train_seeds: list[int] = option([0], "fine-tuning seeds per trial, averaged (e.g. 0,1,2 "
+                                    "as in the paper)", metavar="SEEDS")
+    folds: int = option(1, "k-fold rotation across generations (the paper uses 2)", low=1)
     # the search
-    sampler: str = "biotune"
-    population: int = 10
-    elite: int = 3
-    exploration_rate: float = 0.25
-    generations: int = 10
-    trials: int | None = None  # default: the BioTune budget of `generations`
-    seed: int = 0
-    pruner: str = "none"
-    enqueue_baselines: bool = False
-    train_head: bool = True  # the new head is always trained (False: the paper's genome)
-    trainable_penalty: float = 0.0  # value = validation - this x trainable fraction
+    sampler: str = option("biotune", "sampler", choices=SAMPLERS)
+    population: int = option(10, "BioTune population size N")
+    elite: int = option(3, "BioTune elite size E")
+    exploration_rate: float = option(0.25, "largest step of elite local search")
+    generations: int = option(10, "BioTune generations G: the budget is N + G (N + E) trials",
+                              low=0, runtime=True)
+    trials: int | None = option(None, "trials in the study, counted across every worker on "
+                                "this storage (default: the budget of --generations)", low=1,
+                                runtime=True)
+    seed: int = option(0, "seed of the sampler", low=0)
+    pruner: str = option("none", "stops hopeless runs early", choices=PRUNERS)
+    enqueue_baselines: bool = option(False, "start from full fine-tuning and linear probing "
+                                     "genomes too")
+    train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "
+                              "genome, where the head's gene can freeze it)", legacy=False)
+    trainable_penalty: float = option(
+        0.0, "subtract this x the trainable-parameter fraction from each trial's validation "
+        "value: 0.05 trades 0.01 of accuracy for 20%% of the parameters (0: accuracy alone)",
+        low=0, legacy=0.0)
     # running it (not part of the fingerprint)
-    device: str = "auto"
-    workers: int = 0
-    heartbeat: int = 60
-    grace: int = 180
-    timeout: float | None = None
-
-    RUNTIME = ("study_name", "storage", "trials", "generations", "device", "workers",
-               "heartbeat", "grace", "timeout", "data_root", "download", "max_test")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1 or mps", runtime=True)
+    workers: int = option(0, "DataLoader workers for image files", low=0, runtime=True)
+    heartbeat: int = option(60, "seconds between heartbeats (a dead worker's trial is "
+                            "retried)", low=1, runtime=True)
+    grace: int = option(180, "seconds without heartbeat before a trial counts as dead",
+                        low=1, runtime=True)
+    timeout: float | None = option(None, "stop starting new trials after this many seconds",
+                                   positive=True, runtime=True)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
-
-        need(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; use one of "
-             f"{', '.join(SAMPLERS)}")
+        for f in fields(self):
+            _check(f.name, getattr(self, f.name), f.metadata["spec"])
+        if not self.study_name.strip():
+            raise ConfigError("--study-name must not be empty")
+        if not self.train_seeds:
+            raise ConfigError("--train-seeds needs at least one seed")
+        if self.grace <= self.heartbeat:
+            raise ConfigError(f"--grace must be larger than --heartbeat, got {self.grace} and "
+                              f"{self.heartbeat}")
         try:
-            validate_settings(self.population, self.elite, self.exploration_rate)
+            validate_settings(self.population, self.elite, self.exploration_rate,
+                              {"population_size": "--population", "elite_size": "--elite",
+                               "exploration_rate": "--exploration-rate"})
         except ValueError as error:
-            raise ConfigError(str(error).replace("population size", "--population")
-                              .replace("elite size", "--elite")) from None
-        need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        need(self.patience >= 1, f"--patience must be at least 1, got {self.patience}")
-        need(0 < self.lr < math.inf, f"--lr must be a positive number, got {self.lr}")
-        need(0 <= self.weight_decay < math.inf,
-             f"--weight-decay must be a non-negative number, got {self.weight_decay}")
-        need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use "
-             f"{', '.join(OPTIMIZERS)}")
-        need(self.metric in METRICS, f"unknown metric {self.metric!r}; use {', '.join(METRICS)}")
-        need(self.pruner in PRUNERS, f"unknown pruner {self.pruner!r}; use {', '.join(PRUNERS)}")
-        need(self.shots is None or self.shots >= 1, f"--shots must be at least 1, got {self.shots}")
-        need(len(self.train_seeds) >= 1, "--train-seeds needs at least one seed")
-        need(self.folds >= 1, f"--folds must be at least 1, got {self.folds}")
-        need(self.generations >= 0, f"--generations must be >= 0, got {self.generations}")
-        need(self.trials is None or self.trials >= 1, f"--trials must be >= 1, got {self.trials}")
-        need(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
-        need(bool(self.study_name.strip()), "--study-name must not be empty")
-        for name in ("cosine_t_max", "image_size", "max_test", "val_shots"):
-            value = getattr(self, name)
-            need(value is None or value >= 1, f"--{name.replace('_', '-')} must be at least 1, "
-                 f"got {value}")
-        need(self.heartbeat >= 1 and self.grace > self.heartbeat,
-             f"--heartbeat must be at least 1 and --grace larger, got {self.heartbeat} and "
-             f"{self.grace}")
-        need(0 <= self.trainable_penalty < math.inf, "--trainable-penalty must be a "
-             f"non-negative number, got {self.trainable_penalty}")
-        need(self.timeout is None or self.timeout > 0, f"--timeout must be positive, got "
-             f"{self.timeout}")
+            raise ConfigError(str(error)) from None
 
     @property
     def storage_url(self) -> str:
@@ -142,9 +179,12 @@ class SearchConfig:
     def n_trials(self) -> int:
         if self.trials is not None:
             return self.trials
-        return self.population + self.generations * (self.population + self.elite)
+        return Layout(self.population, self.elite).n_trials(self.generations)
 
-    def train_config(self) -> TrainConfig:
+    def train_config(self):
+        """The training settings (a :class:`biotune_optuna.finetuning.train.TrainConfig`)."""
+        from biotune_optuna.finetuning.train import TrainConfig
+
         return TrainConfig(base_lr=self.lr, optimizer=self.optimizer,
                            weight_decay=self.weight_decay, epochs=self.epochs,
                            patience=self.patience, batch_size=self.batch_size,
@@ -154,10 +194,39 @@ class SearchConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed study must share with the one it continues."""
         values = dataclasses.asdict(self)
-        return {k: v for k, v in values.items() if k not in self.RUNTIME}
+        return {f.name: values[f.name] for f in fields(self) if not spec_of(f).runtime}
 
     def replace(self, **changes: Any) -> SearchConfig:
         return dataclasses.replace(self, **changes)
+
+
+def spec_of(f: dataclasses.Field) -> Spec:
+    return f.metadata["spec"]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check(name: str, value: Any, spec: Spec) -> None:
+    """Raise a one-line ConfigError when ``value`` breaks its option's :class:`Spec`."""
+    if value is None or isinstance(value, (bool, list)):
+        return
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"unknown {name.replace('_', ' ')} {value!r}; use one of "
+                          f"{', '.join(spec.choices)}")
+    if not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
+    if spec.positive and not value > 0:
+        raise ConfigError(f"{flag(name)} must be a positive number, got {value}")
+    if spec.low is not None and value < spec.low:
+        raise ConfigError(f"{flag(name)} must be a non-negative number, got {value}"
+                          if spec.low == 0 and isinstance(value, float) else
+                          f"{flag(name)} must be at least {spec.low}, got {value}")
+    if spec.high is not None and value > spec.high:
+        raise ConfigError(f"{flag(name)} must be at most {spec.high}, got {value}")
 
 
 def option_names() -> list[str]:
@@ -198,14 +267,14 @@ def make_config(file_options: Mapping[str, Any] | None = None,
 
 def _coerce(name: str, value: Any, annotation: str) -> Any:
     """Check a TOML or flag value against the option's type, converting where lossless."""
-    flag = "--" + name.replace("_", "-")
     if "list[int]" in annotation:
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
         try:
             return [int(v) for v in value]
         except (TypeError, ValueError):
-            raise ConfigError(f"{flag} takes integers such as 0,1,2, got {value!r}") from None
+            raise ConfigError(f"{flag(name)} takes integers such as 0,1,2, got {value!r}"
+                              ) from None
     for kind, convert in (("bool", _to_bool), ("int", int), ("float", float), ("str", str)):
         if annotation.startswith(kind):
             try:
@@ -215,7 +284,7 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
                     raise ValueError
                 return convert(value)
             except (TypeError, ValueError):
-                raise ConfigError(f"{flag} takes a {kind}, got {value!r}") from None
+                raise ConfigError(f"{flag(name)} takes a {kind}, got {value!r}") from None
     return value
 
 
@@ -227,13 +296,12 @@ def _to_bool(value: Any) -> bool:
     raise ValueError(value)
 
 
-# Options added after a study was created: the value that reproduces what it ran with.
-LEGACY = {"train_head": False, "trainable_penalty": 0.0}
-
-
 def with_legacy_options(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored fingerprint completed with what an older study ran with."""
-    return {**LEGACY, **stored}
+    """A stored fingerprint completed with what a study created before an option existed
+    ran with (each option's ``legacy`` value)."""
+    legacy = {f.name: spec_of(f).legacy for f in fields(SearchConfig)
+              if spec_of(f).legacy is not ALWAYS}
+    return {**legacy, **stored}
 
 
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

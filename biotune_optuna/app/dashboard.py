@@ -79,12 +79,12 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
     except ValueError:
         best = None
     if best is not None:
-        multipliers = best.user_attrs.get("lr_multipliers", {})
+        multipliers = best.user_attrs.get(keys.LR_MULTIPLIERS, {})
         base = config.get("lr", 1e-3)
         lines += ["## Best plan", "",
                   f"Trial {best.number}, validation {config.get('metric', 'value')} "
                   f"**{best.value:.4f}**, trainable parameters "
-                  f"{100 * best.user_attrs.get('trainable_fraction', float('nan')):.2f} %.", "",
+                  f"{100 * best.user_attrs.get(keys.TRAINABLE_FRACTION, float('nan')):.2f} %.", "",
                   "| block | learning rate |", "|---|---|"]
         for block in config.get("blocks", multipliers):
             rate = f"{base * multipliers[block]:.3g} ({multipliers[block]:.3g}x)" \

@@ -34,7 +34,7 @@ def best_plan(study: optuna.Study) -> dict:
             "learning_rates": plan.learning_rates(config.get("lr") or 1e-3),
             "block_modules": study.user_attrs.get(keys.BLOCKS, {}),
             "params": trial.params,
-            "trainable_fraction": trial.user_attrs.get("trainable_fraction")}
+            keys.TRAINABLE_FRACTION: trial.user_attrs.get(keys.TRAINABLE_FRACTION)}
 
 
 def torch_snippet(plan: dict) -> str:
@@ -54,7 +54,7 @@ def torch_snippet(plan: dict) -> str:
         "",
         "def biotune_param_groups(model):",
         f"    base_lr = {plan['base_lr']!r}",
-        f"    multipliers = {json.dumps(plan['lr_multipliers'])}",
+        f"    multipliers = {json.dumps(plan[keys.LR_MULTIPLIERS])}",
         f"    block_modules = {json.dumps({b: modules[b] for b in modules if b not in own})}",
         f"    block_params = {json.dumps(own)}",
         "    def params_of(block):",

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
+from biotune_optuna.app import keys
 from biotune_optuna.finetuning.task import Task
-from biotune_optuna.finetuning.train import RunResult, TrainConfig, fine_tune
+from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import FineTunePlan
 from biotune_optuna.sampler.population import TrialRecord
@@ -30,8 +31,8 @@ def plan_attrs(plan: FineTunePlan, task: Task) -> dict[str, object]:
     sizes = {b.name: b.n_params for b in task.blocks}
     trainable = sum(sizes[b] for b in plan.trained_blocks)
     total = sum(sizes.values())
-    return {**plan.as_dict(), "trainable_params": trainable,
-            "trainable_fraction": round(trainable / total, 6)}
+    return {**plan.as_dict(), keys.TRAINABLE_PARAMS: trainable,
+            keys.TRAINABLE_FRACTION: round(trainable / total, 6)}
 
 
 @dataclass
@@ -69,14 +70,14 @@ class FineTuneObjective:
         attrs = plan_attrs(plan, self.task)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        penalty = self.trainable_penalty * attrs["trainable_fraction"]
+        penalty = self.trainable_penalty * attrs[keys.TRAINABLE_FRACTION]
         if plan.is_empty:
-            trial.set_user_attr("empty_plan", True)
+            trial.set_user_attr(keys.EMPTY_PLAN, True)
             return EMPTY_PLAN_VALUE
         task = self.task
         if self.n_folds > 1:
             fold = max(trial_generation(trial) - 1, 0) % self.n_folds
-            trial.set_user_attr("fold", fold)
+            trial.set_user_attr(keys.FOLD, fold)
             task = task.for_fold(fold, self.n_folds)
         start = time.perf_counter()
         runs: list[RunResult] = []
@@ -86,16 +87,16 @@ class FineTuneObjective:
                             on_epoch=self._epoch_callback(index),
                             should_stop=self.should_stop)
             if run.diverged:
-                trial.set_user_attr("failed_reason", run.diverged)
+                trial.set_user_attr(keys.FAILED_REASON, run.diverged)
                 return math.nan  # Optuna fails the trial and the study goes on
             runs.append(run)
         values = [r.value for r in runs]
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
-        trial.set_user_attr("epochs", [r.epochs_run for r in runs])
-        trial.set_user_attr("value_std", float(np.std(values)))
-        trial.set_user_attr("val_accuracy", float(np.mean([r.val.accuracy for r in runs])))
-        trial.set_user_attr("val_balanced_accuracy",
-                            float(np.mean([r.val.balanced_accuracy for r in runs])))
+        trial.set_user_attr(keys.SECONDS, round(time.perf_counter() - start, 3))
+        trial.set_user_attr(keys.EPOCHS, [r.epochs_run for r in runs])
+        trial.set_user_attr(keys.VALUE_STD, float(np.std(values)))
+        for metric in METRICS:
+            trial.set_user_attr(keys.validation_key(metric),
+                                float(np.mean([r.val.get(metric) for r in runs])))
         return float(np.mean(values)) - penalty
 
     def _reporter(self, trial: optuna.Trial, index: int, penalty: float):

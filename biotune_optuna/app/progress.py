@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from biotune_optuna.app import keys
 from biotune_optuna.sampler.population import RETRY_OF, generation_of
 
 
@@ -43,8 +44,9 @@ class SearchProgress:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if RETRY_OF not in trial.system_attrs:
             self.trials.update(1)
-        if trial.state == TrialState.FAIL and trial.user_attrs.get("failed_reason"):
-            self.trials.write(f"trial {trial.number} failed: {trial.user_attrs['failed_reason']}")
+        reason = trial.user_attrs.get(keys.FAILED_REASON)
+        if trial.state == TrialState.FAIL and reason:
+            self.trials.write(f"trial {trial.number} failed: {reason}")
         self._describe(study)
         self.epochs.reset()
 

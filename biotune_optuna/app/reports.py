@@ -31,7 +31,7 @@ def status_report(study: optuna.Study) -> str:
     try:
         best = study.best_trial
         lines.append(f"  best so far: trial {best.number}, value {best.value:.4f}, trains "
-                     f"{', '.join(best.user_attrs.get('trained_blocks', [])) or '-'}")
+                     f"{', '.join(best.user_attrs.get(keys.TRAINED_BLOCKS, [])) or '-'}")
     except ValueError:
         lines.append("  best so far: none completed yet")
     starts = [t.datetime_start for t in trials if t.datetime_start]

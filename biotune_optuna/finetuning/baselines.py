@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biotune_optuna.finetuning.names import BASELINES
 from biotune_optuna.finetuning.train import Method, PlanSetup, apply_plan
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import FineTunePlan
 
-METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
+METHODS = BASELINES
 
 
 def _head_params(model: nn.Module, heads: Sequence[str]) -> set[str]:

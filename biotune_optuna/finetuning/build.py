@@ -9,7 +9,8 @@ from pathlib import Path
 
 from biotune_optuna.finetuning.blocks import partition
 from biotune_optuna.finetuning.data import load_dataset, make_splits
-from biotune_optuna.finetuning.models import BUILTIN, input_spec, load_model
+from biotune_optuna.finetuning.models import input_spec, load_model
+from biotune_optuna.finetuning.names import BUILTIN_MODELS
 from biotune_optuna.finetuning.pretrain import pretrained_checkpoint
 from biotune_optuna.finetuning.task import Task
 
@@ -19,7 +20,7 @@ DEFAULT_SOURCE = "mnist5k"  # what the built-in models are pretrained on unless 
 def resolve_weights(model: str, weights: str | None, seed: int = 0) -> str | None:
     """Weights ``load_model`` can load: a built-in model's source dataset becomes its
     pretrained checkpoint (built-ins default to :data:`DEFAULT_SOURCE`)."""
-    if model not in BUILTIN:
+    if model not in BUILTIN_MODELS:
         return weights
     weights = DEFAULT_SOURCE if weights is None else weights
     if weights == "none" or Path(weights).suffix:
@@ -39,8 +40,9 @@ def build_task(model: str, dataset: str, weights: str | None = None, shots: int 
                         resize=resize, workers=workers)
     loaded = load_model(model, data.num_classes, resolve_weights(model, weights, pretrain_seed),
                         pretrain_seed)
-    loaded = replace(loaded, weights=str(DEFAULT_SOURCE if model in BUILTIN and weights is None
-                                         else weights))
+    if model in BUILTIN_MODELS and weights is None:
+        weights = DEFAULT_SOURCE
+    loaded = replace(loaded, weights=str(weights))  # the name, not the cached file
     if image_size:
         loaded = replace(loaded, input=replace(loaded.input, size=image_size, resize=None))
     splits = make_splits(data, shots, val_shots, split_seed, max_test=max_test)

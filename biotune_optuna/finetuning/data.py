@@ -26,13 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-BUILTIN = ("digits", "mnist5k", "fashion")
+from biotune_optuna.finetuning.names import DataError
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_LIMIT_BYTES = 512 * 2**20  # subsets below this are decoded once and kept in memory
-
-
-class DataError(ValueError):
-    """A dataset the user named cannot be used (one-line message naming the fix)."""
 
 
 @dataclass

@@ -15,15 +15,12 @@ import torch
 import torchvision
 from torch import nn
 
+from biotune_optuna.finetuning.names import BUILTIN_MODELS, ModelError
+
 logger = logging.getLogger(__name__)
 
-BUILTIN = ("tiny", "small")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
-
-
-class ModelError(ValueError):
-    """A model, weight or checkpoint the user named cannot be used (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +195,7 @@ def _weights_enum(name: str, weights: str | None):
 def input_spec(name: str, weights: str | None = None) -> InputSpec:
     """The input a model expects: the weights' own preprocessing when they define it (crop,
     resize, mean, std), ImageNet's otherwise; 1x28x28 for the built-in models."""
-    if name in BUILTIN:
+    if name in BUILTIN_MODELS:
         return BUILTIN_INPUT
     _check_torchvision_name(name)
     enum = _weights_enum(name, weights)
@@ -267,12 +264,12 @@ def load_model(name: str, num_classes: int, weights: str | None = None,
     checkpoint = Path(weights) if weights and Path(weights).suffix else None
     if checkpoint is not None and not checkpoint.is_file():
         raise ModelError(f"checkpoint {checkpoint} does not exist; give the path of a .pt file")
-    if name in BUILTIN and checkpoint is None and weights not in (None, "none"):
+    if name in BUILTIN_MODELS and checkpoint is None and weights not in (None, "none"):
         raise ModelError(f"built-in model {name} takes a checkpoint file or none as weights, "
                          f"not {weights!r}; pretrain one with finetuning.pretrain")
     with torch.random.fork_rng():
         torch.manual_seed(pretrain_seed)
-        if name in BUILTIN:
+        if name in BUILTIN_MODELS:
             spec = BUILTIN_INPUT
             model = BUILTIN_CLASSES[name](num_classes=num_classes)
         else:

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from biotune_optuna.finetuning.blocks import partition
-from biotune_optuna.finetuning.data import BUILTIN as BUILTIN_DATA
 from biotune_optuna.finetuning.data import load_dataset, make_splits
 from biotune_optuna.finetuning.models import (
     BUILTIN_CLASSES,
@@ -22,6 +21,7 @@ from biotune_optuna.finetuning.models import (
     cache_dir,
     head_names,
 )
+from biotune_optuna.finetuning.names import BUILTIN_DATASETS
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import TrainConfig, fine_tune
 from biotune_optuna.sampler.genome import FineTunePlan
@@ -34,8 +34,8 @@ CACHE_VERSION = 3  # bump when pretraining or the file changes, so stale caches 
 def pretrained_checkpoint(name: str, source: str, seed: int = 0) -> Path:
     """The backbone of built-in model ``name`` trained on all of ``source`` (10 % held out
     to pick the best epoch): its cached file, made first if needed."""
-    if source not in BUILTIN_DATA:
-        raise ModelError(f"built-in models pretrain on {', '.join(BUILTIN_DATA)}, not "
+    if source not in BUILTIN_DATASETS:
+        raise ModelError(f"built-in models pretrain on {', '.join(BUILTIN_DATASETS)}, not "
                          f"{source!r}; or pass a checkpoint file or none as weights")
     path = cache_dir() / "pretrained" / f"{name}-{source}-seed{seed}-v{CACHE_VERSION}.pt"
     if path.is_file():

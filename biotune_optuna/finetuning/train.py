@@ -17,10 +17,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from biotune_optuna.finetuning.blocks import Block, block_of_module
 from biotune_optuna.finetuning.models import InputSpec
+from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
 from biotune_optuna.sampler.genome import FineTunePlan
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-METRICS = ("balanced_accuracy", "accuracy")
 
 StopCheck = Callable[[], bool]
 

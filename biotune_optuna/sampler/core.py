@@ -441,16 +441,22 @@ class BioTuneSampler(BaseSampler):
                              "resume it with the same sampler settings or start a new study")
 
 
-def validate_settings(population_size: int, elite_size: int, exploration_rate: float) -> None:
-    """Raise a one-line ValueError naming the fix for impossible sampler settings."""
+def validate_settings(population_size: int, elite_size: int, exploration_rate: float,
+                      names: Mapping[str, str] | None = None) -> None:
+    """Raise a one-line ValueError naming the fix for impossible sampler settings; ``names``
+    says how to call each parameter in the message (a command line names its flags)."""
+    name = {"population_size": "population size", "elite_size": "elite size",
+            "exploration_rate": "exploration rate", **(names or {})}
     if population_size < 3:
-        raise ValueError(f"population size must be at least 3 (rank selection needs a pool of "
-                         f"three), got {population_size}")
+        raise ValueError(f"{name['population_size']} must be at least 3 (rank selection needs "
+                         f"a pool of three), got {population_size}")
     if not 0 <= elite_size < population_size:
-        raise ValueError(f"elite size must be between 0 and population size - 1 "
-                         f"({population_size - 1}), got {elite_size}")
+        raise ValueError(f"{name['elite_size']} must be between 0 and "
+                         f"{name['population_size']} - 1 ({population_size - 1}), got "
+                         f"{elite_size}")
     if not 0.0 < exploration_rate <= 1.0:
-        raise ValueError(f"exploration rate must be in (0, 1], got {exploration_rate}")
+        raise ValueError(f"{name['exploration_rate']} must be in (0, 1], got "
+                         f"{exploration_rate}")
 
 
 def _evolvable(space: Mapping[str, BaseDistribution]) -> dict[str, BaseDistribution]:
