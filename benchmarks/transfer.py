@@ -27,9 +27,10 @@ from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, select_plan, task_for
 from biotune_optuna.finetuning.baselines import baseline
 from biotune_optuna.finetuning.evaluation import evaluate_plan
+from biotune_optuna.finetuning.names import BASELINES
+from biotune_optuna.sampler.population import Layout
 
 PAPER_PROTOCOL = {"batch_size": 96, "patience": 3}
-METHODS = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
 # (row label, study name part, sampler, options): every search gets the same budget.
 SEARCHES = (
     ("biotune", "biotune", "biotune", {}),
@@ -111,7 +112,7 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
     train = config.train_config()
     rows = []
     start = time.perf_counter()
-    for method in METHODS:
+    for method in BASELINES:
         plan, hooks = baseline(method, problem.block_names)
         e = evaluate_plan(problem, plan, train, seeds, method, method=hooks)
         rows.append([method, cell([r.test.balanced_accuracy for r in e.runs]),
@@ -196,7 +197,7 @@ def main() -> None:
         text, _ = run_task(TASKS[key], args)
         sections.append(text)
         print(text, flush=True)
-    budget = args.population + args.generations * (args.population + args.elite)
+    budget = Layout(args.population, args.elite).n_trials(args.generations)
     command = (f".venv/bin/python -m benchmarks.transfer --tasks {args.tasks} --seeds "
                f"{args.seeds} --population {args.population} --elite {args.elite} "
                f"--generations {args.generations}"

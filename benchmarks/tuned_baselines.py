@@ -18,7 +18,6 @@ from dataclasses import replace
 
 from benchmarks import results
 from benchmarks.transfer import (
-    METHODS,
     PAPER_PROTOCOL,
     TASKS,
     Transfer,
@@ -30,6 +29,7 @@ from biotune_optuna.app.config import LR_GRID
 from biotune_optuna.app.jobs import REVALIDATION_SEEDS, task_for
 from biotune_optuna.finetuning.baselines import baseline
 from biotune_optuna.finetuning.evaluation import evaluate_plan, tune_base_lr
+from biotune_optuna.finetuning.names import BASELINES
 
 
 def run_task(task: Transfer, args: argparse.Namespace) -> str:
@@ -39,7 +39,7 @@ def run_task(task: Transfer, args: argparse.Namespace) -> str:
     seeds = list(range(args.seeds))
     rows = []
     start = time.perf_counter()
-    for name in METHODS:
+    for name in BASELINES:
         plan, method = baseline(name, problem.block_names)
         paper = evaluate_plan(problem, plan, train, seeds, name, method=method)
         lr, scores = tune_base_lr(problem, plan, train, LR_GRID, REVALIDATION_SEEDS, method)

@@ -33,7 +33,7 @@ from biotune_optuna.app.config import (
 )
 from biotune_optuna.app.storage import StorageError, open_storage
 from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked, scrubbed
-from biotune_optuna.finetuning.names import DataError, ModelError
+from biotune_optuna.finetuning.names import BASELINES, DataError, ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, StorageError)
 logger = logging.getLogger("biotune_optuna")
@@ -291,15 +291,14 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     """Fine-tuning baselines (full, linear, l2sp, l1sp, autorgn, lora) on the same task,
     training loop, splits and seeds as a search; test accuracy side by side."""
     from biotune_optuna.app.jobs import REVALIDATION_SEEDS, run_baselines
-    from biotune_optuna.finetuning.baselines import METHODS
     from biotune_optuna.finetuning.evaluation import results_table
 
     config = _config_from_args(args)
     methods = [m for m in args.method.replace(",", " ").split() if m]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in BASELINES]
     if unknown or not methods:
         raise ConfigError(f"unknown method {unknown[0] if unknown else ''!r}; use "
-                          f"{', '.join(METHODS)} (comma-separated)")
+                          f"{', '.join(BASELINES)} (comma-separated)")
     seeds = _int_list(args.seeds)
     if args.tune_lr and set(seeds) & set(REVALIDATION_SEEDS):
         raise ConfigError(f"--tune-lr picks the rate with seeds {list(REVALIDATION_SEEDS)}; "

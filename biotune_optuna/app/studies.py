@@ -68,8 +68,8 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
                                   "biotune-optuna; pick another --study-name")
             study.set_user_attr(keys.CONFIG, fingerprint)
             if config.enqueue_baselines:
-                study.enqueue_trial(genome.encode(block_names, block_names))  # full FT
-                study.enqueue_trial(genome.encode(block_names[-1:], block_names))  # linear
+                for name in genome.RECIPES:  # full fine-tuning, linear probing
+                    study.enqueue_trial(genome.recipe(name, block_names))
     if stored is not None:
         changed = differences(stored, fingerprint)
         if changed:

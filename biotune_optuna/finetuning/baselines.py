@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biotune_optuna.finetuning.models import replace_module
 from biotune_optuna.finetuning.names import BASELINES
 from biotune_optuna.finetuning.train import Method, PlanSetup, apply_plan
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import FineTunePlan
-
-METHODS = BASELINES
 
 
 def _head_params(model: nn.Module, heads: Sequence[str]) -> set[str]:
@@ -116,11 +115,6 @@ class LoRALinear(nn.Module):
         return self.base
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module)
-
-
 def add_lora(model: nn.Module, rank: int, alpha: float, skip: Sequence[str]) -> list[str]:
     """Wrap every plain convolution and linear layer not in ``skip`` with an adapter."""
     wrapped = []
@@ -128,9 +122,9 @@ def add_lora(model: nn.Module, rank: int, alpha: float, skip: Sequence[str]) -> 
         if name in skip or any(name.startswith(s + ".") for s in skip):
             continue
         if isinstance(module, nn.Conv2d) and module.groups == 1:
-            _replace(model, name, LoRAConv2d(module, rank, alpha))
+            replace_module(model, name, LoRAConv2d(module, rank, alpha))
         elif isinstance(module, nn.Linear):
-            _replace(model, name, LoRALinear(module, rank, alpha))
+            replace_module(model, name, LoRALinear(module, rank, alpha))
         else:
             continue
         wrapped.append(name)
@@ -141,7 +135,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its layer: the original architecture, same outputs."""
     for name, module in list(model.named_modules()):
         if isinstance(module, (LoRAConv2d, LoRALinear)):
-            _replace(model, name, module.merged())
+            replace_module(model, name, module.merged())
     return model
 
 
@@ -172,16 +166,14 @@ def baseline(method: str, block_names: Sequence[str], alpha: float = 0.01, beta:
              rank: int = 4) -> tuple[FineTunePlan, Method]:
     """The plan and the training hooks of a baseline method."""
     names = list(block_names)
-    everything = genome.decode(genome.encode(names, names), names)
-    if method == "full":
-        return everything, Method()
-    if method == "linear":
-        return genome.decode(genome.encode(names[-1:], names), names), Method()
+    if method in genome.RECIPES:
+        return genome.decode(genome.recipe(method, names), names), Method()
+    everything = genome.decode(genome.recipe("full", names), names)
     if method in ("l2sp", "l1sp"):
         return everything, StartingPointPenalty(2 if method == "l2sp" else 1, alpha, beta)
     if method == "autorgn":
         return everything, AutoRGN()
     if method == "lora":
         return everything, LoRA(rank)
-    raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    raise ValueError(f"unknown method {method!r}; use one of {', '.join(BASELINES)}")
 

@@ -211,17 +211,3 @@ def block_of_module(blocks: Sequence[Block], module_name: str) -> Block | None:
         if block.owns_module(module_name):
             return block
     return None
-
-
-def describe(blocks: Sequence[Block]) -> str:
-    """A plain-text table of blocks, modules and parameter shares."""
-    total = sum(b.n_params for b in blocks) or 1
-    rows = [f"{i:>2}  {b.name:<14} {b.n_params:>11,}  {100 * b.n_params / total:6.2f} %  "
-            f"{', '.join(b.modules) or '(own parameters)'}" for i, b in enumerate(blocks)]
-    return "\n".join(rows)
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-

@@ -42,8 +42,8 @@ class Evaluation:
 def recipe_plans(block_names: Sequence[str]) -> dict[str, FineTunePlan]:
     """The usual hand-made recipes: full fine-tuning and linear probing (head only), 1x."""
     names = list(block_names)
-    return {"full fine-tuning": genome.decode(genome.encode(names, names), names),
-            "linear probing": genome.decode(genome.encode(names[-1:], names), names)}
+    return {label: genome.decode(genome.recipe(name, names), names)
+            for name, label in (("full", "full fine-tuning"), ("linear", "linear probing"))}
 
 
 def evaluate_plan(task: Task, plan: FineTunePlan, config: TrainConfig, seeds: Sequence[int],

@@ -102,7 +102,9 @@ BUILTIN_INPUT = InputSpec(1, 28, GRAY_MEAN, GRAY_STD)
 
 # -- heads ---------------------------------------------------------------------------------
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` where the submodule ``name`` is (nn.Module.set_submodule needs torch
+    2.3)."""
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
@@ -125,7 +127,8 @@ def replace_head(model: nn.Module, num_classes: int) -> list[str]:
     names = head_names(model)
     for name in names:
         old = model.get_submodule(name)
-        _set_module(model, name, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        replace_module(model, name, new)
     return names
 
 

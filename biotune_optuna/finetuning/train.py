@@ -32,7 +32,7 @@ def _stop_point(should_stop: StopCheck | None) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How each plan is trained (the paper's protocol by default, section 3 of ALGORITHM.md,
+    """How each plan is trained (the paper's protocol by default, docs/algorithm.md section 3,
     except the cosine period, which defaults to the epoch budget instead of 100)."""
 
     base_lr: float = 1e-3

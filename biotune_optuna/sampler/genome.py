@@ -2,7 +2,7 @@
 
 Pure Python (no torch): the sampler, the objective and the analysis share this module.
 
-A genome ``[nu_0, ..., nu_B, eps]`` decodes to a fine-tuning plan (ALGORITHM.md, 1.2):
+A genome ``[nu_0, ..., nu_B, eps]`` decodes to a fine-tuning plan (docs/algorithm.md, 1.2):
 block ``b`` is trained when ``nu_b > eps`` (strict), with learning-rate multiplier
 ``10 ** (2 * (nu_b - 0.5))`` (0.1x at 0, 1x at 0.5, 10x at 1); other blocks are frozen.
 """
@@ -131,3 +131,14 @@ def encode(trained: Mapping[str, float] | Sequence[str], block_names: Sequence[s
     params = {gene_name(b): genes.get(b, 0.0) for b in block_names}
     params[THRESHOLD] = threshold
     return params
+
+
+RECIPES = ("full", "linear")
+
+
+def recipe(name: str, block_names: Sequence[str]) -> dict[str, float]:
+    """The genome of a hand-made recipe: ``full`` fine-tuning (every block at 1x) or
+    ``linear`` probing (the new head, the last block, at 1x)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}")
+    return encode(list(block_names) if name == "full" else list(block_names)[-1:], block_names)

@@ -1,4 +1,4 @@
-"""BioTune's genetic operators on genomes normalised to [0, 1] (ALGORITHM.md, section 2).
+"""BioTune's genetic operators on genomes normalised to [0, 1] (docs/algorithm.md, section 2).
 
 Pure numpy, every function takes its random generator: the sampler derives one generator per
 trial from its seed, which is what makes a search reproducible and resumable.

@@ -4,7 +4,7 @@
 gain when trained (negative when training it overfits), an ideal learning-rate multiplier
 and a size; accuracy adds up the gains, loses accuracy quadratically in the log-distance of
 each multiplier to its ideal, and carries seeded evaluation noise. The three tasks follow the
-transfer regimes of shared/DATA.md: near domain (freeze the early blocks), head only
+transfer regimes of docs/data.md: near domain (freeze the early blocks), head only
 (linear probing wins) and far domain (train all, higher rates deeper). ``sphere`` and
 ``rastrigin`` are standard functions on [0, 1]^d, without a threshold.
 """
@@ -51,11 +51,6 @@ class FineTuneTask:
             if multiplier > 0:
                 acc += gain - self.lr_sensitivity * math.log10(multiplier / ideal) ** 2
         return min(max(acc, 0.0), 1.0)
-
-    def best_accuracy(self) -> float:
-        """The noise-free optimum: train exactly the blocks with a positive gain at their
-        ideal rates (reachable by the genome since every ideal lies in (0.1, 10])."""
-        return min(self.base + sum(g for g in self.gains if g > 0), 1.0)
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan = genome.decode(genome.suggest_genome(trial, self.blocks), self.blocks)

@@ -1,4 +1,4 @@
-"""Each operator against the formulas of shared/ALGORITHM.md, section 2."""
+"""Each operator against the formulas of docs/algorithm.md, section 2."""
 
 import numpy as np
 import pytest

@@ -20,6 +20,7 @@ from biotune_optuna.finetuning.baselines import (
 )
 from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.finetuning.evaluation import evaluate_plan, tune_base_lr
+from biotune_optuna.finetuning.names import BASELINES
 from biotune_optuna.finetuning.train import TrainConfig, fine_tune
 
 
@@ -92,7 +93,7 @@ def test_baseline_command_runs_every_method(cli, tmp_path):
     result = cli("baseline", "--model", "tiny", "--dataset", "digits", "--epochs", "1",
                  "--method", "full,linear,l2sp,l1sp,autorgn,lora", "--seeds", "0,1",
                  "--out", tmp_path / "b.json", "-q", check=True)
-    for name in baselines.METHODS:
+    for name in BASELINES:
         assert f"\n{name} " in "\n" + result.stdout
     saved = json.loads((tmp_path / "b.json").read_text())
     assert [e["seeds"] for e in saved] == [[0, 1]] * 6

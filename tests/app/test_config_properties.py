@@ -1,0 +1,45 @@
+"""Property-based tests (hypothesis): configuration parsing."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from biotune_optuna.app.config import ConfigError, SearchConfig, make_config, option_names
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 50),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                    st.lists(st.integers(-3, 5), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(option_names() + ["bogus"]), scalars, max_size=6),
+       st.dictionaries(st.sampled_from(option_names()), scalars, max_size=4))
+def test_config_parsing_either_succeeds_or_names_the_problem(file_options, flags):
+    try:
+        config = make_config(file_options, flags)
+    except ConfigError as error:
+        message = str(error)
+        assert message and "\n" not in message
+        return
+    assert isinstance(config, SearchConfig)
+    merged = {**file_options, **{k: v for k, v in flags.items() if v is not None}}
+    for name, value in merged.items():
+        if value is not None and isinstance(value, bool) and name in ("download", "augment"):
+            assert getattr(config, name) == value
+    assert config.population >= 3 and 0 <= config.elite < config.population
+    assert config.epochs >= 1 and config.n_trials >= 1 and config.patience >= 1
+    assert 0 < config.lr < math.inf and 0 <= config.weight_decay < math.inf
+    assert all(isinstance(s, int) for s in config.train_seeds) and config.train_seeds
+    config.train_config()  # an accepted configuration always makes a valid TrainConfig
+
+
+@given(st.integers(3, 40), st.integers(0, 39), st.integers(0, 30))
+def test_budget_follows_the_formula(population, elite, generations):
+    if elite >= population:
+        with pytest.raises(ConfigError):
+            SearchConfig(population=population, elite=elite)
+        return
+    config = SearchConfig(population=population, elite=elite, generations=generations)
+    assert config.n_trials == population + generations * (population + elite)
