@@ -39,3 +39,10 @@ def write_section(key: str, title: str, body: str) -> None:
     text = pattern.sub(lambda _: section, text) if pattern.search(text) \
         else text.rstrip() + "\n\n" + section + "\n"
     RESULTS.write_text(text)
+
+
+def publish(key: str, title: str, body: str, write: bool = True) -> None:
+    """Print a section and (unless told not to) write it into RESULTS.md."""
+    print(body)
+    if write:
+        write_section(key, title, body)

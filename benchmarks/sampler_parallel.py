@@ -7,7 +7,7 @@ count of the invariants over hundreds of parallel runs.
 Efficiency: ask/tell with 1, 4 or 8 trials in flight, the finished one chosen at random each
 time (workers of unequal speed), best value at 140 trials (N=10, E=3) on the synthetic tasks.
 Stress: seeded runs with ``n_jobs=4`` (threads, random trial durations) and runs of three
-processes with two threads each on one SQLite file, checked by ``_population.audit``.
+processes with two threads each on one SQLite file, checked by ``sampler.population.audit``.
 """
 
 from __future__ import annotations
@@ -152,13 +152,12 @@ def main() -> None:
             f"time; mean ± std over {args.seeds} seeds. 1 in flight is the sequential "
             "search. Trials asked while a generation waits for results become extra "
             "children, so generations are longer and fewer at equal budget.\n\n"
-            f"{efficiency}\n\nInvariants under real concurrency (`_population.audit`: no "
+            f"{efficiency}\n\nInvariants under real concurrency (`sampler.population.audit`: no "
             "slot, position or elite exploration taken twice, elite pairs move one gene by "
             "opposite steps, every population holds N):\n\n"
             f"{stress}\n")
-    print(body)
-    if not args.no_write:
-        results.write_section("sampler_parallel", "Samplers under parallel workers", body)
+    results.publish("sampler_parallel", "Samplers under parallel workers", body,
+                    write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -161,15 +161,14 @@ def main() -> None:
     body = (f"Command: `{command}` ({results.machine()}).\n\n"
             f"Best value at {BUDGET} trials, mean ± std over {args.seeds} seeds (higher is "
             "better for the fine-tuning tasks, accuracy-like; lower for the functions). "
-            "Tasks are `biotune_optuna.synthetic.TASKS` (6 blocks + threshold, noise "
+            "Tasks are `biotune_optuna.sampler.synthetic.TASKS` (6 blocks + threshold, noise "
             "σ=0.01), functions are 7-dimensional on [0, 1].\n\n"
             f"{quality}\n\nTime spent inside the sampler's methods per trial, by range of "
             "trial numbers, over one study of 1,000 trials per sampler and storage (13 genes, "
             "30 intermediate values reported per trial, as a fine-tuning objective reports "
             f"each epoch), one run:\n\n{cost}\n")
-    print(body)
-    if not args.no_write:
-        results.write_section("sampler_synthetic", "Samplers on synthetic objectives", body)
+    results.publish("sampler_synthetic", "Samplers on synthetic objectives", body,
+                    write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from biotune_optuna.app import keys as keys
@@ -24,6 +23,7 @@ from biotune_optuna.finetuning.evaluation import (
     evaluate_plan,
     recipe_plans,
     results_table,
+    save_checkpoint,
     tune_base_lr,
 )
 from biotune_optuna.finetuning.task import Task
@@ -132,9 +132,8 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
             print(f"training {name} with seeds {seeds} ...", flush=True)
         evaluations.append(evaluate_plan(task, recipe, train, seeds, name))
     path = Path(out) if out else _beside_study(study, "-best.pt")
-    torch.save({"state_dict": result.runs[0].model.state_dict(), "plan": plan.as_dict(),
-                "params": trial.params, "config": config.fingerprint(),
-                "test": result.as_dict()}, path)
+    save_checkpoint(path, result, plan=plan.as_dict(), params=trial.params,
+                    config=config.fingerprint(), test=result.as_dict())
     study.set_user_attr(keys.FINAL, [e.as_dict() for e in evaluations])
     return (results_table(evaluations) + f"\nBioTune's plan: the best of the top {top_k} "
             f"trials by mean validation over these seeds; checkpoint of seed {seeds[0]} "

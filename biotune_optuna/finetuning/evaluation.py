@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import Method, RunResult, TrainConfig, fine_tune
@@ -37,6 +39,11 @@ class Evaluation:
                 "test_accuracy": self._test("accuracy").tolist(),
                 "trainable_fraction": self.trainable_fraction,
                 "seconds": sum(r.seconds for r in self.runs)}
+
+
+def save_checkpoint(path: str | Path, evaluation: Evaluation, **metadata) -> None:
+    """The first run's best-epoch weights (kept with ``keep_first_model``) and metadata."""
+    torch.save({"state_dict": evaluation.runs[0].model.state_dict(), **metadata}, path)
 
 
 def recipe_plans(block_names: Sequence[str]) -> dict[str, FineTunePlan]:

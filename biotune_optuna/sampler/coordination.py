@@ -83,12 +83,15 @@ class _FileLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
-class _PostgresLock:
-    """``pg_advisory_xact_lock`` on a connection of its own, held until that transaction ends:
-    a worker that dies while holding it releases it with its connection."""
+class _SessionLock:
+    """A lock held by a database session of its own: one statement takes it, and ending the
+    transaction (plus ``release_sql`` for session-level locks) gives it back; a worker that
+    dies gives it back with its connection."""
 
-    def __init__(self, engine: Any, study_id: int) -> None:
-        self._engine, self._study_id = engine, study_id
+    def __init__(self, engine: Any, acquire_sql: str, params: dict[str, Any],
+                 release_sql: str | None = None) -> None:
+        self._engine, self._params = engine, params
+        self._acquire_sql, self._release_sql = acquire_sql, release_sql
         self._connection: Any = None
 
     def acquire(self) -> None:
@@ -96,32 +99,7 @@ class _PostgresLock:
 
         connection = self._engine.connect()
         try:
-            connection.execute(text("SELECT pg_advisory_xact_lock(:c, :s)"),
-                               {"c": _LOCK_CLASS, "s": self._study_id})
-        except BaseException:
-            connection.close()
-            raise
-        self._connection = connection
-
-    def release(self) -> None:
-        connection, self._connection = self._connection, None
-        connection.rollback()
-        connection.close()
-
-
-class _MySQLLock:
-    """A named lock (``GET_LOCK``), released explicitly or when its session ends."""
-
-    def __init__(self, engine: Any, study_id: int) -> None:
-        self._engine, self._name = engine, f"biotune_optuna:{study_id}"
-        self._connection: Any = None
-
-    def acquire(self) -> None:
-        from sqlalchemy import text
-
-        connection = self._engine.connect()
-        try:
-            connection.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": self._name})
+            connection.execute(text(self._acquire_sql), self._params)
         except BaseException:
             connection.close()
             raise
@@ -132,7 +110,9 @@ class _MySQLLock:
 
         connection, self._connection = self._connection, None
         try:
-            connection.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self._name})
+            if self._release_sql:
+                connection.execute(text(self._release_sql), self._params)
+            connection.rollback()
         finally:
             connection.close()
 
@@ -173,12 +153,14 @@ def _system_lock(storage: BaseStorage, study_id: int) -> tuple[tuple | None, Any
             if not database or database == ":memory:" or database.startswith("file::memory"):
                 return None, None
             return _file_lock(Path(database))
-        if dialect == "postgresql":
-            return ("rdb", url.render_as_string(hide_password=True)), \
-                _PostgresLock(backend.engine, study_id)
-        if dialect in ("mysql", "mariadb"):
-            return ("rdb", url.render_as_string(hide_password=True)), \
-                _MySQLLock(backend.engine, study_id)
+        identity = ("rdb", url.render_as_string(hide_password=True))
+        if dialect == "postgresql":  # a transaction-level advisory lock
+            return identity, _SessionLock(backend.engine, "SELECT pg_advisory_xact_lock(:c, :s)",
+                                          {"c": _LOCK_CLASS, "s": study_id})
+        if dialect in ("mysql", "mariadb"):  # a named, session-level lock
+            return identity, _SessionLock(backend.engine, "SELECT GET_LOCK(:n, -1)",
+                                          {"n": f"biotune_optuna:{study_id}"},
+                                          "SELECT RELEASE_LOCK(:n)")
         _warn_once(f"{dialect} databases")
         return None, None
     path = getattr(backend, "_file_path", None)  # optuna.storages.journal.JournalFileBackend

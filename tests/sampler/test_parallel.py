@@ -1,5 +1,5 @@
 """BioTuneSampler under parallel workers: threads, ask/tell with trials in flight, several
-processes on one SQLite file, unseeded workers. ``_population.audit`` checks the invariants:
+processes on one SQLite file, unseeded workers. ``sampler.population.audit`` checks the invariants:
 no slot, position or elite exploration taken twice, elite pairs opposite, full populations.
 Each test repeats its scenario over many seeds so that a race shows up here, not in CI."""
 
