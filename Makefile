@@ -42,6 +42,7 @@ test: install system-deps
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
 	$(BIN)/python -m benchmarks.sampler_parallel
+	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.transfer
 	$(BIN)/python -m benchmarks.tuned_baselines
 	$(BIN)/python -m benchmarks.transfer --tasks mnist --batch-size 16

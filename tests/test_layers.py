@@ -4,7 +4,6 @@ no import cycle between modules, and the light entry points stay free of torch."
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -95,3 +94,19 @@ def test_the_sampler_example_runs_on_its_own():
     assert out.startswith("best 0.")
     readme = (PACKAGE / "sampler" / "README.md").read_text()
     assert "## Example" in readme and "BioTuneSampler(" in readme
+
+
+def test_sampler_tests_need_no_torch():
+    blocker = ("import sys, pytest; sys.modules.update(torch=None, torchvision=None); "
+               "sys.exit(pytest.main(['-q', '--collect-only', '-p', 'no:cacheprovider', "
+               "'tests/sampler']))")
+    result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "tests collected" in result.stdout
+
+
+def test_the_code_passes_ruff():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", "."],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:]

@@ -30,9 +30,11 @@ from biotune_optuna.finetuning.task import Task
 
 
 def task_for(config: SearchConfig) -> Task:
-    return build_task(config.model, config.dataset, config.weights, config.shots,
-                      config.val_shots, config.split_seed, config.data_root, config.download,
-                      config.image_size, config.max_test, workers=config.workers)
+    return build_task(config.model, config.dataset, weights=config.weights,
+                      shots=config.shots, val_shots=config.val_shots,
+                      split_seed=config.split_seed, data_root=config.data_root,
+                      download=config.download, image_size=config.image_size,
+                      max_test=config.max_test, workers=config.workers)
 
 
 def describe_blocks(task: Task) -> dict[str, dict]:

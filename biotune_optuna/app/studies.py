@@ -38,7 +38,8 @@ def other_sampler(name: str, seed: int, population: int = 10) -> optuna.samplers
 def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
     """The sampler named in the configuration, seeded."""
     if config.sampler == "biotune":
-        return BioTuneSampler(config.population, config.elite, config.exploration_rate,
+        return BioTuneSampler(config.population, config.elite,
+                              exploration_rate=config.exploration_rate,
                               seed=config.seed, search_space=space, ideal_value=1.0)
     return other_sampler(config.sampler, config.seed, config.population)
 

@@ -28,7 +28,7 @@ def resolve_weights(model: str, weights: str | None, seed: int = 0) -> str | Non
     return str(pretrained_checkpoint(model, weights, seed))
 
 
-def build_task(model: str, dataset: str, weights: str | None = None, shots: int | None = None,
+def build_task(model: str, dataset: str, *, weights: str | None = None, shots: int | None = None,
                val_shots: int | None = None, split_seed: int = 0, data_root: str | None = None,
                download: bool = False, image_size: int | None = None, max_test: int | None = None,
                pretrain_seed: int = 0, workers: int = 0, target_blocks: int = 8) -> Task:

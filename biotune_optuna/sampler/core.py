@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 import weakref
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +52,27 @@ class _StudyState:
 
 
 class BioTuneSampler(BaseSampler):
-    """Evolutionary selective fine-tuning (BioTune; Davila, Colan and Hasegawa, 2025).
+    """Evolutionary selective fine-tuning (BioTune): which blocks of a pre-trained network to
+    freeze and the learning-rate multiplier of each trained block.
+
+    Reference: Davila, Colan and Hasegawa, "BioTune: evolutionary selective fine-tuning",
+    IEEE Access 13 (2025), 129234-129249, doi:10.1109/ACCESS.2025.3587524. The algorithm as
+    implemented, with its departures from the paper, is docs/algorithm.md.
+
+    Example (a synthetic objective stands in for "fine-tune the plan, return its validation
+    accuracy"; ``decode`` turns a trial's genes into a plan for a real network):
+
+    >>> import optuna
+    >>> from biotune_optuna.sampler import BioTuneSampler, decode, search_space
+    >>> from biotune_optuna.sampler.synthetic import TASKS
+    >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+    >>> task = TASKS["near-domain"]
+    >>> sampler = BioTuneSampler(10, 3, seed=0, search_space=search_space(task.blocks),
+    ...                          ideal_value=1.0)
+    >>> study = optuna.create_study(direction="maximize", sampler=sampler)
+    >>> study.optimize(task, n_trials=sampler.n_trials(generations=10))
+    >>> len(study.trials), decode(study.best_params, task.blocks).trained_blocks[-1]
+    (140, 'head')
 
     One gene per network block and a freezing threshold, each in [0, 1]: a block is trained
     when its gene exceeds the threshold, with a learning-rate multiplier set by its gene
@@ -129,10 +150,10 @@ class BioTuneSampler(BaseSampler):
         self,
         population_size: int = 10,
         elite_size: int = 3,
+        *positional: Any,
         exploration_rate: float = 0.25,
         threshold_param: str | None = "threshold",
         seed: int | None = None,
-        *,
         search_space: Mapping[str, BaseDistribution] | None = None,
         ideal_value: float | None = None,
         clip_elite_genes: bool = True,
@@ -140,6 +161,16 @@ class BioTuneSampler(BaseSampler):
         resample_empty: bool = False,
         independent_sampler: BaseSampler | None = None,
     ) -> None:
+        if positional:  # the 0.1 signature took these three positionally
+            names = ("exploration_rate", "threshold_param", "seed")[:len(positional)]
+            if len(positional) > 3:
+                raise TypeError("BioTuneSampler takes population_size and elite_size "
+                                "positionally; pass the other arguments by keyword")
+            warnings.warn(f"pass {', '.join(names)} to BioTuneSampler by keyword; positional "
+                          "use will stop working in a later version", FutureWarning,
+                          stacklevel=2)
+            exploration_rate, threshold_param, seed = (
+                *positional, *(exploration_rate, threshold_param, seed)[len(positional):])
         validate_settings(population_size, elite_size, exploration_rate)
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")

@@ -293,7 +293,25 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
 ])
 def test_bad_settings_give_one_line_errors(population, elite, rate, message):
     with pytest.raises(ValueError, match=message):
-        BioTuneSampler(population, elite, rate)
+        BioTuneSampler(population, elite, exploration_rate=rate)
+
+
+def test_the_old_positional_arguments_still_work_with_a_warning():
+    with pytest.warns(FutureWarning, match="by keyword"):
+        old = BioTuneSampler(6, 2, 0.1, None, 7)
+    assert old.settings() == BioTuneSampler(6, 2, exploration_rate=0.1, threshold_param=None,
+                                            seed=7).settings()
+    with pytest.raises(TypeError, match="by keyword"):
+        BioTuneSampler(6, 2, 0.1, None, 7, {})
+
+
+def test_the_docstring_example_runs():
+    import doctest
+
+    from biotune_optuna.sampler import core
+
+    result = doctest.testmod(core)
+    assert result.attempted >= 5 and result.failed == 0
 
 
 def test_beats_random_on_a_noisy_task_over_ten_seeds():
