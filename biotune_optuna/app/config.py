@@ -128,6 +128,12 @@ class SearchConfig:
                                 runtime=True)
     seed: int = option(0, "seed of the sampler", low=0)
     pruner: str = option("none", "stops hopeless runs early", choices=PRUNERS)
+    racing: bool = option(True, "seed racing: stop a BioTune trial's remaining seed runs "
+                          "when its mean so far is below the population's worst member by "
+                          "more than --race-margin (it ends pruned)", legacy=False)
+    race_margin: float = option(0.02, "how far below the population's worst member a "
+                                "trial's mean must fall to be raced out", low=0,
+                                legacy=0.02)
     enqueue_baselines: bool = option(False, "start from full fine-tuning and linear probing "
                                      "genomes too")
     train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "
@@ -138,6 +144,14 @@ class SearchConfig:
         low=0, legacy=0.0)
     # running it (not part of the fingerprint)
     device: str = option("auto", "auto, cpu, cuda, cuda:1 or mps", runtime=True)
+    threads: int | None = option(None, "torch threads per worker process (default: the CPU "
+                                 "cores shared among this machine's search processes and "
+                                 "--n-jobs)", low=1, runtime=True, metavar="N")
+    activation_cache: bool = option(True, "compute a plan's frozen leading blocks once per "
+                                    "image and reuse them across epochs, seeds and trials "
+                                    "(exact; off without augmentation only)", runtime=True)
+    activation_cache_mb: int = option(1024, "memory the activation cache may use",
+                                      low=1, runtime=True, metavar="MB")
     workers: int = option(0, "DataLoader workers for image files", low=0, runtime=True)
     heartbeat: int = option(60, "seconds between heartbeats (a dead worker's trial is "
                             "retried)", low=1, runtime=True)

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from biotune_optuna.app import keys as keys
 from biotune_optuna.app.config import ConfigError, SearchConfig
+from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
 from biotune_optuna.app.keys import trial_plan
 from biotune_optuna.app.objective import FineTuneObjective
@@ -34,7 +35,9 @@ def task_for(config: SearchConfig) -> Task:
                       shots=config.shots, val_shots=config.val_shots,
                       split_seed=config.split_seed, data_root=config.data_root,
                       download=config.download, image_size=config.image_size,
-                      max_test=config.max_test, workers=config.workers)
+                      max_test=config.max_test, workers=config.workers,
+                      activation_cache_mb=config.activation_cache_mb
+                      if config.activation_cache else None)
 
 
 def describe_blocks(task: Task) -> dict[str, dict]:
@@ -57,14 +60,19 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
               f"{config.sampler} sampler, {config.n_trials} trials")
     progress = SearchProgress(study, config.n_trials, quiet=quiet, epochs=verbose)
     stops = StopRequests()
+    racing = config.racing and config.sampler == "biotune"
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
                                   config.folds, on_epoch=progress.epoch,
                                   train_head=config.train_head,
                                   trainable_penalty=config.trainable_penalty,
-                                  should_stop=stops.training_should_stop)
+                                  should_stop=stops.training_should_stop,
+                                  report_epochs=config.pruner != "none",
+                                  race_margin=config.race_margin if racing else None)
     try:
-        run_search(study, objective, config.n_trials, n_jobs=n_jobs, callbacks=[progress],
-                   timeout=config.timeout, on_wait=progress.waiting, stops=stops)
+        with CoreShare(n_jobs, config.threads) as share:
+            run_search(study, share.before(objective), config.n_trials, n_jobs=n_jobs,
+                       callbacks=[progress], timeout=config.timeout, on_wait=progress.waiting,
+                       stops=stops)
     finally:
         progress.close()
     publish(study, config.storage_url)  # the note optuna-dashboard shows (secrets masked)

@@ -26,6 +26,8 @@ FOLD = "fold"
 SECONDS = "seconds"
 EPOCHS = "epochs"
 VALUE_STD = "value_std"
+LEARNING_CURVES = "learning_curves"  # validation value per epoch of each seed run
+RACED = "raced"  # seed runs a raced-out trial ran before it stopped
 INTERRUPTED = "interrupted"  # failed by Ctrl-C: the next run retries it
 
 

@@ -15,7 +15,7 @@ from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import FineTunePlan
-from biotune_optuna.sampler.population import TrialRecord
+from biotune_optuna.sampler.population import POPULATION_PREFIX, TrialRecord
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
 
@@ -24,6 +24,22 @@ def trial_generation(trial: optuna.Trial) -> int:
     """The BioTune generation of a running trial (0 for other samplers)."""
     record = TrialRecord.from_attrs(trial.study._storage.get_trial_system_attrs(trial._trial_id))
     return record.generation if record else 0
+
+
+def worst_member_value(trial: optuna.Trial) -> float | None:
+    """The value of the worst member of the population this trial's generation breeds from
+    (BioTune studies only; None in the initial generation, for other samplers, and when a
+    member failed, since nothing is worse than a failure)."""
+    storage = trial.study._storage
+    record = TrialRecord.from_attrs(storage.get_trial_system_attrs(trial._trial_id))
+    if record is None or record.generation == 0:
+        return None
+    members = storage.get_study_system_attrs(trial.study._study_id).get(
+        f"{POPULATION_PREFIX}{record.generation}")
+    if not members or any(m["fitness"] is None for m in members):
+        return None
+    worst = max(m["fitness"] for m in members)  # fitness is minimised
+    return -worst if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else worst
 
 
 def plan_attrs(plan: FineTunePlan, task: Task) -> dict[str, object]:
@@ -53,6 +69,12 @@ class FineTuneObjective:
             compare like with like) times the plan's trainable-parameter fraction: a
             scalarized trade of accuracy against the share of the network that is trained.
         should_stop: Ends the training at its next batch once true (a search's Ctrl-C).
+        report_epochs: Report every epoch's value to the trial (a pruner needs them); else
+            the learning curves are stored once, at the end, in the ``learning_curves``
+            user attr, which costs one storage write instead of one per epoch.
+        race_margin: Seed racing: after each seed run but the last, stop a trial whose mean
+            so far is below the population's worst member (:func:`worst_member_value`) by
+            more than this; it ends PRUNED with that mean as its last report. None: off.
     """
 
     task: Task
@@ -63,6 +85,8 @@ class FineTuneObjective:
     train_head: bool = False
     trainable_penalty: float = 0.0
     should_stop: Callable[[], bool] | None = None
+    report_epochs: bool = True
+    race_margin: float | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         names = self.task.block_names
@@ -80,6 +104,7 @@ class FineTuneObjective:
             trial.set_user_attr(keys.FOLD, fold)
             task = task.for_fold(fold, self.n_folds)
         start = time.perf_counter()
+        bar = worst_member_value(trial) if self.race_margin is not None else None
         runs: list[RunResult] = []
         for index, seed in enumerate(self.seeds):
             run = fine_tune(task, plan, self.config, seed,
@@ -90,16 +115,35 @@ class FineTuneObjective:
                 trial.set_user_attr(keys.FAILED_REASON, run.diverged)
                 return math.nan  # Optuna fails the trial and the study goes on
             runs.append(run)
-        values = [r.value for r in runs]
-        trial.set_user_attr(keys.SECONDS, round(time.perf_counter() - start, 3))
-        trial.set_user_attr(keys.EPOCHS, [r.epochs_run for r in runs])
-        trial.set_user_attr(keys.VALUE_STD, float(np.std(values)))
-        for metric in METRICS:
-            trial.set_user_attr(keys.validation_key(metric),
-                                float(np.mean([r.val.get(metric) for r in runs])))
-        return float(np.mean(values)) - penalty
+            mean = float(np.mean([r.value for r in runs])) - penalty
+            if bar is not None and index < len(self.seeds) - 1 and mean < bar - self.race_margin:
+                self._record(trial, runs, start, raced=True)
+                trial.report(mean, step=len(self.seeds) * self.config.epochs)
+                raise optuna.TrialPruned(f"raced out after {len(runs)} seed run(s): mean "
+                                         f"{mean:.4f} below the population's worst {bar:.4f}")
+        self._record(trial, runs, start)
+        return float(np.mean([r.value for r in runs])) - penalty
+
+    def _record(self, trial: optuna.Trial, runs: list[RunResult], start: float,
+                raced: bool = False) -> None:
+        """The runs' figures as user attrs (learning curves too when epochs were not
+        reported)."""
+        attrs = {keys.SECONDS: round(time.perf_counter() - start, 3),
+                 keys.EPOCHS: [r.epochs_run for r in runs],
+                 keys.VALUE_STD: float(np.std([r.value for r in runs])),
+                 **{keys.validation_key(m): float(np.mean([r.val.get(m) for r in runs]))
+                    for m in METRICS}}
+        if not self.report_epochs:
+            attrs[keys.LEARNING_CURVES] = [[round(v, 6) for v in r.history] for r in runs]
+        if raced:
+            attrs[keys.RACED] = len(runs)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
 
     def _reporter(self, trial: optuna.Trial, index: int, penalty: float):
+        if not self.report_epochs:
+            return None
+
         def report(value: float, epoch: int) -> None:
             trial.report(value - penalty, step=index * self.config.epochs + epoch)
             if trial.should_prune():

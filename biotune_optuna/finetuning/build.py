@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from biotune_optuna.finetuning.blocks import partition
+from biotune_optuna.finetuning.cache import DEFAULT_MAX_BYTES, ActivationCache
 from biotune_optuna.finetuning.data import load_dataset, make_splits
 from biotune_optuna.finetuning.models import input_spec, load_model
 from biotune_optuna.finetuning.names import BUILTIN_MODELS
@@ -31,8 +32,10 @@ def resolve_weights(model: str, weights: str | None, seed: int = 0) -> str | Non
 def build_task(model: str, dataset: str, *, weights: str | None = None, shots: int | None = None,
                val_shots: int | None = None, split_seed: int = 0, data_root: str | None = None,
                download: bool = False, image_size: int | None = None, max_test: int | None = None,
-               pretrain_seed: int = 0, workers: int = 0, target_blocks: int = 8) -> Task:
-    """Load the model (its input size decides how file images are read), then the data."""
+               pretrain_seed: int = 0, workers: int = 0, target_blocks: int = 8,
+               activation_cache_mb: int | None = DEFAULT_MAX_BYTES // 2**20) -> Task:
+    """Load the model (its input size decides how file images are read), then the data.
+    ``activation_cache_mb`` bounds the frozen-prefix activation cache (None or 0: off)."""
     spec = input_spec(model, weights)  # file datasets are decoded at the model's size
     size = image_size or spec.size
     resize = None if image_size else spec.resize
@@ -46,4 +49,5 @@ def build_task(model: str, dataset: str, *, weights: str | None = None, shots: i
     if image_size:
         loaded = replace(loaded, input=replace(loaded.input, size=image_size, resize=None))
     splits = make_splits(data, shots, val_shots, split_seed, max_test=max_test)
-    return Task(loaded, partition(loaded.model, target_blocks), data, splits)
+    cache = ActivationCache(activation_cache_mb * 2**20) if activation_cache_mb else None
+    return Task(loaded, partition(loaded.model, target_blocks), data, splits, cache)

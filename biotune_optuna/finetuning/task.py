@@ -5,16 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from biotune_optuna.finetuning.blocks import Block
+from biotune_optuna.finetuning.cache import ActivationCache
 from biotune_optuna.finetuning.data import ImageData, Splits
 from biotune_optuna.finetuning.models import LoadedModel
 
 
 @dataclass(frozen=True)
 class Task:
+    """What a plan is trained on. ``activation_cache`` (shared by the task's folds) keeps
+    the outputs of frozen prefixes between runs; None trains every run from the images."""
+
     model: LoadedModel
     blocks: list[Block]
     data: ImageData
     splits: Splits
+    activation_cache: ActivationCache | None = None
 
     @property
     def block_names(self) -> list[str]:

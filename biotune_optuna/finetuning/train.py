@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from biotune_optuna.finetuning.blocks import Block, block_of_module
+from biotune_optuna.finetuning.cache import is_random, stages
 from biotune_optuna.finetuning.models import InputSpec
 from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
 from biotune_optuna.sampler.genome import FineTunePlan
@@ -62,6 +63,12 @@ class TrainConfig:
             raise ValueError(f"base learning rate must be positive, got {self.base_lr}")
         if self.patience < 1:
             raise ValueError(f"patience must be at least 1, got {self.patience}")
+
+
+def use_threads(n: int) -> None:
+    """torch's intra-op threads for this process (the training of every trial)."""
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -169,19 +176,72 @@ def metrics_from(logits: torch.Tensor, labels: torch.Tensor, loss: float) -> Met
     return Metrics(correct.float().mean().item(), float(np.mean(recalls)), loss)
 
 
+class Feed:
+    """Where a run's batches come from and which part of the model they enter: the images
+    through the whole model, or, for a plan whose leading blocks are frozen, the cached
+    outputs of that frozen prefix through the remaining stages (:mod:`.cache`)."""
+
+    def __init__(self, task, model: nn.Module, plan: FineTunePlan, config: TrainConfig,
+                 device: torch.device, use_amp: bool, channels_last: bool) -> None:
+        self.task, self.model, self.device = task, model, device
+        self.use_amp, self.channels_last = use_amp, channels_last
+        self.forward: Callable = model
+        self.depth, self._stages = 0, None
+        cache = getattr(task, "activation_cache", None)
+        first = next((i for i, m in enumerate(plan.multipliers) if m > 0), 0)
+        if cache is None or config.augment or first == 0:
+            return
+        chain = stages(model, task.blocks)
+        if chain is None:
+            return
+        depth = next((k for k in range(first) if is_random(chain[k])), first)
+        if depth:
+            self.depth, self._stages = depth, chain
+            self.forward = nn.Sequential(*chain[depth:])
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] as the model's input, on its device."""
+        x = adapt(x.to(self.device, non_blocking=True), self.task.model.input)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def batches(self, indices: np.ndarray, batch_size: int,
+                augment_with: torch.Generator | None = None,
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(input of ``forward``, labels) per batch, in the order of ``indices``."""
+        if not self.depth:
+            for x, y in self.task.data.batches(indices, batch_size):
+                if augment_with is not None:
+                    x = augment(x.to(self.device, non_blocking=True), augment_with)
+                yield self.inputs(x), y.to(self.device, non_blocking=True)
+            return
+        cache, labels = self.task.activation_cache, self.task.data.labels
+        for start in range(0, len(indices), batch_size):
+            part = np.asarray(indices[start:start + batch_size])
+            rows = cache.rows(self.depth - 1, part, self._compute)
+            yield rows, torch.as_tensor(labels[part]).to(self.device)
+
+    @torch.no_grad()
+    def _compute(self, indices: np.ndarray, start: int | None,
+                 inputs: torch.Tensor | None) -> torch.Tensor:
+        """Outputs of the frozen prefix for ``indices``: from the images, or from the outputs
+        at cached boundary ``start``."""
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            if start is not None:
+                return nn.Sequential(*self._stages[start + 1:self.depth])(inputs)
+            prefix = nn.Sequential(*self._stages[:self.depth])
+            return torch.cat([prefix(self.inputs(x)) for x, _ in
+                              self.task.data.batches(indices, 256)])
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data, indices: np.ndarray, spec: InputSpec, device: torch.device,
-             batch_size: int = 256, channels_last: bool = False,
+def evaluate(feed: Feed, indices: np.ndarray, batch_size: int = 256,
              should_stop: StopCheck | None = None) -> Metrics:
-    model.eval()
+    feed.model.eval()
     logits, labels = [], []
-    for x, y in data.batches(indices, batch_size):
+    for x, y in feed.batches(indices, batch_size):
         _stop_point(should_stop)
-        x = adapt(x.to(device, non_blocking=True), spec)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits.append(split_output(model(x))[0].float().cpu())
-        labels.append(y)
+        logits.append(split_output(feed.forward(x))[0].float().cpu())
+        labels.append(y.cpu())
     logits_all, labels_all = torch.cat(logits), torch.cat(labels)
     loss = F.cross_entropy(logits_all, labels_all).item()
     return metrics_from(logits_all, labels_all, loss)
@@ -203,6 +263,7 @@ class RunResult:
     test: Metrics | None = None
     diverged: str | None = None
     model: nn.Module | None = None
+    frozen_prefix: int = 0  # leading blocks served from the activation cache
 
 
 class Method:
@@ -259,25 +320,21 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
     period = config.cosine_t_max or config.epochs
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=period)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    spec, data, splits = task.model.input, task.data, task.splits
+    splits = task.splits
+    feed = Feed(task, model, plan, config, device, use_amp, channels_last)
     best, best_epoch, best_state, history = -math.inf, 0, None, []
     result = RunResult(seed, math.nan, 0, 0, None, 0.0, setup.trainable_params,
-                       setup.total_params, history)
+                       setup.total_params, history, frozen_prefix=feed.depth)
     for epoch in range(config.epochs):
         model.train()
         for norm in setup.frozen_norms:
             norm.eval()
         order = splits.train[torch.randperm(len(splits.train), generator=generator).numpy()]
-        for step, (x, y) in enumerate(data.batches(order, config.batch_size)):
+        batches = feed.batches(order, config.batch_size, generator if config.augment else None)
+        for step, (x, y) in enumerate(batches):
             _stop_point(should_stop)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if config.augment:
-                x = augment(x, generator)
-            x = adapt(x, spec)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=use_amp):
-                logits, aux = split_output(model(x))
+                logits, aux = split_output(feed.forward(x))
                 loss = F.cross_entropy(logits, y) + config.aux_loss_weight * sum(
                     (F.cross_entropy(a, y) for a in aux), torch.zeros((), device=device))
                 extra = method.penalty(model)
@@ -296,8 +353,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
             scaler.step(optimizer)
             scaler.update()
         schedule.step()
-        val = evaluate(model, data, splits.val, spec, device, config.eval_batch_size,
-                       channels_last, should_stop)
+        val = evaluate(feed, splits.val, config.eval_batch_size, should_stop)
         value = val.get(config.metric)
         history.append(value)
         if on_epoch is not None:
@@ -315,8 +371,8 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
         model.load_state_dict(best_state)
     model = method.finish(model)
     if evaluate_test:
-        result.test = evaluate(model, data, splits.test, spec, device, config.eval_batch_size,
-                               channels_last, should_stop)
+        result.test = evaluate(Feed(task, model, plan, config, device, use_amp, channels_last),
+                               splits.test, config.eval_batch_size, should_stop)
     if keep_model:
         result.model = model.cpu()
     result.seconds = time.perf_counter() - start
