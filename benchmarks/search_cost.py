@@ -1,0 +1,198 @@
+"""What a BioTune search costs before and after the cost work (activation cache, seed racing,
+learning curves stored once, a core share per process), on the paper's protocol, in one run.
+
+    .venv/bin/python -m benchmarks.search_cost                  # both tasks, rewrites RESULTS.md
+    .venv/bin/python -m benchmarks.search_cost --tasks small --no-write
+
+The protocol is the paper's: N=10, E=3, 10 generations (140 trials), 3 training seeds per
+trial, at most 30 epochs with patience 3. "before" trains every run from the images, runs
+every seed of every trial and reports every epoch to storage; "now" is the default. Both use
+the same sampler seed, splits and SQLite storage. Each search's plan is then chosen as
+``train-best`` does (top 5 trials re-validated with seeds 100-102) and retrained and tested
+with seeds 0-4. A last table times a fixed number of trials with one worker process and with
+two on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from benchmarks import results
+from biotune_optuna.app import keys
+from biotune_optuna.app.config import SearchConfig
+from biotune_optuna.app.cores import CoreShare, cores
+from biotune_optuna.app.jobs import REVALIDATION_SEEDS, select_plan
+from biotune_optuna.app.objective import FineTuneObjective
+from biotune_optuna.app.runner import run_search
+from biotune_optuna.app.studies import open_study
+from biotune_optuna.finetuning.build import build_task
+from biotune_optuna.finetuning.evaluation import evaluate_plan
+from biotune_optuna.finetuning.models import cache_dir
+from biotune_optuna.finetuning.train import TrainConfig, fine_tune
+from biotune_optuna.sampler.genome import FineTunePlan
+
+OUT = Path(__file__).with_name("out")
+PROTOCOL = dict(population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
+                patience=3, seed=0, shots=10, dataset="digits")
+TEST_SEEDS = (0, 1, 2, 3, 4)
+TASKS = {
+    "small": dict(model="small", weights="mnist5k"),
+    "resnet18": dict(model="resnet18", image_size=32),  # weights: pretrained here, below
+}
+
+
+def resnet_source(seed: int = 0) -> str:
+    """A torchvision ResNet-18 pretrained at 32x32 on mnist5k (the offline source dataset),
+    its backbone cached so the benchmark pretrains once."""
+    path = cache_dir() / "pretrained" / f"resnet18-mnist5k-32px-seed{seed}.pt"
+    if path.is_file():
+        return str(path)
+    import torch
+
+    task = build_task("resnet18", "mnist5k", weights="none", image_size=32, split_seed=seed,
+                      activation_cache_mb=None)
+    plan = FineTunePlan(tuple(task.block_names), (1.0,) * len(task.blocks))
+    run = fine_tune(task, plan, TrainConfig(epochs=8, patience=8, batch_size=128), seed,
+                    keep_model=True)
+    print(f"pretrained resnet18 on mnist5k: validation accuracy {run.val.accuracy:.3f} in "
+          f"{run.seconds:.0f} s", flush=True)
+    heads = tuple(f"{h}." for h in task.model.heads)
+    backbone = {k: v for k, v in run.model.state_dict().items() if not k.startswith(heads)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": backbone}, path)
+    return str(path)
+
+
+def run_variant(name: str, options: dict, variant: str, storage: str) -> dict:
+    now = variant == "now"
+    config = SearchConfig(study_name=f"{name}-{variant}", storage=storage, **PROTOCOL,
+                          **options, racing=now, activation_cache=now)
+    task = build_task(config.model, config.dataset, weights=config.weights, shots=config.shots,
+                      split_seed=config.split_seed, image_size=config.image_size,
+                      activation_cache_mb=config.activation_cache_mb if now else None)
+    study = open_study(config, task.block_names)
+    objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
+                                  train_head=config.train_head, report_epochs=not now,
+                                  race_margin=config.race_margin if now else None)
+    written = _time_storage_writes()
+    start = time.perf_counter()
+    with CoreShare(1, None if now else cores()) as share:
+        run_search(study, share.before(objective), config.n_trials)
+    seconds = time.perf_counter() - start
+    trials = study.get_trials(deepcopy=False)
+    epochs = [e for t in trials for e in t.user_attrs.get(keys.EPOCHS, [])]
+    _, plan, _ = select_plan(study, task, config.train_config(), list(REVALIDATION_SEEDS),
+                             top_k=5, quiet=True)
+    test = evaluate_plan(task, plan, config.train_config(), TEST_SEEDS, variant)
+    scores = np.array([r.test.balanced_accuracy for r in test.runs])
+    cache = task.activation_cache
+    return {"seconds": seconds, "writes": written(), "trials": len(trials),
+            "seed runs": len(epochs), "epochs": sum(epochs),
+            "raced": sum(1 for t in trials if keys.RACED in t.user_attrs),
+            "cache hits": f"{cache.hits / max(cache.hits + cache.misses, 1):.0%}" if cache
+            else "-", "test": scores.mean(), "se": scores.std(ddof=1) / np.sqrt(len(scores)),
+            "plan": ", ".join(plan.trained_blocks)}
+
+
+def _time_storage_writes():
+    """Seconds spent in trial.report and trial.set_user_attr from now on (read by the call)."""
+    spent = [0.0]
+    originals = {name: getattr(optuna.Trial, name) for name in ("report", "set_user_attr")}
+
+    def timed(method):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return wrapper
+
+    for name, method in originals.items():
+        setattr(optuna.Trial, name, timed(method))
+
+    def read() -> float:
+        for name, method in originals.items():
+            setattr(optuna.Trial, name, method)
+        return spent[0]
+    return read
+
+
+def cost_table(name: str, options: dict, folder: str) -> str:
+    rows, runs = [], {}
+    for variant in ("before", "now"):
+        runs[variant] = run_variant(name, options, variant, f"sqlite:///{folder}/{name}.db")
+        r = runs[variant]
+        rows.append([variant, f"{r['seconds']:.0f}", f"{100 * r['writes'] / r['seconds']:.1f}%",
+                     str(r["seed runs"]), str(r["epochs"]), str(r["raced"]), r["cache hits"],
+                     f"{r['test']:.4f} ± {r['se']:.4f}", r["plan"]])
+        print(" | ".join(rows[-1]), flush=True)
+    ratio = runs["before"]["seconds"] / runs["now"]["seconds"]
+    header = ["", "search seconds", "storage writes", "seed runs", "epochs", "raced trials",
+              "cache hits", "test balanced acc (5 seeds, ± se)", "chosen plan trains"]
+    return (f"### {name}\n\n{results.table(header, rows)}\n\nSearch time before / now: "
+            f"**{ratio:.2f}x**.")
+
+
+WORKER = [sys.executable, "-m", "biotune_optuna.cli", "search", "--model", "small",
+          "--dataset", "digits", "--study-name", "w", "--population", "6", "--elite", "2",
+          "--epochs", "10", "--train-seeds", "0,1,2", "--trials", "24", "-q",
+          "--no-racing"]
+
+
+def workers_table(folder: str) -> str:
+    rows = []
+    for label, count, extra in (("1 process", 1, []), ("2 processes", 2, []),
+                                ("2 processes, each with every core", 2,
+                                 ["--threads", str(cores())])):
+        storage = f"sqlite:///{folder}/workers-{count}-{len(extra)}.db"
+        start = time.perf_counter()
+        processes = [subprocess.Popen([*WORKER, "--storage", storage, *extra],
+                                      stdout=subprocess.DEVNULL) for _ in range(count)]
+        if any(p.wait() for p in processes):
+            raise SystemExit(f"a worker failed ({label})")
+        rows.append([label, f"{time.perf_counter() - start:.0f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    return ("### Worker processes on one machine\n\n24 trials of the small task (N=6, E=2, "
+            "3 seeds, 10 epochs) in one study:\n\n"
+            + results.table(["workers", "seconds"], rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="small,resnet18", help="comma-separated: "
+                        + ", ".join(TASKS))
+    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    sections = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.tasks.split(","):
+            options = dict(TASKS[name])
+            if name == "resnet18":
+                options["weights"] = resnet_source()
+            sections.append(cost_table(name, options, folder))
+        sections.append(workers_table(folder))
+    body = (f"Command: `.venv/bin/python -m benchmarks.search_cost --tasks {args.tasks}` "
+            f"({results.machine()}).\n\nThe paper's protocol (N=10, E=3, 10 generations = 140 "
+            "trials, 3 training seeds each, at most 30 epochs, patience 3) on mnist5k -> "
+            "digits with 10 labels per class; `small` is the built-in CNN pretrained on "
+            "mnist5k, `resnet18` a torchvision ResNet-18 at 32x32 pretrained here on mnist5k. "
+            "before: no activation cache, no racing, every epoch reported to SQLite, every "
+            "core for the one process; now: the defaults (cache, racing margin 0.02, learning "
+            "curves stored once, the core share). Storage writes: the share of the search "
+            "time spent in trial.report and trial.set_user_attr. The chosen plan is picked "
+            "as train-best does and tested with seeds 0-4.\n\n" + "\n\n".join(sections) + "\n")
+    results.publish("search_cost", "What a search costs", body, write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
