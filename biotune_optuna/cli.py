@@ -33,9 +33,9 @@ from biotune_optuna.app.config import (
 )
 from biotune_optuna.app.storage import StorageError, open_storage
 from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked, scrubbed
-from biotune_optuna.finetuning.names import BASELINES, DataError, ModelError
+from biotune_optuna.finetuning.names import BASELINES, DataError, DeviceError, ModelError
 
-USER_ERRORS = (ConfigError, DataError, ModelError, StorageError)
+USER_ERRORS = (ConfigError, DataError, DeviceError, ModelError, StorageError)
 logger = logging.getLogger("biotune_optuna")
 
 EXAMPLES = {
@@ -88,10 +88,18 @@ def _help(name: str, with_default: bool = True) -> str:
     return text if default is None or not with_default else f"{text} (default: {shown})"
 
 
-def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per SearchConfig option; defaults stay None so a TOML file can set them."""
+ALL_GROUPS = ("study", "task", "training", "search", "run")
+TRAINING_GROUPS = ("study", "task", "training", "run")  # what a baseline may be given
+
+
+def _add_search_options(parser: argparse.ArgumentParser, groups=ALL_GROUPS,
+                        skip: tuple[str, ...] = ()) -> None:
+    """One flag per SearchConfig option of ``groups``; defaults stay None so a TOML file can
+    set them. A command only offers the options it uses: another is refused by the parser."""
     parser.add_argument("--config", help="TOML file of options (flags override it)")
     for f in fields(SearchConfig):
+        if spec_of(f).group not in groups or f.name in skip:
+            continue
         if f.type == "bool":
             parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
                                 default=None, help=_help(f.name))
@@ -114,11 +122,37 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-v", "--verbose", action="store_true", help="epochs and Optuna's log")
 
 
-def _config_from_args(args: argparse.Namespace) -> SearchConfig:
-    file_options = load_toml(args.config) if args.config else {}
-    flags = {f.name: getattr(args, f.name) for f in fields(SearchConfig)}
+def _config_from_args(args: argparse.Namespace, stored: dict | None = None) -> SearchConfig:
+    """Defaults, then a stored study's configuration (resuming needs no option but the
+    study's name and storage), then the TOML file, then the flags."""
+    file_options = {**(stored or {}), **(load_toml(args.config) if args.config else {})}
+    flags = {f.name: getattr(args, f.name, None) for f in fields(SearchConfig)}
     flags["storage"] = flags["storage"] or from_environment()
     return make_config(file_options, flags)
+
+
+def _existing_study(args: argparse.Namespace) -> optuna.Study | None:
+    """The study --study-name names, when its storage exists and holds it."""
+    if not args.study_name:
+        return None
+    try:
+        storage = open_storage(_storage_url(args), heartbeat=None, create=False)
+    except StorageError:
+        return None
+    if args.study_name not in optuna.get_all_study_names(storage):
+        return None
+    return optuna.load_study(study_name=args.study_name, storage=storage)
+
+
+def _stored_options(study: optuna.Study | None) -> dict:
+    """A biotune-optuna study's stored configuration, with the budget it last asked for."""
+    from biotune_optuna.app.config import with_legacy_options
+
+    stored = dict((study.user_attrs.get(keys.CONFIG) or {}) if study else {})
+    stored.pop("blocks", None)
+    if stored and study.user_attrs.get(keys.BUDGET):
+        stored["trials"] = study.user_attrs[keys.BUDGET]
+    return with_legacy_options(stored) if stored else {}
 
 
 def _storage_url(args: argparse.Namespace) -> str:
@@ -132,7 +166,7 @@ def _storage_url(args: argparse.Namespace) -> str:
 
 
 def _load_study(args: argparse.Namespace) -> optuna.Study:
-    storage = open_storage(_storage_url(args), heartbeat=None)
+    storage = open_storage(_storage_url(args), heartbeat=None, create=False)
     names = optuna.get_all_study_names(storage)
     name = args.study_name
     if name is None:
@@ -153,7 +187,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Create the study, or continue it when it exists: the same command resumes."""
     from biotune_optuna.app.jobs import search
 
-    config = _config_from_args(args)
+    config = _config_from_args(args, _stored_options(_existing_study(args)))
     study = search(config, n_jobs=args.n_jobs, quiet=args.quiet, verbose=args.verbose)
     _print_best(study)
     return 0
@@ -222,7 +256,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from biotune_optuna.app.dashboard import artifact_store_for
 
     url = _storage_url(args)
-    storage = open_storage(url, heartbeat=None)
+    storage = open_storage(url, heartbeat=None, create=False)
     if not _is_loopback(args.host):
         print(f"biotune-optuna: warning: optuna-dashboard has no authentication; anyone who "
               f"can reach {args.host}:{args.port} can read and change the studies",
@@ -293,7 +327,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from biotune_optuna.app.jobs import REVALIDATION_SEEDS, run_baselines
     from biotune_optuna.finetuning.evaluation import results_table
 
-    config = _config_from_args(args)
+    config = _baseline_config(args)
     methods = [m for m in args.method.replace(",", " ").split() if m]
     unknown = [m for m in methods if m not in BASELINES]
     if unknown or not methods:
@@ -311,6 +345,27 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline_config(args: argparse.Namespace) -> SearchConfig:
+    """A named study's task, splits and training protocol (so its baselines compare like
+    with like), else the options given."""
+    if not args.study_name:
+        return _config_from_args(args)
+    study = _load_study(args)
+    stored = _stored_options(study)
+    if not stored:
+        raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
+                          "leave out --study-name and give the task's options")
+    given = [flag(f.name) for f in fields(SearchConfig) if spec_of(f).group in
+             ("task", "training") and getattr(args, f.name, None) is not None]
+    if given or args.config:
+        raise ConfigError(f"baseline trains on study {study.study_name!r}'s task and "
+                          f"protocol; drop {', '.join(given) or '--config'} (or leave out "
+                          "--study-name to give them)")
+    runtime = {f.name: getattr(args, f.name) for f in fields(SearchConfig)
+               if spec_of(f).group == "run" and getattr(args, f.name, None) is not None}
+    return make_config(stored, {"study_name": study.study_name, **runtime})
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """BioTune against other samplers on the same objective and genome: one study per
     sampler and seed in one storage, equal budgets, a table and a convergence plot."""
@@ -321,14 +376,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     unknown = [s for s in samplers if s not in SAMPLERS]
     if unknown:
         raise ConfigError(f"unknown sampler {unknown[0]!r}; use {', '.join(SAMPLERS)}")
-    print(compare_samplers(config, samplers, args.seeds, args.target, args.out,
+    print(compare_samplers(config, samplers, _int_list(args.seeds), args.target, args.out,
                            quiet=args.quiet))
     return 0
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
     """List the studies in a storage."""
-    storage = open_storage(_storage_url(args), heartbeat=None)
+    storage = open_storage(_storage_url(args), heartbeat=None, create=False)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if not summaries:
         print("no studies")
@@ -351,14 +406,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) that point at the command's help, and no
+    abbreviated flags (``--sampler`` must not silently mean ``--samplers``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _summary(doc: str) -> str:
+    """A docstring's first sentence, on one line."""
+    text = " ".join(doc.split())
+    return text.split(". ")[0].rstrip(".")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="biotune-optuna", description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler, **kwargs) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=handler.__doc__.splitlines()[0],
+        sub = commands.add_parser(name, help=_summary(handler.__doc__),
                                   description=handler.__doc__, epilog=_examples(name),
                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
         sub.set_defaults(handler=handler)
@@ -371,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_study_options(command(name, handler))
     export = command("export", cmd_export)
     _add_study_options(export)
-    export.add_argument("--format", choices=("json", "python"), default="json")
+    export.add_argument("--format", choices=("json", "python"), default="json",
+                        help="json: the plan and its learning rates; python: a PyTorch snippet "
+                        "that applies it (default: json)")
     export.add_argument("--out", help="write to this file instead of stdout")
     train = command("train-best", cmd_train_best)
     _add_study_options(train)
@@ -393,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
                       help="attach the plots and a note to the study for optuna-dashboard")
     base = command("baseline", cmd_baseline)
-    _add_search_options(base)
+    _add_search_options(base, TRAINING_GROUPS)
     base.add_argument("--method", default="full,linear",
                       help="full, linear, l2sp, l1sp, autorgn, lora (comma-separated)")
     base.add_argument("--seeds", default="0,1,2,3,4", help="fine-tuning seeds")
@@ -408,17 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--out", default=None, help="also write the results as JSON")
     base.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     comparison = command("compare", cmd_compare)
-    _add_search_options(comparison)
-    comparison.add_argument("--samplers", default="biotune,tpe,random,cmaes")
-    comparison.add_argument("--seeds", type=int, default=5, help="studies per sampler")
+    _add_search_options(comparison, skip=("sampler", "seed"))
+    comparison.add_argument("--samplers", default="biotune,tpe,random,cmaes",
+                            help=f"samplers to compare, comma-separated: {', '.join(SAMPLERS)}")
+    comparison.add_argument("--seeds", default="0,1,2,3,4",
+                            help="sampler seeds: one study per sampler and seed")
     comparison.add_argument("--target", type=float, default=None, help="value whose "
                             "first-reaching trial is reported (default: the lowest best)")
     comparison.add_argument("--out", default="plots", help="directory of the plot")
     _add_output_options(comparison)
     dashboard = command("dashboard", cmd_dashboard)
     _add_study_options(dashboard)
-    dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on "
+                           "(default: 127.0.0.1, this machine only; the dashboard has no "
+                           "authentication)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     demo = command("demo", cmd_demo)
     demo.add_argument("--quick", action="store_true", help="smaller search, under 2 minutes")
     demo.add_argument("--storage", default=None, help="default: $" + ENV_VAR +

@@ -22,7 +22,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from biotune_optuna.app.storage_urls import masked
-from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
+from biotune_optuna.finetuning.names import (
+    BUILTIN_MODELS,
+    METRICS,
+    OPTIMIZERS,
+    default_weights,
+)
 from biotune_optuna.sampler.core import validate_settings
 from biotune_optuna.sampler.population import Layout
 
@@ -45,9 +50,13 @@ class Spec:
     """What an option accepts besides its type.
 
     ``low``/``high`` bound numbers (inclusive), ``positive`` asks for more than zero,
-    ``choices`` lists the accepted words, ``runtime`` keeps an option out of the study's
-    fingerprint (how a search runs, not what it measures), ``legacy`` is the value a study
-    created before the option existed ran with, ``metavar`` names the value in ``--help``.
+    ``choices`` lists the accepted words and ``words`` maps words to values (``all`` for
+    shots), ``runtime`` keeps an option out of the study's fingerprint (how a search runs,
+    not what it measures), ``legacy`` is the value a study created before the option existed
+    ran with, ``metavar`` names the value in ``--help``, and ``group`` says which commands
+    take it: ``study``, ``task`` (what is trained on) and ``training`` (how a plan is
+    trained) serve every command that trains; ``search`` only searches; ``run`` is how a
+    process runs.
     """
 
     help: str
@@ -58,6 +67,8 @@ class Spec:
     runtime: bool = False
     legacy: Any = ALWAYS
     metavar: str | None = None
+    words: dict[str, Any] | None = None
+    group: str = "search"
 
 
 def option(default: Any, help: str, **spec: Any) -> Any:
@@ -72,47 +83,52 @@ def option(default: Any, help: str, **spec: Any) -> Any:
 class SearchConfig:
     """Every option of ``biotune-optuna search`` (flags have the same names with dashes)."""
 
-    study_name: str = option("biotune", "name of the study in the storage", runtime=True)
+    study_name: str = option("biotune", "name of the study in the storage", runtime=True,
+                             group="study")
     storage: str | None = option(
         None, "storage URL: sqlite:///file.db, postgresql://user:pass@host/db or "
         "journal:///file.log (default: $BIOTUNE_OPTUNA_STORAGE when set, which keeps a "
         "password out of the process list, else sqlite:///studies/<study>.db)", runtime=True,
-        metavar="URL")
+        metavar="URL", group="study")
     # what is fine-tuned
     model: str = option("small", "tiny, small (built-in CPU CNNs) or a torchvision model name "
-                        "(resnet50, ...)")
+                        "(resnet50, ...)", group="task")
     weights: str | None = option(
-        None, "torchvision: DEFAULT, IMAGENET1K_V2, ..., a .pt file or none; built-in: the "
-        "source dataset to pretrain on (default mnist5k), a .pt file or none")
+        None, "torchvision: DEFAULT (the default), IMAGENET1K_V2, ..., a .pt file or none "
+        "(random initialisation); built-in: the source dataset to pretrain on (default "
+        "mnist5k), a .pt file or none", group="task")
     dataset: str = option("digits", "digits, mnist5k, fashion, an image folder, a .csv of "
-                          "path,label or a torchvision dataset name (Flowers102, CIFAR10, ...)")
+                          "path,label or a torchvision dataset name (Flowers102, CIFAR10, ...)",
+                          group="task")
     data_root: str | None = option(None, "directory of a torchvision dataset", runtime=True,
-                                   metavar="DIR")
+                                   metavar="DIR", group="task")
     download: bool = option(False, "let torchvision download the dataset into --data-root",
-                            runtime=True)
+                            runtime=True, group="task")
     shots: int | None = option(10, "labelled training images per class (label-scarce "
-                               "transfer)", low=1)
+                               "transfer), or all: a share of every class", low=1,
+                               words={"all": None}, group="task")
     val_shots: int | None = option(None, "validation images per class (default: --shots)",
-                                   low=1)
-    split_seed: int = option(0, "seed of the train/val/test split", low=0)
+                                   low=1, group="task")
+    split_seed: int = option(0, "seed of the train/val/test split", low=0, group="task")
     image_size: int | None = option(None, "input size (default: the weights' own "
-                                    "preprocessing)", low=1)
+                                    "preprocessing)", low=1, group="task")
     max_test: int | None = option(None, "cap the test split (stratified), for quick runs",
-                                  low=1, runtime=True, metavar="N")
+                                  low=1, runtime=True, metavar="N", group="task")
     # how each plan is trained
     epochs: int = option(30, "most epochs per fine-tuning run (early stopping may end it "
-                         "sooner)", low=1)
-    patience: int = option(3, "epochs without validation improvement before stopping", low=1)
+                         "sooner)", low=1, group="training")
+    patience: int = option(3, "epochs without validation improvement before stopping", low=1,
+                           group="training")
     lr: float = option(1e-3, "base learning rate; a trained block gets lr x its multiplier "
-                       "(0.1x to 10x)", positive=True)
-    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
-    weight_decay: float = option(0.0, "weight decay", low=0)
-    batch_size: int = option(96, "training batch size", low=1)
+                       "(0.1x to 10x)", positive=True, group="training")
+    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS, group="training")
+    weight_decay: float = option(0.0, "weight decay", low=0, group="training")
+    batch_size: int = option(96, "training batch size", low=1, group="training")
     metric: str = option("balanced_accuracy", "validation metric (balanced_accuracy is the "
-                         "paper's)", choices=METRICS)
-    augment: bool = option(False, "random affine augmentation of training images")
+                         "paper's)", choices=METRICS, group="training")
+    augment: bool = option(False, "random affine augmentation of training images", group="training")
     cosine_t_max: int | None = option(None, "cosine schedule period in epochs (default "
-                                      "--epochs; 100 is the paper's)", low=1)
+                                      "--epochs; 100 is the paper's)", low=1, group="training")
     train_seeds: list[int] = option([0], "fine-tuning seeds per trial, averaged (e.g. 0,1,2 "
                                     "as in the paper)", metavar="SEEDS")
     folds: int = option(1, "k-fold rotation across generations (the paper uses 2)", low=1)
@@ -143,16 +159,17 @@ class SearchConfig:
         "value: 0.05 trades 0.01 of accuracy for 20%% of the parameters (0: accuracy alone)",
         low=0, legacy=0.0)
     # running it (not part of the fingerprint)
-    device: str = option("auto", "auto, cpu, cuda, cuda:1 or mps", runtime=True)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1 or mps", runtime=True, group="run")
     threads: int | None = option(None, "torch threads per worker process (default: the CPU "
                                  "cores shared among this machine's search processes and "
-                                 "--n-jobs)", low=1, runtime=True, metavar="N")
+                                 "--n-jobs)", low=1, runtime=True, metavar="N", group="run")
     activation_cache: bool = option(True, "compute a plan's frozen leading blocks once per "
                                     "image and reuse them across epochs, seeds and trials "
-                                    "(exact; off without augmentation only)", runtime=True)
+                                    "(exact; used without augmentation)", runtime=True,
+                                    group="run")
     activation_cache_mb: int = option(1024, "memory the activation cache may use",
-                                      low=1, runtime=True, metavar="MB")
-    workers: int = option(0, "DataLoader workers for image files", low=0, runtime=True)
+                                      low=1, runtime=True, metavar="MB", group="run")
+    workers: int = option(0, "DataLoader workers for image files", low=0, runtime=True, group="run")
     heartbeat: int = option(60, "seconds between heartbeats (a dead worker's trial is "
                             "retried)", low=1, runtime=True)
     grace: int = option(180, "seconds without heartbeat before a trial counts as dead",
@@ -161,6 +178,8 @@ class SearchConfig:
                                    positive=True, runtime=True)
 
     def __post_init__(self) -> None:
+        if self.weights is None:  # stored resolved, so the fingerprint says what was loaded
+            self.weights = default_weights(self.model)
         self.validate()
 
     def validate(self) -> None:
@@ -273,14 +292,16 @@ def make_config(file_options: Mapping[str, Any] | None = None,
     if unknown:
         raise ConfigError(f"unknown option {unknown[0]!r}; known options: "
                           f"{', '.join(option_names())}")
-    types = {f.name: f.type for f in fields(SearchConfig)}
+    declared = {f.name: f for f in fields(SearchConfig)}
     for name, value in merged.items():
-        merged[name] = _coerce(name, value, types[name])
+        merged[name] = _coerce(name, value, declared[name].type, spec_of(declared[name]))
     return SearchConfig(**merged)
 
 
-def _coerce(name: str, value: Any, annotation: str) -> Any:
+def _coerce(name: str, value: Any, annotation: str, spec: Spec) -> Any:
     """Check a TOML or flag value against the option's type, converting where lossless."""
+    if spec.words and isinstance(value, str) and value.lower() in spec.words:
+        return spec.words[value.lower()]
     if "list[int]" in annotation:
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
@@ -298,7 +319,9 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
                     raise ValueError
                 return convert(value)
             except (TypeError, ValueError):
-                raise ConfigError(f"{flag(name)} takes a {kind}, got {value!r}") from None
+                words = f" or {', '.join(spec.words)}" if spec.words else ""
+                raise ConfigError(f"{flag(name)} takes a {kind}{words}, got {value!r}"
+                                  ) from None
     return value
 
 
@@ -312,10 +335,15 @@ def _to_bool(value: Any) -> bool:
 
 def with_legacy_options(stored: Mapping[str, Any]) -> dict[str, Any]:
     """A stored fingerprint completed with what a study created before an option existed
-    ran with (each option's ``legacy`` value)."""
+    ran with (each option's ``legacy`` value). Studies from before weights were resolved at
+    creation stored None: built-in models pretrained on mnist5k, others started random."""
     legacy = {f.name: spec_of(f).legacy for f in fields(SearchConfig)
               if spec_of(f).legacy is not ALWAYS}
-    return {**legacy, **stored}
+    completed = {**legacy, **stored}
+    if "weights" in stored and stored["weights"] is None:
+        completed["weights"] = default_weights(stored.get("model", "")) \
+            if stored.get("model") in BUILTIN_MODELS else "none"
+    return completed
 
 
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

@@ -3,13 +3,16 @@ plan, and the offline demo."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from biotune_optuna.app import keys as keys
+from biotune_optuna.app import keys
 from biotune_optuna.app.config import ConfigError, SearchConfig
 from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
@@ -27,7 +30,10 @@ from biotune_optuna.finetuning.evaluation import (
     save_checkpoint,
     tune_base_lr,
 )
+from biotune_optuna.finetuning.names import BUILTIN_DATASETS
 from biotune_optuna.finetuning.task import Task
+from biotune_optuna.finetuning.train import resolve_device
+from biotune_optuna.sampler.population import Layout
 
 
 def task_for(config: SearchConfig) -> Task:
@@ -40,6 +46,26 @@ def task_for(config: SearchConfig) -> Task:
                       if config.activation_cache else None)
 
 
+def notices(config: SearchConfig, task: Task) -> list[str]:
+    """What a search is about to do that the user may not mean (said, not refused)."""
+    said = []
+    if config.weights == "none":
+        said.append(f"{config.model} starts from random weights (--weights none); name "
+                    "weights to fine-tune a pre-trained network")
+    if config.sampler == "biotune" and config.n_trials <= config.population:
+        first = Layout(config.population, config.elite).n_trials(1)
+        said.append(f"--trials {config.n_trials} ends inside BioTune's initial population "
+                    f"(--population {config.population}): that is random search; give at "
+                    f"least {first} trials for one generation of evolution")
+    if config.shots is not None and config.dataset not in BUILTIN_DATASETS:
+        counts = np.bincount(task.data.labels, minlength=task.data.num_classes)
+        if counts.min() > config.shots + (config.val_shots or config.shots):
+            said.append(f"training on {config.shots} images per class of the "
+                        f"{counts.min()}-{counts.max()} available (--shots); --shots all "
+                        "trains on every image not kept for validation and testing")
+    return said
+
+
 def describe_blocks(task: Task) -> dict[str, dict]:
     return {b.name: {"modules": list(b.modules), "n_params": b.n_params,
                      **({"params": list(b.params)} if not b.modules else {})}
@@ -49,11 +75,14 @@ def describe_blocks(task: Task) -> dict[str, dict]:
 def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: bool = False,
            task: Task | None = None) -> optuna.Study:
     """Run (or resume) the search the configuration describes, with progress bars."""
+    resolve_device(config.device)  # a device that cannot be used is refused before any trial
     task = task or task_for(config)
     study = open_study(config, task.block_names)
     if keys.BLOCKS not in study.user_attrs:
         study.set_user_attr(keys.BLOCKS, describe_blocks(task))
     study.set_user_attr(keys.BUDGET, config.n_trials)
+    for line in notices(config, task):
+        print(f"biotune-optuna: note: {line}", file=sys.stderr, flush=True)
     if not quiet:
         print(f"study {config.study_name!r} in {config.storage_label}: {config.model} "
               f"({len(task.blocks)} blocks) on {task.data.name}, {task.splits.summary()}, "
@@ -131,6 +160,7 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     best-epoch weights, and (with ``compare``) put full fine-tuning and linear probing
     beside it on the same seeds."""
     config = config_of(study, device=device, data_root=data_root)
+    resolve_device(config.device)
     task = task or task_for(config)
     train = config.train_config()
     trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet,
@@ -166,6 +196,7 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
     """Each baseline on the search's task, training protocol and splits, same seeds. With
     ``lr_grid``, each method first gets the base learning rate of the grid with the best
     mean validation value over the re-validation seeds (never the tested ones)."""
+    resolve_device(config.device)
     task = task or task_for(config)
     evaluations = []
     for name in methods:
@@ -183,7 +214,7 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
     return evaluations
 
 
-def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
+def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[int],
                      target: float | None = None, out_dir: str = "plots",
                      quiet: bool = False) -> str:
     """One study per sampler and seed in one storage at equal budget: best validation
@@ -193,14 +224,13 @@ def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
     import matplotlib
 
     matplotlib.use("Agg")
-    import numpy as np
 
     from biotune_optuna.analysis import best_so_far, plot_convergence
 
     task = task_for(config)
     studies: dict[str, list[optuna.Study]] = {}
     for sampler in samplers:
-        for seed in range(n_seeds):
+        for seed in seeds:
             name = f"{config.study_name}-{sampler}-s{seed}"
             if not quiet:
                 print(f"{name}: {config.n_trials} trials", flush=True)
@@ -238,6 +268,6 @@ def compare_samplers(config: SearchConfig, samplers: list[str], n_seeds: int,
             if reached else f"never (0/{total})"
         lines.append(f"{sampler:<8} {best.mean():>8.4f} ± {best.std():.4f} "
                      f"{tests.mean():>12.4f} ± {tests.std():.4f} {trials:>24}")
-    lines.append(f"({n_seeds} seeds per sampler, {config.n_trials} trials each, in "
+    lines.append(f"({len(seeds)} seeds per sampler, {config.n_trials} trials each, in "
                  f"{config.storage_label}; convergence plot {plot})")
     return "\n".join(lines)

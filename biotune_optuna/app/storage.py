@@ -30,21 +30,25 @@ def retry_callback():
     return cls(max_retry=3)
 
 
-def _check_sqlite_file(url: str) -> None:
+def _check_sqlite_file(url: str, create: bool) -> None:
     path = Path(url.removeprefix("sqlite:///"))
     if url.startswith("sqlite:////"):
         path = Path("/" + url.removeprefix("sqlite:////"))
     if str(path) in ("", ":memory:"):
         return
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StorageError(f"cannot create the studies directory {folder} ({error.strerror}); "
-                           "pass --storage with a writable location") from None
-    if not os.access(folder, os.W_OK):
-        raise StorageError(f"studies directory {folder} is not writable; pass --storage with "
-                           "a writable location")
+    if not create:
+        _check_exists(path)
+    else:
+        folder = path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create the studies directory {folder} "
+                               f"({error.strerror}); pass --storage with a writable location"
+                               ) from None
+        if not os.access(folder, os.W_OK):
+            raise StorageError(f"studies directory {folder} is not writable; pass --storage "
+                               "with a writable location")
     if path.exists():
         with path.open("rb") as handle:
             header = handle.read(16)
@@ -58,26 +62,38 @@ def _check_sqlite_file(url: str) -> None:
                                "another --storage file") from None
 
 
-def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180):
+def _check_exists(path: Path) -> None:
+    """A command that only reads never creates its storage: a missing file is an error."""
+    if not path.is_file():
+        raise StorageError(f"no storage file {path}; check --storage (a search creates it)")
+
+
+def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
+                 create: bool = True):
     """An Optuna storage for ``url``.
 
     ``sqlite:///path.db`` and any SQLAlchemy URL (``postgresql://user@host/db``) give an
     RDB storage with a heartbeat: a trial whose worker died is failed after ``grace`` seconds
     and retried with the same parameters. ``journal:///path.log`` gives Optuna's journal
     file storage, the safe choice for several processes on one machine without a server.
+    With ``create=False`` (commands that read a study) nothing is created: a missing file or
+    database without Optuna's tables is an error, and a read-only folder is fine.
     """
     remember(url)
     if url.startswith("journal://"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = Path(url.removeprefix("journal://"))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_exists(path)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:"):
-        _check_sqlite_file(url)
-    kwargs: dict[str, Any] = {}
+        _check_sqlite_file(url, create)
+    kwargs: dict[str, Any] = {} if create else {"skip_table_creation": True}
     if heartbeat:
-        kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 2 * heartbeat}
+        kwargs |= {"heartbeat_interval": heartbeat, "grace_period": grace or 2 * heartbeat}
         name = "heartbeat_stale_trial_callback" if hasattr(
             optuna.storages, "RetryHeartbeatStaleTrialCallback") else "failed_trial_callback"
         kwargs[name] = retry_callback()

@@ -11,20 +11,16 @@ from biotune_optuna.finetuning.blocks import partition
 from biotune_optuna.finetuning.cache import DEFAULT_MAX_BYTES, ActivationCache
 from biotune_optuna.finetuning.data import load_dataset, make_splits
 from biotune_optuna.finetuning.models import input_spec, load_model
-from biotune_optuna.finetuning.names import BUILTIN_MODELS
+from biotune_optuna.finetuning.names import BUILTIN_MODELS, default_weights
 from biotune_optuna.finetuning.pretrain import pretrained_checkpoint
 from biotune_optuna.finetuning.task import Task
 
-DEFAULT_SOURCE = "mnist5k"  # what the built-in models are pretrained on unless told
-
 
 def resolve_weights(model: str, weights: str | None, seed: int = 0) -> str | None:
-    """Weights ``load_model`` can load: a built-in model's source dataset becomes its
-    pretrained checkpoint (built-ins default to :data:`DEFAULT_SOURCE`)."""
-    if model not in BUILTIN_MODELS:
-        return weights
-    weights = DEFAULT_SOURCE if weights is None else weights
-    if weights == "none" or Path(weights).suffix:
+    """Weights ``load_model`` can load: :func:`default_weights` when none are named, and a
+    built-in model's source dataset becomes its pretrained checkpoint."""
+    weights = default_weights(model) if weights is None else weights
+    if model not in BUILTIN_MODELS or weights == "none" or Path(weights).suffix:
         return weights
     return str(pretrained_checkpoint(model, weights, seed))
 
@@ -43,8 +39,7 @@ def build_task(model: str, dataset: str, *, weights: str | None = None, shots: i
                         resize=resize, workers=workers)
     loaded = load_model(model, data.num_classes, resolve_weights(model, weights, pretrain_seed),
                         pretrain_seed)
-    if model in BUILTIN_MODELS and weights is None:
-        weights = DEFAULT_SOURCE
+    weights = default_weights(model) if weights is None else weights
     loaded = replace(loaded, weights=str(weights))  # the name, not the cached file
     if image_size:
         loaded = replace(loaded, input=replace(loaded.input, size=image_size, resize=None))

@@ -217,12 +217,26 @@ def _csv(path: Path, size: int, resize: int | None) -> ImageData:
     if absent:
         raise DataError(f"{len(absent)} images listed in {path} do not exist (first: "
                         f"{absent[0]}); fix the paths (relative to the CSV file)")
-    names = [r[1].strip() for r in rows]
+    names = [_label(r[1].strip()) for r in rows]
+    numbered = [n.isdigit() for n in names]
+    if any(numbered) and not all(numbered):
+        row = numbered.index(False)
+        raise DataError(f"row {row + 1} of {path} has label {rows[row][1].strip()!r} where the "
+                        "others are class numbers; fix that label (or name every class)")
     classes = sorted(set(names), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[n] for n in names]
     return ImageData(path.stem, classes, np.asarray(labels, dtype=np.int64),
                      dataset=_Files(files, labels, image_transform(size, resize)))
+
+
+def _label(text: str) -> str:
+    """A CSV label as a class name; numbers written as floats (``1.0``) are class 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return str(int(value)) if value.is_integer() and value >= 0 else text
 
 
 def _torchvision_class(name: str):
@@ -360,10 +374,12 @@ def make_splits(data: ImageData, shots: int | None = None, val_shots: int | None
         members = rng.permutation(pool[labels[pool] == c])
         if shots is not None:
             need = shots + (shots if val_shots is None else val_shots)
-            if len(members) < need:
+            if len(members) < need + (data.test_pool is None):
+                left = "none to test" if len(members) >= need else "too few to train and validate"
                 raise DataError(f"class {data.classes[c]!r} of {data.name} has {len(members)} "
-                                f"images, fewer than the {need} that shots and val shots ask "
-                                "for; lower --shots")
+                                f"image(s): {shots} to train and {need - shots} to validate "
+                                f"leave {left}; lower --shots or --val-shots, use --shots all "
+                                "(a share of each class), or check that class's label")
             train.append(members[:shots])
             val.append(members[shots:need])
             rest.append(members[need:])
@@ -374,6 +390,9 @@ def make_splits(data: ImageData, shots: int | None = None, val_shots: int | None
             val.append(members[n_test:n_test + n_val])
             train.append(members[n_test + n_val:])
     test = data.test_pool if data.test_pool is not None else np.concatenate(rest)
+    if not len(test) and test_fraction > 0:
+        raise DataError(f"{data.name} has too few images per class to keep any for testing; "
+                        "add images")
     if max_test is not None and len(test) > max_test:
         test = _stratified_subset(test, labels, max_test, rng)
     return Splits(*(np.sort(np.concatenate(a)) for a in (train, val)), np.sort(test))

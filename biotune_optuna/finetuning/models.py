@@ -223,7 +223,8 @@ def _torchvision_model(name: str, weights: str | None) -> nn.Module:
     except (OSError, RuntimeError) as error:  # URLError is an OSError
         raise ModelError(f"cannot fetch weights {weights} for {name} ({error.__class__.__name__}"
                          f"); without internet put the file in {torch.hub.get_dir()}/checkpoints"
-                         " or pass --weights PATH.pt") from None
+                         ", pass --weights PATH.pt, or --weights none to start from random "
+                         "weights") from None
 
 
 def cache_dir() -> Path:

@@ -6,6 +6,17 @@ METRICS = ("balanced_accuracy", "accuracy")
 BUILTIN_MODELS = ("tiny", "small")
 BUILTIN_DATASETS = ("digits", "mnist5k", "fashion")
 BASELINES = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
+BUILTIN_SOURCE = "mnist5k"  # what the built-in models are pretrained on unless told
+
+
+def default_weights(model: str) -> str | None:
+    """The weights a model starts from when none are named: pretrained, since fine-tuning
+    from random weights is rarely meant (``none`` asks for it). Built-in models pretrain on
+    :data:`BUILTIN_SOURCE`, torchvision models take their DEFAULT weights; a model factory
+    (``module:function``) returns its model as it builds it (None)."""
+    if model in BUILTIN_MODELS:
+        return BUILTIN_SOURCE
+    return None if ":" in model else "DEFAULT"
 
 
 class DataError(ValueError):
@@ -14,3 +25,7 @@ class DataError(ValueError):
 
 class ModelError(ValueError):
     """A model, weight or checkpoint the user named cannot be used (one-line message)."""
+
+
+class DeviceError(ValueError):
+    """A device the user named cannot be used here (one-line message)."""

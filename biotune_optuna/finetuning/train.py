@@ -18,7 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from biotune_optuna.finetuning.blocks import Block, block_of_module
 from biotune_optuna.finetuning.cache import is_random, stages
 from biotune_optuna.finetuning.models import InputSpec
-from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
+from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS, DeviceError
 from biotune_optuna.sampler.genome import FineTunePlan
 
 StopCheck = Callable[[], bool]
@@ -79,9 +79,21 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:1 or mps"
+                          ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name} asked for but CUDA is not available; use --device cpu")
+        raise DeviceError(f"device {name} asked for but CUDA is not available here; use "
+                          "--device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device {name} asked for but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {name} asked for but MPS is not available here; use "
+                          "--device cpu (or auto)")
     return device
 
 

@@ -219,6 +219,10 @@ def test_bad_inputs_get_one_line_errors(cli, tmp_path):
                    "cannot open storage")
     one_line_error(cli(*base, "--epochs", "two"), "--epochs takes a int")
     one_line_error(cli("status", "--storage", f"sqlite:///{tmp_path}/none.db",
+                       "--study-name", "x"), "no storage file", "none.db")
+    assert not (tmp_path / "none.db").exists()  # a command that reads creates nothing
+    optuna.create_study(storage=f"sqlite:///{tmp_path}/some.db", study_name="y")
+    one_line_error(cli("status", "--storage", f"sqlite:///{tmp_path}/some.db",
                        "--study-name", "x"), "no study named 'x'")
 
 
@@ -237,10 +241,14 @@ def test_a_study_from_before_train_head_resumes_with_the_paper_genome(cli, tmp_p
     config = dict(study.user_attrs["biotune_optuna:config"])
     del config["train_head"], config["trainable_penalty"]  # before the options existed
     study.set_user_attr("biotune_optuna:config", config)
-    one_line_error(cli(*search(trials=5), "--storage", storage, "-q"),
+    one_line_error(cli(*search(trials=5), "--storage", storage, "--train-head", "-q"),
                    "train_head: study has False, now True")
     cli(*search(trials=5), "--storage", storage, "--no-train-head", "-q", check=True)
     assert len(load(storage).trials) == 5
+    # with no option but its name and storage, a study resumes as it was created
+    cli("search", "--study-name", "k", "--storage", storage, "--trials", "6", "-q",
+        check=True)
+    assert len(load(storage).trials) == 6
     legacy = config_of(load(storage))
     assert legacy.train_head is False and legacy.trainable_penalty == 0.0
 
@@ -252,8 +260,8 @@ def test_trainable_penalty_is_part_of_the_study(cli, tmp_path):
         validation = trial.user_attrs["val_balanced_accuracy"]
         assert trial.value == pytest.approx(
             validation - 0.2 * trial.user_attrs["trainable_fraction"])
-    one_line_error(cli(*search(trials=5), "--storage", storage, "-q"),
-                   "trainable_penalty: study has 0.2, now 0.0")
+    one_line_error(cli(*search(trials=5), "--storage", storage, "--trainable-penalty", "0",
+                       "-q"), "trainable_penalty: study has 0.2, now 0.0")
     one_line_error(cli(*search(trials=5), "--storage", storage, "--trainable-penalty", "-1"),
                    "--trainable-penalty must be a non-negative number")
 

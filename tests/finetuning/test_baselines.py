@@ -134,7 +134,7 @@ def test_unknown_baseline_is_a_one_line_error(cli):
 
 def test_compare_command_runs_every_sampler_and_seed_at_equal_budget(cli, tmp_path):
     result = cli("compare", "--study-name", "c", "--model", "tiny", "--epochs", "1",
-                 "--samplers", "biotune,tpe,random", "--seeds", "2", "--trials", "7",
+                 "--samplers", "biotune,tpe,random", "--seeds", "0,1", "--trials", "7",
                  "--population", "3", "--elite", "1", "--out", "plots", "-q", check=True)
     storage = f"sqlite:///{tmp_path}/studies/c.db"
     names = sorted(optuna.get_all_study_names(storage))

@@ -65,7 +65,7 @@ def test_folds_are_disjoint_stratified_halves():
 
 
 def test_too_few_images_per_class_is_a_clear_error():
-    with pytest.raises(DataError, match="fewer than the 400 that shots"):
+    with pytest.raises(DataError, match="200 to train and 200 to validate leave too few"):
         make_splits(load_dataset("digits"), shots=200)
 
 
