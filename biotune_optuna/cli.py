@@ -68,8 +68,8 @@ EXAMPLES = {
         biotune-optuna plot --storage sqlite:///c.db --study-name c-biotune-s0 \\
             --compare c-biotune-s1,c-tpe-s0,c-tpe-s1""",
     "demo": """
-        biotune-optuna demo            # about 5 minutes on 2 CPU cores
-        biotune-optuna demo --quick    # under 2 minutes""",
+        biotune-optuna demo            # 140 trials (times: benchmarks/RESULTS.md, The demo)
+        biotune-optuna demo --quick    # 38 trials""",
 }
 
 
@@ -450,8 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train-best", cmd_train_best)
     _add_study_options(train)
     train.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, e.g. 0,1,2")
-    train.add_argument("--out", default=None, help="checkpoint path (default: beside the "
-                       "study, <study>-best.pt)")
+    train.add_argument("--out", default=None, help="checkpoint path (default: "
+                       "<study>-best.pt beside a SQLite or journal storage file, else in "
+                       "./studies/)")
     train.add_argument("--top-k", type=int, default=5, help="re-validate this many of the "
                        "best trials with --seeds and keep the best (1: the best trial alone)")
     train.add_argument("--device", default="auto", help=_help("device"))
@@ -498,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "authentication)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     demo = command("demo", cmd_demo)
-    demo.add_argument("--quick", action="store_true", help="smaller search, under 2 minutes")
+    demo.add_argument("--quick", action="store_true", help="a smaller search (38 trials)")
     demo.add_argument("--storage", default=None, help="default: $" + ENV_VAR +
                       " when set, else sqlite:///studies/demo.db")
     _add_output_options(demo)

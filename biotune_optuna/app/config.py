@@ -23,6 +23,7 @@ else:  # pragma: no cover
 
 from biotune_optuna.app.storage_urls import masked
 from biotune_optuna.finetuning.names import (
+    BUILTIN_DATASETS,
     BUILTIN_MODELS,
     METRICS,
     OPTIMIZERS,
@@ -91,12 +92,17 @@ class SearchConfig:
         "password out of the process list, else sqlite:///studies/<study>.db)", runtime=True,
         metavar="URL", group="study")
     # what is fine-tuned
-    model: str = option("small", "tiny, small (built-in CPU CNNs) or a torchvision model name "
-                        "(resnet50, ...)", group="task")
+    model: str = option("small", "tiny, small (built-in CPU CNNs), a torchvision model name "
+                        "(resnet50, ...), timm:<name> (pip install timm) or module:function "
+                        "(your own: a function returning an nn.Module, importable from the "
+                        "current directory)", group="task")
     weights: str | None = option(
         None, "torchvision: DEFAULT (the default), IMAGENET1K_V2, ..., a .pt file or none "
         "(random initialisation); built-in: the source dataset to pretrain on (default "
         "mnist5k), a .pt file or none", group="task")
+    head: str | None = option(None, "the classifier layer to replace (an nn.Linear's name; "
+                              "default: the model's classifier, else its last nn.Linear)",
+                              group="task", metavar="MODULE", legacy=None)
     dataset: str = option("digits", "digits, mnist5k, fashion, an image folder, a .csv of "
                           "path,label or a torchvision dataset name (Flowers102, CIFAR10, ...)",
                           group="task")
@@ -180,6 +186,11 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.weights is None:  # stored resolved, so the fingerprint says what was loaded
             self.weights = default_weights(self.model)
+        # a folder or file named relative to here and absolutely is the same dataset
+        if self.dataset not in BUILTIN_DATASETS:
+            self.dataset = _absolute_if_path(self.dataset)
+        if self.weights and Path(self.weights).suffix:  # a checkpoint file
+            self.weights = _absolute_if_path(self.weights)
         self.validate()
 
     def validate(self) -> None:
@@ -260,6 +271,10 @@ def _check(name: str, value: Any, spec: Spec) -> None:
                           f"{flag(name)} must be at least {spec.low}, got {value}")
     if spec.high is not None and value > spec.high:
         raise ConfigError(f"{flag(name)} must be at most {spec.high}, got {value}")
+
+
+def _absolute_if_path(value: str | None) -> str | None:
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
 
 
 def option_names() -> list[str]:
@@ -351,4 +366,6 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
     stored = with_legacy_options(stored)
     keys = sorted(set(stored) | set(current))
     return [f"{k}: study has {stored.get(k)!r}, now {current.get(k)!r}" for k in keys
-            if stored.get(k) != current.get(k)]
+            if stored.get(k) != current.get(k) and not (
+                isinstance(stored.get(k), str) and isinstance(current.get(k), str)
+                and _absolute_if_path(stored[k]) == current[k])]

@@ -41,7 +41,7 @@ def task_for(config: SearchConfig) -> Task:
                       shots=config.shots, val_shots=config.val_shots,
                       split_seed=config.split_seed, data_root=config.data_root,
                       download=config.download, image_size=config.image_size,
-                      max_test=config.max_test, workers=config.workers,
+                      max_test=config.max_test, workers=config.workers, head=config.head,
                       activation_cache_mb=config.activation_cache_mb
                       if config.activation_cache else None)
 
@@ -141,7 +141,7 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
     for trial in candidates:
         plan = trial_plan(study, trial, task.block_names)
         evaluation = evaluate_plan(task, plan, train, seeds, f"trial {trial.number}",
-                                   keep_first_model=True)
+                                   keep_first_model=True, quiet=quiet)
         validation = sum(r.value for r in evaluation.runs) / len(evaluation.runs) - \
             trainable_penalty * evaluation.trainable_fraction
         scored.append((validation, -trial.number, trial, plan, evaluation))
@@ -170,9 +170,10 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     for name, recipe in (recipe_plans(task.block_names) if compare else {}).items():
         if not quiet:
             print(f"training {name} with seeds {seeds} ...", flush=True)
-        evaluations.append(evaluate_plan(task, recipe, train, seeds, name))
-    path = Path(out) if out else _beside_study(study, "-best.pt")
+        evaluations.append(evaluate_plan(task, recipe, train, seeds, name, quiet=quiet))
+    path = Path(out) if out else _beside_study(study, config.storage_url, "-best.pt")
     save_checkpoint(path, result, plan=plan.as_dict(), params=trial.params,
+                    classes=list(task.data.classes), model=config.model, head=task.model.heads,
                     config=config.fingerprint(), test=result.as_dict())
     study.set_user_attr(keys.FINAL, [e.as_dict() for e in evaluations])
     return (results_table(evaluations) + f"\nBioTune's plan: the best of the top {top_k} "
@@ -180,9 +181,13 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
             f"saved to {path}")
 
 
-def _beside_study(study: optuna.Study, suffix: str) -> Path:
+def _beside_study(study: optuna.Study, storage_url: str, suffix: str) -> Path:
+    """``<study><suffix>`` beside a SQLite or journal file, else in ./studies/."""
     folder = Path("studies")
-    folder.mkdir(exist_ok=True)
+    for prefix in ("sqlite:///", "journal://"):
+        if storage_url.startswith(prefix):
+            folder = Path(storage_url.removeprefix(prefix)).parent
+    folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{study.study_name}{suffix}"
 
 
@@ -210,7 +215,8 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
                     f"{r:g} {v:.4f}" for r, v in scores.items()) + f" -> {lr:g}", flush=True)
         if not quiet:
             print(f"training {label} with seeds {seeds} ...", flush=True)
-        evaluations.append(evaluate_plan(task, plan, train, seeds, label, method=method))
+        evaluations.append(evaluate_plan(task, plan, train, seeds, label, method=method,
+                                         quiet=quiet))
     return evaluations
 
 

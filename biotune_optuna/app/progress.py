@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from biotune_optuna.app import keys
-from biotune_optuna.sampler.population import RETRY_OF, generation_of
+from biotune_optuna.sampler.population import RETRY_OF, TrialRecord
 
 
 class SearchProgress:
@@ -38,8 +38,12 @@ class SearchProgress:
         except ValueError:
             best = "-"
         trials = study.get_trials(deepcopy=False)
-        generation = max((generation_of(t) for t in trials), default=0)
-        self.trials.set_postfix_str(f"gen {generation} best {best}")
+        generations = [TrialRecord.of(t) for t in trials]
+        if any(generations):  # a BioTune study
+            generation = max(r.generation for r in generations if r)
+            self.trials.set_postfix_str(f"gen {generation} best {best}")
+        else:
+            self.trials.set_postfix_str(f"best {best}")
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if RETRY_OF not in trial.system_attrs:

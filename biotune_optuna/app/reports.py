@@ -34,13 +34,12 @@ def status_report(study: optuna.Study) -> str:
                      f"{', '.join(best.user_attrs.get(keys.TRAINED_BLOCKS, [])) or '-'}")
     except ValueError:
         lines.append("  best so far: none completed yet")
-    starts = [t.datetime_start for t in trials if t.datetime_start]
+    busy = busy_seconds(trials)
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
                  if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start]
-    if starts:
-        ends = [t.datetime_complete for t in trials if t.datetime_complete] or starts
-        elapsed = (max(ends) - min(starts)).total_seconds()
-        lines.append(f"  elapsed: {_duration(elapsed)} (first start to last finish)")
+    if busy:
+        lines.append(f"  elapsed: {_duration(busy)} of searching (time with a trial "
+                     "running; pauses between runs are not counted)")
     budget = study.user_attrs.get(keys.BUDGET)
     if durations and budget:
         left = max(budget - len(slots), 0) + states.get("RUNNING", 0)
@@ -50,6 +49,21 @@ def status_report(study: optuna.Study) -> str:
                      f"{_duration(left * mean / workers)} at {mean:.1f} s per trial "
                      f"and {workers} worker(s)")
     return "\n".join(lines)
+
+
+def busy_seconds(trials) -> float:
+    """The time at least one trial was running (the union of the trials' intervals)."""
+    intervals = sorted((t.datetime_start, t.datetime_complete) for t in trials
+                       if t.datetime_start and t.datetime_complete)
+    total, end = 0.0, None
+    for start, stop in intervals:
+        if end is None or start > end:
+            total += (stop - start).total_seconds()
+            end = stop
+        elif stop > end:
+            total += (stop - end).total_seconds()
+            end = stop
+    return total
 
 
 def _duration(seconds: float) -> str:

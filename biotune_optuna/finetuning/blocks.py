@@ -169,25 +169,105 @@ def generic_partition(model: nn.Module, target_blocks: int = 8) -> list[Block]:
         children = _children_with_params(modules[name], f"{name}.")
         blocks[index:index + 1] = own_block(name, modules[name]) + \
             [whole_block(n) for n, _ in children]
-    return blocks
+    return _merge_light(blocks, params)
 
 
-def partition(model: nn.Module, target_blocks: int = 8) -> list[Block]:
-    """The blocks of ``model``: a model's own ``biotune_blocks()`` when it defines one, the
-    torchvision family table when it matches, else :func:`generic_partition`."""
-    own = getattr(model, "biotune_blocks", None)
-    if callable(own):
-        blocks = _from_modules(model, own())
-    elif type(model).__name__ in FAMILIES:
-        blocks = _from_modules(model, FAMILIES[type(model).__name__](model))
-    else:
-        return generic_partition(model, target_blocks)
-    problem = coverage_problem(model, blocks)
-    if problem:
+def _merge_light(blocks: list[Block], params: dict) -> list[Block]:
+    """Blocks without a weight matrix (norms, PReLU, biases) join the block before them, the
+    stage of the weight layer they follow, rather than taking a gene each."""
+    def light(block: Block) -> bool:  # layers only: a module's own parameters stay apart
+        return bool(block.modules) and all(params[p].dim() <= 1 for p in block.params)
+
+    merged: list[Block] = []
+    for block in blocks:
+        if light(block) and merged and merged[-1].modules:
+            last = merged.pop()
+            block = Block(last.name, last.modules + block.modules, last.params + block.params,
+                          last.n_params + block.n_params)
+        elif merged and light(merged[-1]):
+            first = merged.pop()  # a light block that came first joins the next one
+            block = Block(block.name, first.modules + block.modules,
+                          first.params + block.params, first.n_params + block.n_params)
+        merged.append(block)
+    return merged
+
+
+def partition(model: nn.Module, target_blocks: int = 8,
+              heads: Sequence[str] = ()) -> list[Block]:
+    """The blocks of ``model``, in network order with the head's block last: a model's own
+    ``biotune_blocks()`` (a list of (block name, module names)) when it defines one, the
+    torchvision family table when it matches, timm's own stage grouping for timm models,
+    else :func:`generic_partition`. A table that does not fit the model (another library's
+    class of the same name) falls back to the generic rule. ``heads`` are the new
+    classifier's modules (the main one last)."""
+    blocks = None
+    try:
+        own = getattr(model, "biotune_blocks", None)
+        if callable(own):
+            blocks = _from_modules(model, own())
+        elif type(model).__name__ in FAMILIES and not _is_timm(model):
+            blocks = _from_modules(model, FAMILIES[type(model).__name__](model))
+        elif _is_timm(model):
+            blocks = _timm_blocks(model)
+    except Exception as error:  # a table written for another class of the same name
+        logger.debug("no block table fits %s (%r); using the generic partition",
+                     type(model).__name__, error)
+    problem = coverage_problem(model, blocks) if blocks else "no table"
+    if blocks and problem:
         logger.warning("%s partition of %s; using the generic partition instead", problem,
                        type(model).__name__)
-        return generic_partition(model, target_blocks)
-    return blocks
+    if problem:
+        blocks = generic_partition(model, target_blocks)
+    return _head_last(model, blocks, heads)
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.") and hasattr(model, "group_matcher")
+
+
+def _timm_blocks(model: nn.Module) -> list[Block]:
+    """timm's coarse parameter groups (stem, each stage, the head): a block each, made of
+    the leaf modules whose parameters the group holds."""
+    from timm.models import group_parameters
+
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    owner = {}
+    for name, module in model.named_modules():
+        own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+        if own:
+            owner[name] = own[0]
+    of_param = {p: g for g, params in groups.items() for p in params}
+    ordered = sorted(groups)
+    named = []
+    for position, group in enumerate(ordered):
+        modules = [m for m, p in owner.items() if of_param.get(p) == group]
+        label = "stem" if position == 0 else "head" if position == len(ordered) - 1 else \
+            f"stage{position}"
+        named.append((label, modules))
+    return _from_modules(model, named)
+
+
+def _head_last(model: nn.Module, blocks: list[Block], heads: Sequence[str]) -> list[Block]:
+    """Blocks with the main head's block last (``train_head``, linear probing and the genome
+    rely on it): a block holding only head modules moves to the end; a head that shares a
+    block with other layers gets a block of its own."""
+    if not heads or blocks[-1].owns_module(heads[-1]):
+        return blocks
+    head = heads[-1]
+    holder = next(b for b in blocks if b.owns_module(head) or any(
+        p.startswith(head + ".") for p in b.params))
+    rest = [b for b in blocks if b is not holder]
+    head_params = tuple(p for p in holder.params if p.startswith(head + "."))
+    if len(head_params) == len(holder.params):
+        return rest + [holder]
+    params = dict(model.named_parameters())
+    kept = tuple(p for p in holder.params if p not in head_params)
+    modules = tuple(m for m in holder.modules if m != head)
+    index = blocks.index(holder)
+    rest.insert(index, Block(holder.name, modules, kept, sum(params[p].numel() for p in kept)))
+    name = head.replace(".", "_")
+    return rest + [Block(name if name not in {b.name for b in rest} else f"{name}_head",
+                         (head,), head_params, sum(params[p].numel() for p in head_params))]
 
 
 def coverage_problem(model: nn.Module, blocks: Sequence[Block]) -> str | None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from torch import nn
+
 from biotune_optuna.finetuning.blocks import partition
 from biotune_optuna.finetuning.cache import DEFAULT_MAX_BYTES, ActivationCache
 from biotune_optuna.finetuning.data import load_dataset, make_splits
-from biotune_optuna.finetuning.models import input_spec, load_model
+from biotune_optuna.finetuning.models import attach_head, build_model
 from biotune_optuna.finetuning.names import BUILTIN_MODELS, default_weights
 from biotune_optuna.finetuning.pretrain import pretrained_checkpoint
 from biotune_optuna.finetuning.task import Task
@@ -25,24 +27,30 @@ def resolve_weights(model: str, weights: str | None, seed: int = 0) -> str | Non
     return str(pretrained_checkpoint(model, weights, seed))
 
 
-def build_task(model: str, dataset: str, *, weights: str | None = None, shots: int | None = None,
-               val_shots: int | None = None, split_seed: int = 0, data_root: str | None = None,
-               download: bool = False, image_size: int | None = None, max_test: int | None = None,
+def build_task(model: str | nn.Module, dataset: str, *, weights: str | None = None,
+               shots: int | None = None, val_shots: int | None = None, split_seed: int = 0,
+               data_root: str | None = None, download: bool = False,
+               image_size: int | None = None, max_test: int | None = None,
                pretrain_seed: int = 0, workers: int = 0, target_blocks: int = 8,
+               head: str | None = None,
                activation_cache_mb: int | None = DEFAULT_MAX_BYTES // 2**20) -> Task:
-    """Load the model (its input size decides how file images are read), then the data.
-    ``activation_cache_mb`` bounds the frozen-prefix activation cache (None or 0: off)."""
-    spec = input_spec(model, weights)  # file datasets are decoded at the model's size
-    size = image_size or spec.size
-    resize = None if image_size else spec.resize
-    data = load_dataset(dataset, root=data_root, download=download, image_size=size,
-                        resize=resize, workers=workers)
-    loaded = load_model(model, data.num_classes, resolve_weights(model, weights, pretrain_seed),
-                        pretrain_seed)
-    weights = default_weights(model) if weights is None else weights
-    loaded = replace(loaded, weights=str(weights))  # the name, not the cached file
+    """A fine-tuning task: the model (see :func:`.models.build_model`: a name, ``timm:<name>``,
+    ``module:function`` or an ``nn.Module``) with a new head (``head`` names the classifier
+    to replace), its blocks (the head's block last), the dataset decoded at the model's input
+    size, and its splits. ``activation_cache_mb`` bounds the frozen-prefix activation cache
+    (None or 0: off)."""
+    name = model if isinstance(model, str) else None
+    resolved = resolve_weights(name, weights, pretrain_seed) if name else weights
+    net, spec, label = build_model(model, resolved, pretrain_seed)
     if image_size:
-        loaded = replace(loaded, input=replace(loaded.input, size=image_size, resize=None))
+        spec = replace(spec, size=image_size, resize=None)
+    data = load_dataset(dataset, root=data_root, download=download, image_size=spec.size,
+                        resize=spec.resize, workers=workers)
+    loaded = attach_head(net, spec, label, data.num_classes, resolved, pretrain_seed, head)
+    if name and weights is None:
+        weights = default_weights(name)
+    loaded = replace(loaded, weights=str(weights))  # the name, not the cached file
     splits = make_splits(data, shots, val_shots, split_seed, max_test=max_test)
     cache = ActivationCache(activation_cache_mb * 2**20) if activation_cache_mb else None
-    return Task(loaded, partition(loaded.model, target_blocks), data, splits, cache)
+    return Task(loaded, partition(loaded.model, target_blocks, heads=loaded.heads), data,
+                splits, cache)

@@ -55,9 +55,11 @@ def recipe_plans(block_names: Sequence[str]) -> dict[str, FineTunePlan]:
 
 def evaluate_plan(task: Task, plan: FineTunePlan, config: TrainConfig, seeds: Sequence[int],
                   name: str, on_run: Callable[[RunResult], None] | None = None,
-                  keep_first_model: bool = False, method: Method | None = None) -> Evaluation:
+                  keep_first_model: bool = False, method: Method | None = None,
+                  quiet: bool = True) -> Evaluation:
     """Train ``plan`` once per seed on the training split (early stopping on validation)
-    and test the best epoch of each run; the first seed's model is kept on request."""
+    and test the best epoch of each run; the first seed's model is kept on request. Unless
+    ``quiet``, each run prints a line as it ends."""
     runs = []
     for seed in seeds:
         keep = keep_first_model and not runs
@@ -66,6 +68,10 @@ def evaluate_plan(task: Task, plan: FineTunePlan, config: TrainConfig, seeds: Se
         if run.diverged:
             raise RuntimeError(f"{name} diverged with seed {seed}: {run.diverged}")
         runs.append(run)
+        if not quiet:
+            print(f"  {name}, seed {seed}: validation {run.value:.4f}, test balanced "
+                  f"accuracy {run.test.balanced_accuracy:.4f} ({run.epochs_run} epochs, "
+                  f"{run.seconds:.1f} s)", flush=True)
         if on_run is not None:
             on_run(run)
     fraction = runs[0].trainable_params / runs[0].total_params

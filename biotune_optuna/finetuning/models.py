@@ -109,22 +109,28 @@ def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
-def head_names(model: nn.Module) -> list[str]:
-    """The classification layers a new task replaces: the last ``nn.Linear`` of the network
-    and, for Inception v3, the auxiliary classifier's."""
+def head_names(model: nn.Module, head: str | None = None) -> list[str]:
+    """The classification layers a new task replaces, the main one last: ``head`` when
+    named, else the last registered ``nn.Linear`` (and, for Inception v3, the auxiliary
+    classifier's too)."""
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if head is not None:
+        if head not in linear:
+            raise ModelError(f"{type(model).__name__} has no nn.Linear named {head!r}; its "
+                             f"linear layers are {', '.join(linear) or 'none'}")
+        return [head]
     if not linear:
         raise ModelError(f"{type(model).__name__} has no nn.Linear classifier to replace; "
-                         "give it a linear head or use a torchvision model")
+                         "give it a linear head (and name it with --head)")
     names = [linear[-1]]
     if hasattr(model, "AuxLogits") and model.AuxLogits is not None:
         names.insert(0, "AuxLogits.fc")
     return names
 
 
-def replace_head(model: nn.Module, num_classes: int) -> list[str]:
+def replace_head(model: nn.Module, num_classes: int, head: str | None = None) -> list[str]:
     """Give the model new, randomly initialised heads for ``num_classes``; return their names."""
-    names = head_names(model)
+    names = head_names(model, head)
     for name in names:
         old = model.get_submodule(name)
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
@@ -250,36 +256,129 @@ class LoadedModel:
         return model
 
 
-def load_model(name: str, num_classes: int, weights: str | None = None,
-               pretrain_seed: int = 0) -> LoadedModel:
-    """Build a model for ``num_classes`` classes.
+def build_model(model: str | nn.Module, weights: str | None = None, seed: int = 0,
+                ) -> tuple[nn.Module, InputSpec, str]:
+    """The network before its new head, the input it expects, and its name.
+
+    ``model`` is ``tiny`` or ``small`` (built in), a torchvision model name (``resnet50``),
+    ``timm:<name>`` (timm's models, ``pip install timm``), ``module:function`` (a function,
+    importable from the current directory, that returns an ``nn.Module``: how a command
+    line names your own model), or an ``nn.Module`` (the Python API; it is copied).
+    """
+    checkpoint = _checkpoint(weights)
+    with torch.random.fork_rng():  # whatever is not loaded is drawn from the seed alone
+        torch.manual_seed(seed)
+        if isinstance(model, nn.Module):
+            net = copy.deepcopy(model)
+            return net, _module_input(net), type(model).__name__
+        if model in BUILTIN_MODELS:
+            if checkpoint is None and weights not in (None, "none"):
+                raise ModelError(f"built-in model {model} takes a checkpoint file or none as "
+                                 f"weights, not {weights!r}; pretrain one with "
+                                 "finetuning.pretrain")
+            return BUILTIN_CLASSES[model](), BUILTIN_INPUT, model
+        if model.startswith("timm:"):
+            return (*_timm_model(model.removeprefix("timm:"), None if checkpoint else weights),
+                    model)
+        if ":" in model:
+            net = _from_factory(model)
+            return net, _module_input(net), model
+        net = _torchvision_model(model, None if checkpoint else weights)
+        return net, input_spec(model, None if checkpoint else weights), model
+
+
+def load_model(model: str | nn.Module, num_classes: int, weights: str | None = None,
+               pretrain_seed: int = 0, head: str | None = None) -> LoadedModel:
+    """Build a model (see :func:`build_model`) with a new head for ``num_classes`` classes.
 
     Args:
-        name: ``tiny``, ``small`` or any torchvision model name (``resnet50``, ...).
+        model: What :func:`build_model` accepts.
         num_classes: Classes of the target task.
-        weights: For torchvision models a weights enum name (``DEFAULT``,
+        weights: For torchvision and timm models a weights name (``DEFAULT``,
             ``IMAGENET1K_V2``), a checkpoint path, or None/"none". For the built-in models a
             checkpoint path or None/"none" (:func:`biotune_optuna.finetuning.pretrain.
-            pretrained_checkpoint` makes one from a source dataset).
+            pretrained_checkpoint` makes one from a source dataset). For your own model a
+            checkpoint path (loaded strictly but for the head), or None: as built.
         pretrain_seed: Seed of whatever is not loaded (random layers, new heads).
+        head: The classifier to replace (an ``nn.Linear``'s name); default: the model's
+            declared classifier, else its last ``nn.Linear``.
     """
+    net, spec, name = build_model(model, weights, pretrain_seed)
+    return attach_head(net, spec, name, num_classes, weights, pretrain_seed, head)
+
+
+def attach_head(net: nn.Module, spec: InputSpec, name: str, num_classes: int,
+                weights: str | None = None, seed: int = 0, head: str | None = None,
+                ) -> LoadedModel:
+    """Give ``net`` its new head(s) and load a checkpoint named by ``weights``."""
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, the dataset has {num_classes}")
+    head = head or getattr(net, "biotune_head", None)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        heads = replace_head(net, num_classes, head)
+    checkpoint = _checkpoint(weights)
+    if checkpoint is not None:
+        _load_checkpoint(net, checkpoint, heads)
+    return LoadedModel(net, heads, spec, name, str(weights))
+
+
+def _checkpoint(weights: str | None) -> Path | None:
     checkpoint = Path(weights) if weights and Path(weights).suffix else None
     if checkpoint is not None and not checkpoint.is_file():
         raise ModelError(f"checkpoint {checkpoint} does not exist; give the path of a .pt file")
-    if name in BUILTIN_MODELS and checkpoint is None and weights not in (None, "none"):
-        raise ModelError(f"built-in model {name} takes a checkpoint file or none as weights, "
-                         f"not {weights!r}; pretrain one with finetuning.pretrain")
-    with torch.random.fork_rng():
-        torch.manual_seed(pretrain_seed)
-        if name in BUILTIN_MODELS:
-            spec = BUILTIN_INPUT
-            model = BUILTIN_CLASSES[name](num_classes=num_classes)
-        else:
-            model = _torchvision_model(name, None if checkpoint else weights)
-            spec = input_spec(name, None if checkpoint else weights)
-        heads = replace_head(model, num_classes)
-    if checkpoint is not None:
-        _load_checkpoint(model, checkpoint, heads)
-    return LoadedModel(model, heads, spec, name, str(weights))
+    return checkpoint
+
+
+def _module_input(net: nn.Module) -> InputSpec:
+    """Your own model's input: its first convolution's channels, 224 pixels, ImageNet's
+    normalisation for colour (``--image-size`` changes the size)."""
+    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = conv.in_channels if conv is not None else 3
+    if channels == 3:
+        return InputSpec(3, 224, IMAGENET_MEAN, IMAGENET_STD, resize=256)
+    return InputSpec(channels, 224, GRAY_MEAN * channels, GRAY_STD * channels, resize=256)
+
+
+def _from_factory(reference: str) -> nn.Module:
+    """Call ``module:function`` (importable from the current directory)."""
+    import importlib
+    import sys
+
+    module_name, _, function = reference.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as error:
+        raise ModelError(f"cannot import {reference} ({error.__class__.__name__}: {error}); "
+                         "give module:function of a function returning an nn.Module, "
+                         "importable from the current directory") from None
+    net = factory()
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"{reference} returned a {type(net).__name__}, not an nn.Module")
+    return net
+
+
+def _timm_model(name: str, weights: str | None) -> tuple[nn.Module, InputSpec]:
+    try:
+        import timm
+    except ImportError:
+        raise ModelError("timm models need timm: pip install 'biotune-optuna[timm]'") from None
+    if weights not in (None, "none", "DEFAULT"):
+        raise ModelError(f"timm model {name} takes DEFAULT, a checkpoint file or none as "
+                         f"weights, not {weights!r}")
+    try:
+        net = timm.create_model(name, pretrained=weights == "DEFAULT")
+    except RuntimeError as error:  # an unknown name
+        raise ModelError(f"unknown timm model {name!r} ({error}); see timm.list_models()"
+                         ) from None
+    except OSError as error:  # no connection to the hub
+        raise ModelError(f"cannot fetch timm weights for {name} ({error.__class__.__name__});"
+                         " pass --weights PATH.pt or --weights none") from None
+    config = timm.data.resolve_data_config({}, model=net)
+    _, height, _ = config["input_size"]
+    resize = int(round(height / config.get("crop_pct", 0.875)))
+    classifier = net.pretrained_cfg.get("classifier")
+    net.biotune_head = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
+    return net, InputSpec(3, height, tuple(config["mean"]), tuple(config["std"]), resize=resize)

@@ -12,11 +12,11 @@ BUILTIN_SOURCE = "mnist5k"  # what the built-in models are pretrained on unless 
 def default_weights(model: str) -> str | None:
     """The weights a model starts from when none are named: pretrained, since fine-tuning
     from random weights is rarely meant (``none`` asks for it). Built-in models pretrain on
-    :data:`BUILTIN_SOURCE`, torchvision models take their DEFAULT weights; a model factory
-    (``module:function``) returns its model as it builds it (None)."""
+    :data:`BUILTIN_SOURCE`, torchvision and timm models take their DEFAULT weights; a model
+    factory (``module:function``) returns its model as it builds it (None)."""
     if model in BUILTIN_MODELS:
         return BUILTIN_SOURCE
-    return None if ":" in model else "DEFAULT"
+    return None if ":" in model and not model.startswith("timm:") else "DEFAULT"
 
 
 class DataError(ValueError):

@@ -163,11 +163,18 @@ def make_optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optim
 
 
 def split_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Main logits and auxiliary logits (Inception v3 and GoogLeNet in training mode)."""
+    """Main logits and auxiliary logits (Inception v3 and GoogLeNet in training mode); for a
+    model returning a tuple, its first item."""
     if isinstance(output, torch.Tensor):
         return output, []
-    fields = output._asdict()
-    return fields["logits"], [v for k, v in fields.items() if k != "logits" and v is not None]
+    if hasattr(output, "_asdict"):
+        fields = output._asdict()
+        return fields["logits"], [v for k, v in fields.items()
+                                  if k != "logits" and v is not None]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0], []  # your own model's (logits, extras...): the logits come first
+    raise TypeError(f"the model returned a {type(output).__name__}; return the logits (or a "
+                    "tuple whose first item is the logits)")
 
 
 @dataclass
