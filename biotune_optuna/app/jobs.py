@@ -30,7 +30,8 @@ from biotune_optuna.finetuning.evaluation import (
     save_checkpoint,
     tune_base_lr,
 )
-from biotune_optuna.finetuning.names import BUILTIN_DATASETS
+from biotune_optuna.finetuning.models import is_torchvision_model
+from biotune_optuna.finetuning.names import BUILTIN_DATASETS, BUILTIN_MODELS
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import resolve_device
 from biotune_optuna.sampler.population import Layout
@@ -49,6 +50,11 @@ def task_for(config: SearchConfig) -> Task:
 def notices(config: SearchConfig, task: Task) -> list[str]:
     """What a search is about to do that the user may not mean (said, not refused)."""
     said = []
+    if config.model not in BUILTIN_MODELS and ":" not in config.model and \
+            not is_torchvision_model(config.model):
+        said.append(f"the study records model {config.model!r}, which only this Python "
+                    "session can build: name a module:function instead so that train-best, "
+                    "baseline and compare can rebuild it")
     if config.weights == "none":
         said.append(f"{config.model} starts from random weights (--weights none); name "
                     "weights to fine-tune a pre-trained network")
@@ -74,8 +80,11 @@ def describe_blocks(task: Task) -> dict[str, dict]:
 
 def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: bool = False,
            task: Task | None = None) -> optuna.Study:
-    """Run (or resume) the search the configuration describes, with progress bars."""
+    """Run (or resume) the search the configuration describes, with progress bars. A given
+    ``task`` (your own model, built in Python) names the model the study records."""
     resolve_device(config.device)  # a device that cannot be used is refused before any trial
+    if task is not None and task.model.name != config.model:
+        config = config.replace(model=task.model.name, weights=task.model.weights)
     task = task or task_for(config)
     study = open_study(config, task.block_names)
     if keys.BLOCKS not in study.user_attrs:

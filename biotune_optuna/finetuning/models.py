@@ -153,6 +153,10 @@ def _torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def is_torchvision_model(name: str) -> bool:
+    return name in _torchvision_names()
+
+
 def _load_checkpoint(model: nn.Module, path: Path, heads: Sequence[str]) -> None:
     """Load a state dict (or a dict holding one under 'state_dict' or 'model'); head
     tensors whose shape differs (another class count) are left at their new values."""
