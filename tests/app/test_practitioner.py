@@ -114,3 +114,20 @@ def test_help_shows_defaults_and_every_option_explains_itself(cli):
         assert "--samplers SAMPLERS" not in helped or "samplers to compare" in helped
     overview = cli("--help", check=True).stdout
     assert "Serve optuna-dashboard on the study's storage" in overview
+
+
+def test_a_task_built_in_python_names_the_study_model(tmp_path, capsys):
+    from torch import nn
+
+    from biotune_optuna.app.config import SearchConfig
+    from biotune_optuna.app.jobs import search as run
+    from biotune_optuna.finetuning.build import build_task
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 3))
+    task = build_task(net, "digits", shots=5, image_size=28)
+    config = SearchConfig(study_name="py", storage=f"sqlite:///{tmp_path}/py.db", trials=2,
+                          epochs=1, population=3, elite=1)
+    study = run(config, quiet=True, task=task)
+    assert study.user_attrs["biotune_optuna:config"]["model"] == "Sequential"
+    assert "only this Python session can build" in capsys.readouterr().err
