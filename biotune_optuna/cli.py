@@ -107,7 +107,8 @@ def _add_search_options(parser: argparse.ArgumentParser, groups=ALL_GROUPS,
             metavar = spec_of(f).metavar or f.name.split("_")[-1].upper()
             parser.add_argument(flag(f.name), default=None, metavar=metavar,
                                 help=_help(f.name))
-    parser.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
+    parser.add_argument("--n-jobs", type=_at_least(1), default=1,
+                        help="parallel trials in this process")
 
 
 def _add_study_options(parser: argparse.ArgumentParser, default_name: str | None = None) -> None:
@@ -181,6 +182,21 @@ def _load_study(args: argparse.Namespace) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def _load_searched_study(args: argparse.Namespace) -> optuna.Study:
+    """A study holding fine-tuning plans: one made by a search (or a study whose trials
+    suggest ``gene:<block>`` parameters)."""
+    from biotune_optuna.sampler.genome import GENE_PREFIX
+
+    study = _load_study(args)
+    if keys.BLOCKS not in study.user_attrs and not any(
+            name.startswith(GENE_PREFIX) for trial in study.get_trials(deepcopy=False)
+            for name in trial.params):
+        raise ConfigError(f"study {study.study_name!r} holds no fine-tuning plans (no "
+                          f"{GENE_PREFIX}<block> parameters); {args.command} reads studies "
+                          "made by biotune-optuna search")
+    return study
+
+
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -218,7 +234,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     """Print the best plan as JSON."""
     from biotune_optuna.app.export import best_plan
 
-    print(json.dumps(best_plan(_load_study(args)), indent=2))
+    print(json.dumps(best_plan(_load_searched_study(args)), indent=2))
     return 0
 
 
@@ -226,7 +242,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export the best plan as JSON or as a plain PyTorch snippet with its param groups."""
     from biotune_optuna.app.export import best_plan, torch_snippet
 
-    plan = best_plan(_load_study(args))
+    plan = best_plan(_load_searched_study(args))
     text = json.dumps(plan, indent=2) + "\n" if args.format == "json" else torch_snippet(plan)
     if args.out:
         Path(args.out).write_text(text)
@@ -241,9 +257,7 @@ def cmd_train_best(args: argparse.Namespace) -> int:
     from biotune_optuna.app.jobs import train_best
 
     study = _load_study(args)
-    seeds = _int_list(args.seeds)
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    seeds = _seeds(args.seeds)
     print(train_best(study, seeds, args.out, device=args.device, data_root=args.data_root,
                      compare=args.compare, quiet=args.quiet, top_k=args.top_k))
     return 0
@@ -287,7 +301,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from biotune_optuna.analysis import plot_all
     from biotune_optuna.app.dashboard import publish
 
-    study = _load_study(args)
+    study = _load_searched_study(args)
     groups: dict[str, list[optuna.Study]] = {}
     others = [n for n in str(args.compare or "").replace(",", " ").split() if n]
     for other in [study, *(_load_study(argparse.Namespace(**{**vars(args), "study_name": n}))
@@ -302,11 +316,66 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
+def _seeds(text: str) -> list[int]:
+    """--seeds: distinct integers (a seed given twice would count one run twice)."""
     try:
-        return [int(s) for s in str(text).replace(",", " ").split()]
+        seeds = [int(s) for s in str(text).replace(",", " ").split()]
     except ValueError:
-        raise ConfigError(f"expected integers such as 0,1,2, got {text!r}") from None
+        seeds = []
+    if not seeds:
+        raise ConfigError(f"--seeds takes integers such as 0,1,2, got {text!r}")
+    _refuse_repeats("--seeds", seeds)
+    return seeds
+
+
+def _names(text: str, option: str, known) -> list[str]:
+    """A comma-separated list of known names, each given once."""
+    names = [n for n in text.replace(",", " ").split() if n]
+    unknown = [n for n in names if n not in known] or ([] if names else [""])
+    if unknown:
+        raise ConfigError(f"{option} has unknown name {unknown[0]!r}; use "
+                          f"{', '.join(known)} (comma-separated)")
+    _refuse_repeats(option, names)
+    return names
+
+
+def _refuse_repeats(option: str, values: list) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+    if repeated:
+        raise ConfigError(f"{option} lists {repeated[0]} twice; give each once")
+
+
+def _at_least(low: float, kind: type = int):
+    """An argparse type: a number of ``kind`` no smaller than ``low``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value < math.inf:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun} of at least {low:g}, got {text!r}")
+        return value
+    parse.__name__ = f"{kind.__name__} >= {low:g}"
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port between 1 and 65535, got {text!r}")
+    return value
+
+
+def _output_file(text: str) -> str:
+    """An argparse type: a file path whose folder exists (the file itself is written later)."""
+    folder = Path(text).expanduser().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist; create it or write "
+                                         "elsewhere")
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    return text
 
 
 def _learning_rates(text: str) -> list[float]:
@@ -328,12 +397,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from biotune_optuna.finetuning.evaluation import results_table
 
     config = _baseline_config(args)
-    methods = [m for m in args.method.replace(",", " ").split() if m]
-    unknown = [m for m in methods if m not in BASELINES]
-    if unknown or not methods:
-        raise ConfigError(f"unknown method {unknown[0] if unknown else ''!r}; use "
-                          f"{', '.join(BASELINES)} (comma-separated)")
-    seeds = _int_list(args.seeds)
+    methods = _names(args.method, "--method", BASELINES)
+    seeds = _seeds(args.seeds)
     if args.tune_lr and set(seeds) & set(REVALIDATION_SEEDS):
         raise ConfigError(f"--tune-lr picks the rate with seeds {list(REVALIDATION_SEEDS)}; "
                           "test with other --seeds")
@@ -358,8 +423,8 @@ def _baseline_config(args: argparse.Namespace) -> SearchConfig:
     given = [flag(f.name) for f in fields(SearchConfig) if spec_of(f).group in
              ("task", "training") and getattr(args, f.name, None) is not None]
     if given or args.config:
-        raise ConfigError(f"baseline trains on study {study.study_name!r}'s task and "
-                          f"protocol; drop {', '.join(given) or '--config'} (or leave out "
+        raise ConfigError(f"baseline trains on the task and protocol of study "
+                          f"{study.study_name!r}; drop {', '.join(given) or '--config'} (or leave out "
                           "--study-name to give them)")
     runtime = {f.name: getattr(args, f.name) for f in fields(SearchConfig)
                if spec_of(f).group == "run" and getattr(args, f.name, None) is not None}
@@ -372,11 +437,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from biotune_optuna.app.jobs import compare_samplers
 
     config = _config_from_args(args)
-    samplers = [s for s in args.samplers.replace(",", " ").split() if s]
-    unknown = [s for s in samplers if s not in SAMPLERS]
-    if unknown:
-        raise ConfigError(f"unknown sampler {unknown[0]!r}; use {', '.join(SAMPLERS)}")
-    print(compare_samplers(config, samplers, _int_list(args.seeds), args.target, args.out,
+    samplers = _names(args.samplers, "--samplers", SAMPLERS)
+    print(compare_samplers(config, samplers, _seeds(args.seeds), args.target, args.out,
                            quiet=args.quiet))
     return 0
 
@@ -446,14 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("json", "python"), default="json",
                         help="json: the plan and its learning rates; python: a PyTorch snippet "
                         "that applies it (default: json)")
-    export.add_argument("--out", help="write to this file instead of stdout")
+    export.add_argument("--out", type=_output_file, help="write to this file instead of stdout")
     train = command("train-best", cmd_train_best)
     _add_study_options(train)
     train.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, e.g. 0,1,2")
-    train.add_argument("--out", default=None, help="checkpoint path (default: "
+    train.add_argument("--out", type=_output_file, default=None, help="checkpoint path (default: "
                        "<study>-best.pt beside a SQLite or journal storage file, else in "
                        "./studies/)")
-    train.add_argument("--top-k", type=int, default=5, help="re-validate this many of the "
+    train.add_argument("--top-k", type=_at_least(1), default=5, help="re-validate this many of the "
                        "best trials with --seeds and keep the best (1: the best trial alone)")
     train.add_argument("--device", default="auto", help=_help("device"))
     train.add_argument("--data-root", default=None, metavar="DIR", help=_help("data_root"))
@@ -472,15 +534,18 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--method", default="full,linear",
                       help="full, linear, l2sp, l1sp, autorgn, lora (comma-separated)")
     base.add_argument("--seeds", default="0,1,2,3,4", help="fine-tuning seeds")
-    base.add_argument("--alpha", type=float, default=0.01, help="L2-SP/L1-SP backbone weight")
-    base.add_argument("--beta", type=float, default=0.01, help="L2-SP/L1-SP head weight")
-    base.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    base.add_argument("--alpha", type=_at_least(0, float), default=0.01,
+                      help="L2-SP/L1-SP backbone weight")
+    base.add_argument("--beta", type=_at_least(0, float), default=0.01,
+                      help="L2-SP/L1-SP head weight")
+    base.add_argument("--rank", type=_at_least(1), default=4, help="LoRA rank")
     base.add_argument("--tune-lr", nargs="?", type=_learning_rates, const=list(LR_GRID),
                       default=None, metavar="GRID",
                       help="pick each method's base lr from GRID (default "
                       f"{','.join(f'{r:g}' for r in LR_GRID)}) by validation over seeds "
                       "100-102, then test with --seeds")
-    base.add_argument("--out", default=None, help="also write the results as JSON")
+    base.add_argument("--out", type=_output_file, default=None,
+                      help="also write the results as JSON")
     base.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     comparison = command("compare", cmd_compare)
     _add_search_options(comparison, skip=("sampler", "seed"))
@@ -497,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on "
                            "(default: 127.0.0.1, this machine only; the dashboard has no "
                            "authentication)")
-    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="port (default: 8080)")
     demo = command("demo", cmd_demo)
     demo.add_argument("--quick", action="store_true", help="a smaller search (38 trials)")
     demo.add_argument("--storage", default=None, help="default: $" + ENV_VAR +

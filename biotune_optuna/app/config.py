@@ -200,6 +200,9 @@ class SearchConfig:
             raise ConfigError("--study-name must not be empty")
         if not self.train_seeds:
             raise ConfigError("--train-seeds needs at least one seed")
+        if len(set(self.train_seeds)) < len(self.train_seeds):
+            raise ConfigError(f"--train-seeds repeats a seed ({self.train_seeds}); give "
+                              "distinct seeds, such as 0,1,2")
         if self.grace <= self.heartbeat:
             raise ConfigError(f"--grace must be larger than --heartbeat, got {self.grace} and "
                               f"{self.heartbeat}")
@@ -286,10 +289,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file() and not path.is_absolute() and (STUDIES_DIR / path).is_file():
         path = STUDIES_DIR / path
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a .toml file")
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text; give a .toml file") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     raw = raw.get("search", raw)
@@ -325,6 +332,7 @@ def _coerce(name: str, value: Any, annotation: str, spec: Spec) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{flag(name)} takes integers such as 0,1,2, got {value!r}"
                               ) from None
+    nouns = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
     for kind, convert in (("bool", _to_bool), ("int", int), ("float", float), ("str", str)):
         if annotation.startswith(kind):
             try:
@@ -335,7 +343,7 @@ def _coerce(name: str, value: Any, annotation: str, spec: Spec) -> Any:
                 return convert(value)
             except (TypeError, ValueError):
                 words = f" or {', '.join(spec.words)}" if spec.words else ""
-                raise ConfigError(f"{flag(name)} takes a {kind}{words}, got {value!r}"
+                raise ConfigError(f"{flag(name)} takes {nouns[kind]}{words}, got {value!r}"
                                   ) from None
     return value
 

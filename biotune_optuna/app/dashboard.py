@@ -13,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from biotune_optuna.app import keys as keys
-from biotune_optuna.app.storage_urls import ENV_VAR, has_secret, masked
+from biotune_optuna.app.storage_urls import ENV_VAR, has_secret, masked, storage_file
 
 ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact metadata
 
@@ -21,11 +21,8 @@ ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact
 def artifact_dir_for(storage_url: str) -> Path:
     """Artifacts sit beside a SQLite or journal file (``<file>-artifacts/``), else under
     ``studies/artifacts``."""
-    for prefix in ("sqlite:///", "journal://"):
-        if storage_url.startswith(prefix):
-            path = Path(storage_url.removeprefix(prefix))
-            return path.with_name(path.name + "-artifacts")
-    return Path("studies") / "artifacts"
+    file = storage_file(storage_url)
+    return file.with_name(file.name + "-artifacts") if file else Path("studies") / "artifacts"
 
 
 def artifact_store_for(storage_url: str) -> FileSystemArtifactStore:

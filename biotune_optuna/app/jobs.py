@@ -20,6 +20,7 @@ from biotune_optuna.app.keys import trial_plan
 from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.runner import StopRequests, run_search
+from biotune_optuna.app.storage_urls import storage_file
 from biotune_optuna.app.studies import config_of, open_study
 from biotune_optuna.finetuning.baselines import baseline
 from biotune_optuna.finetuning.build import build_task
@@ -192,10 +193,8 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
 
 def _beside_study(study: optuna.Study, storage_url: str, suffix: str) -> Path:
     """``<study><suffix>`` beside a SQLite or journal file, else in ./studies/."""
-    folder = Path("studies")
-    for prefix in ("sqlite:///", "journal://"):
-        if storage_url.startswith(prefix):
-            folder = Path(storage_url.removeprefix(prefix)).parent
+    file = storage_file(storage_url)
+    folder = file.parent if file else Path("studies")
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{study.study_name}{suffix}"
 

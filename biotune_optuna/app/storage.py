@@ -14,7 +14,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from biotune_optuna.app import keys as keys
-from biotune_optuna.app.storage_urls import masked, remember, scrubbed
+from biotune_optuna.app.storage_urls import masked, remember, scrubbed, storage_file
 
 STORAGE_ATTEMPTS = 5
 
@@ -31,11 +31,11 @@ def retry_callback():
 
 
 def _check_sqlite_file(url: str, create: bool) -> None:
-    path = Path(url.removeprefix("sqlite:///"))
-    if url.startswith("sqlite:////"):
-        path = Path("/" + url.removeprefix("sqlite:////"))
-    if str(path) in ("", ":memory:"):
+    path = storage_file(url)
+    if path is None:
         return
+    if path.is_dir():
+        raise StorageError(f"{path} is a folder; give --storage sqlite:///{path}/NAME.db")
     if not create:
         _check_exists(path)
     else:
@@ -64,6 +64,8 @@ def _check_sqlite_file(url: str, create: bool) -> None:
 
 def _check_exists(path: Path) -> None:
     """A command that only reads never creates its storage: a missing file is an error."""
+    if path.is_dir():
+        raise StorageError(f"{path} is a folder; give --storage with the study's file in it")
     if not path.is_file():
         raise StorageError(f"no storage file {path}; check --storage (a search creates it)")
 
@@ -83,7 +85,7 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
     if url.startswith("journal://"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = Path(url.removeprefix("journal://"))
+        path = _journal_file(url)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         else:
@@ -110,6 +112,16 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
                                "install 'psycopg[binary]' for PostgreSQL)") from None
     raise StorageError(f"cannot create Optuna's tables in {masked(url)}; start the workers "
                        "again")
+
+
+def _journal_file(url: str) -> Path:
+    path = storage_file(url)
+    if path is None:
+        raise StorageError(f"{masked(url)} names no file; give journal:///studies/NAME.log "
+                           "(four slashes for an absolute path)")
+    if path.is_dir():
+        raise StorageError(f"{path} is a folder; give --storage journal:///{path}/NAME.log")
+    return path
 
 
 def _lost_creation_race(error: Exception) -> bool:

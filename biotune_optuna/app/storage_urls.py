@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode
 
 ENV_VAR = "BIOTUNE_OPTUNA_STORAGE"
@@ -21,6 +22,23 @@ _SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
 def from_environment() -> str | None:
     """The storage URL set in :data:`ENV_VAR`, if any."""
     return os.environ.get(ENV_VAR) or None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` or ``journal:///`` URL, read the way SQLAlchemy reads
+    SQLite URLs: three slashes and a relative path (``sqlite:///studies/k.db``), four for an
+    absolute one (``journal:////data/k.log``). None for servers and in-memory databases."""
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme):
+            rest = url[len(scheme):].partition("?")[0]
+            if rest in ("", ":memory:"):
+                return None
+            path, legacy = Path(rest), Path("/") / rest
+            # Journal URLs were once read as absolute: keep finding the studies made then.
+            if scheme == "journal:///" and not path.exists() and legacy.is_file():
+                return legacy
+            return path
+    return None
 
 
 def masked(url: str) -> str:
@@ -76,5 +94,6 @@ def scrubbed(text: str, url: str | None = None) -> str:
     for known in {url, *_opened} - {None, ""}:
         text = text.replace(known, masked(known))
         for secret in secrets(known):
-            text = text.replace(secret, MASK)
+            # Whole tokens only: a short password such as "p" must not mask every "p".
+            text = re.sub(rf"(?<![\w]){re.escape(secret)}(?![\w])", MASK, text)
     return text

@@ -217,7 +217,7 @@ def test_bad_inputs_get_one_line_errors(cli, tmp_path):
     one_line_error(cli(*base, "--epochs", "0"), "--epochs must be at least 1")
     one_line_error(cli(*base, "--storage", "postgresql://nobody@127.0.0.1:1/none"),
                    "cannot open storage")
-    one_line_error(cli(*base, "--epochs", "two"), "--epochs takes a int")
+    one_line_error(cli(*base, "--epochs", "two"), "--epochs takes an integer")
     one_line_error(cli("status", "--storage", f"sqlite:///{tmp_path}/none.db",
                        "--study-name", "x"), "no storage file", "none.db")
     assert not (tmp_path / "none.db").exists()  # a command that reads creates nothing
@@ -271,3 +271,72 @@ def test_help_has_examples_for_every_command(cli):
                     "studies", "demo"):
         result = cli(command, "--help", check=True)
         assert "examples:" in result.stdout and "biotune-optuna" in result.stdout
+
+
+def exit_code_and_error(capsys, *argv):
+    """Run the command in this process: its exit code and its stderr's lines."""
+    from biotune_optuna.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as parse_error:
+        code = parse_error.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["search", "--n-jobs", "0"], "--n-jobs: expected an integer of at least 1"),
+    (["search", "--n-jobs", "-3"], "--n-jobs: expected an integer of at least 1"),
+    (["dashboard", "--storage", "sqlite:///k.db", "--port", "99999"], "between 1 and 65535"),
+    (["export", "--storage", "sqlite:///k.db", "--out", "no/such/dir/x.json"],
+     "folder no/such/dir does not exist"),
+    (["export", "--storage", "sqlite:///k.db", "--out", "."], "is a folder"),
+    (["train-best", "--storage", "sqlite:///k.db", "--top-k", "0"], "--top-k: expected"),
+    (["baseline", "--rank", "0"], "--rank: expected an integer of at least 1"),
+    (["baseline", "--alpha", "-1"], "--alpha: expected a number of at least 0"),
+    (["search", "--shots", "many"], "--shots takes an integer or all, got 'many'"),
+    (["status", "--storage", "sqlite:///folder"], "folder is a folder"),
+    (["search", "--storage", "sqlite:///folder", "--model", "tiny"], "folder is a folder"),
+    (["status", "--storage", "journal:///folder"], "folder is a folder"),
+    (["best", "--storage", "sqlite:///plain.db"], "holds no fine-tuning plans"),
+    (["export", "--storage", "sqlite:///plain.db"], "holds no fine-tuning plans"),
+    (["plot", "--storage", "sqlite:///plain.db", "--out", "p"], "holds no fine-tuning plans"),
+    (["search", "--config", "folder"], "config file folder is a folder"),
+    (["search", "--model", "tiny", "--train-seeds", "0,0"], "--train-seeds repeats a seed"),
+    (["train-best", "--storage", "sqlite:///plain.db", "--seeds", ""], "--seeds takes integers"),
+    (["compare", "--model", "tiny", "--seeds", ""], "--seeds takes integers"),
+    (["compare", "--model", "tiny", "--seeds", "1,1"], "--seeds lists 1 twice"),
+    (["compare", "--samplers", "tpe,tpe"], "--samplers lists tpe twice"),
+    (["compare", "--samplers", "bo"], "--samplers has unknown name 'bo'"),
+    (["baseline", "--method", "full,full"], "--method lists full twice"),
+    (["baseline", "--method", ""], "--method has unknown name ''"),
+])
+def test_more_bad_inputs_get_one_line_errors(capsys, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    optuna.create_study(storage="sqlite:///plain.db", study_name="plain").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = exit_code_and_error(capsys, *argv)
+    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
+
+
+def test_a_journal_url_names_a_file_as_sqlite_urls_do(cli, tmp_path):
+    """journal:///studies/k.log is studies/k.log under the current folder (SQLAlchemy's
+    convention for SQLite); journal:////abs/k.log an absolute path."""
+    cli(*search(trials=2, population=3), "--storage", "journal:///studies/k.log", "-q",
+        check=True)
+    assert (tmp_path / "studies" / "k.log").is_file()
+    absolute = tmp_path / "abs" / "k.log"
+    cli(*search(trials=2, population=3), "--storage", f"journal:///{absolute}", "-q",
+        check=True)
+    assert absolute.is_file()
+    status = cli("status", "--storage", f"journal:///{absolute}", check=True).stdout
+    assert "2 trials (2 complete)" in status
+
+
+def test_a_short_password_does_not_mangle_the_error(capsys):
+    code, err = exit_code_and_error(capsys, "search", "--model", "tiny", "--storage",
+                                    "postgresql://u:p@127.0.0.1:1/x")
+    assert code == 2 and "cannot open storage postgresql://u:***@127.0.0.1:1/x" in err[0], err

@@ -37,6 +37,12 @@ def test_scrubbed_masks_a_secret_wherever_a_driver_repeats_it():
         "failed for postgresql://alice:***@h/db: password *** rejected"
 
 
+def test_a_short_password_is_masked_as_a_word_not_inside_other_words():
+    url = "postgresql://u:p@127.0.0.1:1/x"
+    assert scrubbed("cannot open postgresql://u:p@127.0.0.1:1/x: port 1 (p)", url) == \
+        "cannot open postgresql://u:***@127.0.0.1:1/x: port 1 (***)"
+
+
 def no_secret(result):
     text = result.stdout + result.stderr
     assert SECRET not in text, text

@@ -128,7 +128,7 @@ def test_baseline_command_tunes_the_learning_rate_on_other_seeds(cli, tmp_path):
 
 def test_unknown_baseline_is_a_one_line_error(cli):
     result = cli("baseline", "--model", "tiny", "--method", "dropout")
-    assert result.returncode == 2 and "unknown method 'dropout'" in result.stderr
+    assert result.returncode == 2 and "--method has unknown name 'dropout'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
