@@ -423,9 +423,10 @@ def _baseline_config(args: argparse.Namespace) -> SearchConfig:
     given = [flag(f.name) for f in fields(SearchConfig) if spec_of(f).group in
              ("task", "training") and getattr(args, f.name, None) is not None]
     if given or args.config:
+        drop = ", ".join(given) or "--config"
         raise ConfigError(f"baseline trains on the task and protocol of study "
-                          f"{study.study_name!r}; drop {', '.join(given) or '--config'} (or leave out "
-                          "--study-name to give them)")
+                          f"{study.study_name!r}; drop {drop} (or leave out --study-name to "
+                          "give them)")
     runtime = {f.name: getattr(args, f.name) for f in fields(SearchConfig)
                if spec_of(f).group == "run" and getattr(args, f.name, None) is not None}
     return make_config(stored, {"study_name": study.study_name, **runtime})

@@ -143,7 +143,14 @@ class SearchConfig:
     population: int = option(10, "BioTune population size N")
     elite: int = option(3, "BioTune elite size E")
     exploration_rate: float = option(0.25, "largest step of elite local search")
-    generations: int = option(10, "BioTune generations G: the budget is N + G (N + E) trials",
+    rescore_elites: bool = option(False, "evaluate each elite once more per generation, with "
+                                  "fresh training seeds, and rank it by the mean of its "
+                                  "evaluations (E more trials per generation)", legacy=False)
+    elite_pair_mean: bool = option(False, "rank an elite its local search kept by the mean "
+                                   "of its evaluations and its two explorations' values",
+                                   legacy=False)
+    generations: int = option(10, "BioTune generations G: the budget is N + G (N + E) trials "
+                              "(N + G (N + 2E) with --rescore-elites)",
                               low=0, runtime=True)
     trials: int | None = option(None, "trials in the study, counted across every worker on "
                                 "this storage (default: the budget of --generations)", low=1,
@@ -226,7 +233,12 @@ class SearchConfig:
     def n_trials(self) -> int:
         if self.trials is not None:
             return self.trials
-        return Layout(self.population, self.elite).n_trials(self.generations)
+        return self.layout.n_trials(self.generations)
+
+    @property
+    def layout(self) -> Layout:
+        """BioTune's generation structure under these options."""
+        return Layout(self.population, self.elite, self.rescore_elites)
 
     def train_config(self):
         """The training settings (a :class:`biotune_optuna.finetuning.train.TrainConfig`)."""

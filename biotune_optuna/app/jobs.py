@@ -35,7 +35,6 @@ from biotune_optuna.finetuning.models import is_torchvision_model
 from biotune_optuna.finetuning.names import BUILTIN_DATASETS, BUILTIN_MODELS
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import resolve_device
-from biotune_optuna.sampler.population import Layout
 
 
 def task_for(config: SearchConfig) -> Task:
@@ -60,7 +59,7 @@ def notices(config: SearchConfig, task: Task) -> list[str]:
         said.append(f"{config.model} starts from random weights (--weights none); name "
                     "weights to fine-tune a pre-trained network")
     if config.sampler == "biotune" and config.n_trials <= config.population:
-        first = Layout(config.population, config.elite).n_trials(1)
+        first = config.layout.n_trials(1)
         said.append(f"--trials {config.n_trials} ends inside BioTune's initial population "
                     f"(--population {config.population}): that is random search; give at "
                     f"least {first} trials for one generation of evolution")

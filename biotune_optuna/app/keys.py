@@ -28,6 +28,7 @@ EPOCHS = "epochs"
 VALUE_STD = "value_std"
 LEARNING_CURVES = "learning_curves"  # validation value per epoch of each seed run
 RACED = "raced"  # seed runs a raced-out trial ran before it stopped
+RESCORE_SEEDS = "rescore_seeds"  # the fresh training seeds of an elite's re-scoring run
 INTERRUPTED = "interrupted"  # failed by Ctrl-C: the next run retries it
 
 

@@ -15,15 +15,26 @@ from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import FineTunePlan
-from biotune_optuna.sampler.population import POPULATION_PREFIX, TrialRecord
+from biotune_optuna.sampler.population import POPULATION_PREFIX, TrialRecord, rescore_round
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
+
+
+RESCORE_SEED_STRIDE = 1000  # a re-scoring run in generation g trains with seeds s + 1000 g
 
 
 def trial_generation(trial: optuna.Trial) -> int:
     """The BioTune generation of a running trial (0 for other samplers)."""
     record = TrialRecord.from_attrs(trial.study._storage.get_trial_system_attrs(trial._trial_id))
     return record.generation if record else 0
+
+
+def training_seeds(trial: optuna.Trial, seeds: Sequence[int]) -> list[int]:
+    """The seeds a trial trains with: the study's, except for an elite's re-scoring run,
+    whose seeds no earlier evaluation of that plan used."""
+    shift = RESCORE_SEED_STRIDE * rescore_round(
+        trial.study._storage.get_trial_system_attrs(trial._trial_id))
+    return [seed + shift for seed in seeds]
 
 
 def worst_member_value(trial: optuna.Trial) -> float | None:
@@ -106,7 +117,10 @@ class FineTuneObjective:
         start = time.perf_counter()
         bar = worst_member_value(trial) if self.race_margin is not None else None
         runs: list[RunResult] = []
-        for index, seed in enumerate(self.seeds):
+        seeds = training_seeds(trial, self.seeds)
+        if seeds != list(self.seeds):
+            trial.set_user_attr(keys.RESCORE_SEEDS, seeds)
+        for index, seed in enumerate(seeds):
             run = fine_tune(task, plan, self.config, seed,
                             report=self._reporter(trial, index, penalty),
                             on_epoch=self._epoch_callback(index),

@@ -25,7 +25,8 @@ def status_report(study: optuna.Study) -> str:
     slots = [t for t in trials if RETRY_OF not in t.system_attrs]
     if config.get("sampler") == "biotune":
         progress = Progress.of(with_records(trials))
-        size = Layout(config["population"], config["elite"]).generation_size(progress.generation)
+        layout = Layout(config["population"], config["elite"], config.get("rescore_elites", False))
+        size = layout.generation_size(progress.generation)
         lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
                      "trials finished")
     try:

@@ -40,7 +40,9 @@ def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.sampl
     if config.sampler == "biotune":
         return BioTuneSampler(config.population, config.elite,
                               exploration_rate=config.exploration_rate,
-                              seed=config.seed, search_space=space, ideal_value=1.0)
+                              seed=config.seed, search_space=space, ideal_value=1.0,
+                              rescore_elites=config.rescore_elites,
+                              elite_pair_mean=config.elite_pair_mean)
     return other_sampler(config.sampler, config.seed, config.population)
 
 

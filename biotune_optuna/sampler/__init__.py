@@ -13,6 +13,7 @@ from biotune_optuna.sampler.genome import (
     search_space,
     suggest_genome,
 )
+from biotune_optuna.sampler.population import rescore_round
 
 __all__ = [
     "BioTuneSampler",
@@ -20,6 +21,7 @@ __all__ = [
     "decode",
     "encode",
     "lr_multiplier",
+    "rescore_round",
     "search_space",
     "suggest_genome",
 ]

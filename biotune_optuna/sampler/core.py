@@ -84,14 +84,15 @@ class BioTuneSampler(BaseSampler):
     two local-search trials (+delta, -delta on one gene) for each of the E elites, then N - E
     children (rank-linear selection, blend crossover, extinction-driven mutation, adoption
     toward the parents' mean and a prototype) or random immigrants once the mating pool has
-    two parents or fewer. The budget of G generations is ``n_trials(G) = N + G (N + E)``.
+    two parents or fewer. The budget of G generations is ``n_trials(G) = N + G (N + E)``
+    (``N + G (N + 2E)`` with ``rescore_elites``).
 
     State lives in storage: each trial carries a record (system attr ``biotune:trial``: slot,
-    generation, position, role ``initial``, ``elite+``, ``elite-``, ``child``, ``immigrant``,
-    ``enqueued`` or ``independent``, parents, prototype and proposed genome), the study keeps
-    its seed and the population entering each generation. A new process on the same storage
-    continues the same search; with ``n_jobs=1`` an interrupted search proposes exactly what
-    an uninterrupted one would.
+    generation, position, role ``initial``, ``elite+``, ``elite-``, ``rescore``, ``child``,
+    ``immigrant``, ``enqueued`` or ``independent``, parents, prototype and proposed
+    genome), the study keeps its seed and the population entering each generation. A new
+    process on the same storage continues the same search; with ``n_jobs=1`` an interrupted
+    search proposes exactly what an uninterrupted one would.
 
     Parallel workers (``n_jobs > 1``, several processes or machines on one storage, or
     ``study.ask()`` before earlier trials are told) follow Optuna's GA samplers: a new trial
@@ -142,6 +143,15 @@ class BioTuneSampler(BaseSampler):
             a no-op.
         resample_empty: Redraw a child whose genome trains no block. False follows the
             paper, where such a child is evaluated (the objective scores it without training).
+        rescore_elites: Evaluate each elite once more in every generation (role
+            ``rescore``, E more trials per generation: ``n_trials`` counts them) and rank it
+            by the mean of all its evaluations. The paper never re-evaluates an elite, so on
+            a noisy objective an elite keeps the lucky score of its one run. The objective
+            should evaluate a re-scoring trial with fresh randomness (:func:`rescore_round`
+            gives it a number to derive a seed from); a deterministic objective gains nothing.
+        elite_pair_mean: Rank an elite that its local search did not replace by the mean of
+            its evaluations and its two explorations' values (they sample the objective's
+            noise near it), rather than by its best single draw.
         independent_sampler: Sampler for parameters outside the evolved space. The default
             draws uniformly with a generator derived from the seed and the trial number.
     """
@@ -159,6 +169,8 @@ class BioTuneSampler(BaseSampler):
         clip_elite_genes: bool = True,
         extinction_after_init: bool = False,
         resample_empty: bool = False,
+        rescore_elites: bool = False,
+        elite_pair_mean: bool = False,
         independent_sampler: BaseSampler | None = None,
     ) -> None:
         if positional:  # the 0.1 signature took these three positionally
@@ -174,7 +186,8 @@ class BioTuneSampler(BaseSampler):
         validate_settings(population_size, elite_size, exploration_rate)
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        self._layout = Layout(population_size, elite_size)
+        self._layout = Layout(population_size, elite_size, rescore_elites)
+        self._elite_pair_mean = elite_pair_mean
         self._exploration_rate = exploration_rate
         self._threshold_param = threshold_param
         self._seed = seed
@@ -225,6 +238,8 @@ class BioTuneSampler(BaseSampler):
             "clip_elite_genes": self._clip_elite_genes,
             "extinction_after_init": self._extinction_after_init,
             "resample_empty": self._resample_empty,
+            "rescore_elites": self._layout.rescore,
+            "elite_pair_mean": self._elite_pair_mean,
         }
 
     def reseed_rng(self) -> None:
@@ -337,7 +352,12 @@ class BioTuneSampler(BaseSampler):
             if index < len(parents) and parents[index].has(names):
                 genes, fields = self._explore_elite(state, parents[index], names, base)
                 return with_genes(genes, **fields)
-        pool = [p for p in pop.mating_pool(parents, self.elite_size, current) if p.has(names)]
+        if base.role == pop.RESCORE:
+            elite = parents[base.position - 2 * self.elite_size]
+            if elite.has(names) and np.isfinite(elite.fitness):
+                return with_genes(elite.vector(names), elite=elite.trial)
+        pool = [p for p in pop.mating_pool(parents, self.elite_size, current,
+                                           self._elite_pair_mean) if p.has(names)]
         rng = self._rng(state, _SLOT_STREAM, base.slot)
         if len(pool) <= 2:
             return with_genes(self._random_genome(state, base.slot, space), role=pop.IMMIGRANT)
@@ -401,7 +421,8 @@ class BioTuneSampler(BaseSampler):
         else:
             parents = self._population(study, state, trials, progress, previous, space)
             population = pop.next_population(parents, closed, self.population_size,
-                                             self.elite_size, self._signed_ideal(study))
+                                             self.elite_size, self._signed_ideal(study),
+                                             self._elite_pair_mean)
         joined = sorted({t.number for t in adopted} & {i.trial for i in closed.newcomers})
         if joined:
             study._storage.set_study_system_attr(study._study_id,
@@ -463,6 +484,7 @@ class BioTuneSampler(BaseSampler):
         if stored is None:
             study._storage.set_study_system_attr(study._study_id, SETTINGS, mine)
             return
+        stored = {**_ADDED_SETTINGS, **stored}  # studies from before a setting existed
         differ = {k: (stored.get(k), v) for k, v in mine.items() if stored.get(k) != v}
         if differ:
             _fail(study, trial)
@@ -470,6 +492,9 @@ class BioTuneSampler(BaseSampler):
                                   in differ.items())
             raise ValueError(f"study {study.study_name!r} was started with {described}; "
                              "resume it with the same sampler settings or start a new study")
+
+
+_ADDED_SETTINGS = {"rescore_elites": False, "elite_pair_mean": False}
 
 
 def validate_settings(population_size: int, elite_size: int, exploration_rate: float,

@@ -28,6 +28,7 @@ RETRY_OF = "failed_trial"  # set by optuna.storages.RetryFailedTrialCallback
 
 INITIAL, ELITE_PLUS, ELITE_MINUS = "initial", "elite+", "elite-"
 CHILD, IMMIGRANT, ENQUEUED, INDEPENDENT = "child", "immigrant", "enqueued", "independent"
+RESCORE = "rescore"  # an elite evaluated once more, to average out its lucky draw
 ELITE_ROLES = (ELITE_PLUS, ELITE_MINUS)
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
@@ -36,14 +37,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 class Layout:
     """The generation structure: N initial trials, then N + E trials per generation
     (2 elite explorations for each of the E elites, then N - E children or immigrants).
-    Trials asked while a generation still waits for results are extra children of it."""
+    With re-scoring, E more positions follow the explorations: each elite evaluated once
+    more (N + 2E per generation). Trials asked while a generation still waits for results
+    are extra children of it."""
 
     population_size: int
     elite_size: int
+    rescore: bool = False
 
     def generation_size(self, generation: int) -> int:
         return self.population_size if generation == 0 else \
-            self.population_size + self.elite_size
+            self.population_size + self.elite_size * (2 if self.rescore else 1)
 
     def role(self, generation: int, position: int) -> str:
         """The role of a position when nothing overrides it (enqueued trials, immigrants)."""
@@ -51,11 +55,14 @@ class Layout:
             return INITIAL
         if position < 2 * self.elite_size:
             return ELITE_PLUS if position % 2 == 0 else ELITE_MINUS
+        if self.rescore and position < 3 * self.elite_size:
+            return RESCORE
         return CHILD
 
     def n_trials(self, generations: int) -> int:
-        """The budget N + G (N + E) of an initial population and G generations."""
-        return self.population_size + generations * (self.population_size + self.elite_size)
+        """The budget N + G (N + E) of an initial population and G generations
+        (N + G (N + 2E) with re-scoring)."""
+        return self.population_size + generations * self.generation_size(1)
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,15 @@ def generation_of(trial: FrozenTrial) -> int:
     return record.generation if record else 0
 
 
+def rescore_round(trial: FrozenTrial | Mapping[str, Any]) -> int:
+    """0 for a trial evaluated for the first time; for a re-scoring trial (an elite evaluated
+    again) its generation, which no earlier evaluation of that genome has, so an objective
+    can derive fresh seeds from it. Takes a trial or its system attrs."""
+    attrs = trial if isinstance(trial, Mapping) else trial.system_attrs
+    record = TrialRecord.from_attrs(attrs)
+    return record.generation if record is not None and record.role == RESCORE else 0
+
+
 def role_of(trial: FrozenTrial) -> str | None:
     record = TrialRecord.of(trial)
     return record.role if record else None
@@ -134,12 +150,24 @@ def slot_of(number: int, retries: Iterable[int]) -> int:
 
 @dataclass
 class Individual:
-    """A genome in [0, 1]^n with its fitness (minimised; inf when its trial failed)."""
+    """A genome in [0, 1]^n with its fitness (minimised; inf when its trial failed): the mean
+    of ``evaluations`` values (its trial's, then re-scoring runs and, with the pair mean, its
+    local-search neighbours')."""
 
     trial: int
     genes: dict[str, float]
     fitness: float
     extinction: float = 0.0
+    evaluations: int = 1
+
+    def averaged_with(self, values: Sequence[float]) -> Individual:
+        """This individual with ``values`` folded into its mean fitness."""
+        if not values:
+            return self
+        total = self.evaluations + len(values)
+        fitness = (self.fitness * self.evaluations + sum(values)) / total \
+            if math.isfinite(self.fitness) and all(map(math.isfinite, values)) else math.inf
+        return Individual(self.trial, self.genes, fitness, self.extinction, total)
 
     def vector(self, names: Sequence[str]) -> np.ndarray:
         return np.array([self.genes[n] for n in names])
@@ -148,14 +176,16 @@ class Individual:
         return all(n in self.genes for n in names)
 
     def to_json(self) -> dict:
-        return {"trial": self.trial, "genes": self.genes,
+        data = {"trial": self.trial, "genes": self.genes,
                 "fitness": self.fitness if math.isfinite(self.fitness) else None,
                 "extinction": self.extinction}
+        return data | ({"evaluations": self.evaluations} if self.evaluations > 1 else {})
 
     @classmethod
     def from_json(cls, data: Mapping) -> Individual:
         fitness = math.inf if data["fitness"] is None else float(data["fitness"])
-        return cls(int(data["trial"]), dict(data["genes"]), fitness, float(data["extinction"]))
+        return cls(int(data["trial"]), dict(data["genes"]), fitness, float(data["extinction"]),
+                   int(data.get("evaluations", 1)))
 
 
 def normalize(value: float, dist: FloatDistribution) -> float:
@@ -215,6 +245,7 @@ class Generation:
     by its latest retry."""
 
     explorations: dict[int, list[Individual]] = field(default_factory=dict)  # by elite trial
+    rescores: dict[int, list[float]] = field(default_factory=dict)  # fitness, by elite trial
     newcomers: list[Individual] = field(default_factory=list)
     children: list[tuple[Individual, list[int]]] = field(default_factory=list)  # with parents
 
@@ -280,6 +311,9 @@ def group_generation(members: Sequence[tuple[FrozenTrial, TrialRecord]],
         if fitness is None:
             continue
         record = records.get(t.number)
+        if record is not None and record.role == RESCORE:
+            generation.rescores.setdefault(record.elite, []).append(fitness)
+            continue
         genes = known_genes.get(t.number)
         if genes is None:
             genes = (record and record.unclipped_genes) or \
@@ -305,17 +339,25 @@ def sort_population(individuals: Sequence[Individual]) -> list[Individual]:
 
 
 def resolve_elites(parents: Sequence[Individual], elite_size: int,
-                   generation: Generation) -> list[Individual]:
+                   generation: Generation, pair_mean: bool = False) -> list[Individual]:
     """Apply elite local search: an elite takes an exploration's genome and fitness when that
     exploration is strictly better than the elite and than every other exploration of it.
-    The elite keeps its extinction probability; ties revert, as in the paper."""
+    The elite keeps its extinction probability; ties revert, as in the paper.
+
+    Noise-aware variants: an elite's re-scoring runs are first averaged into its fitness;
+    with ``pair_mean``, an elite that keeps its place is ranked by the mean of its own
+    evaluations and its explorations' finite values (the pair samples the noise around
+    it), rather than by its best single draw."""
     elites = []
     for elite in parents[:elite_size]:
+        elite = elite.averaged_with(generation.rescores.get(elite.trial, []))
         tried = sorted(generation.explorations.get(elite.trial, []), key=lambda i: i.fitness)
         best = tried[0] if tried else None
         runner_up = tried[1].fitness if len(tried) > 1 else math.inf
         if best is not None and best.fitness < elite.fitness and best.fitness < runner_up:
             elite = Individual(best.trial, best.genes, best.fitness, elite.extinction)
+        elif pair_mean:
+            elite = elite.averaged_with([i.fitness for i in tried if math.isfinite(i.fitness)])
         elites.append(elite)
     return elites
 
@@ -326,10 +368,11 @@ def initial_population(generation: Generation, population_size: int) -> list[Ind
 
 
 def next_population(parents: Sequence[Individual], generation: Generation, population_size: int,
-                    elite_size: int, ideal: float | None) -> list[Individual]:
+                    elite_size: int, ideal: float | None, pair_mean: bool = False,
+                    ) -> list[Individual]:
     """Generational replacement with elitism: the (locally improved) elites plus this
     generation's children, immigrants and enqueued trials, sorted, extinction updated."""
-    elites = resolve_elites(parents, elite_size, generation)
+    elites = resolve_elites(parents, elite_size, generation, pair_mean)
     newcomers = [Individual(i.trial, i.genes, i.fitness, 0.0) for i in generation.newcomers]
     population = sort_population(elites + newcomers)[:population_size]
     update_extinction(population, ideal)
@@ -344,12 +387,12 @@ def update_extinction(population: list[Individual], ideal: float | None) -> None
 
 
 def mating_pool(parents: Sequence[Individual], elite_size: int,
-                generation: Generation) -> list[Individual]:
+                generation: Generation, pair_mean: bool = False) -> list[Individual]:
     """The previous population with its elites improved in place (not re-sorted, as in the
     authors' code), minus every parent that one of this generation's finished children
     outcompeted (strictly better fitness). Removals do not depend on the order children
     finish in, so workers that see the same finished trials build the same pool."""
-    pool = resolve_elites(parents, elite_size, generation) + list(parents[elite_size:])
+    pool = resolve_elites(parents, elite_size, generation, pair_mean) + list(parents[elite_size:])
     for child, child_parents in generation.children:
         pool = [p for p in pool if not (p.trial in child_parents and p.fitness > child.fitness)]
     return pool
@@ -358,16 +401,18 @@ def mating_pool(parents: Sequence[Individual], elite_size: int,
 def audit(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
           population_size: int) -> list[str]:
     """The invariants parallel workers must keep, as a list of violations (empty when all
-    hold): no slot or position of a generation taken twice (and so no elite exploration or
-    child), both explorations of an elite move the same gene by opposite steps, and every
-    stored population has N members."""
+    hold): no slot or position of a generation taken twice (and so no elite exploration,
+    re-scoring run or child), both explorations of an elite move the same gene by opposite
+    steps, and every stored population has N members."""
     decided = [r for t, r in with_records(trials)
                if r is not None and RETRY_OF not in t.system_attrs]
     problems = []
     for what, keys in (("slot", [r.slot for r in decided]),
                        ("position", [(r.generation, r.position) for r in decided]),
                        ("exploration", [(r.generation, r.elite, r.role) for r in decided
-                                        if r.role in ELITE_ROLES])):
+                                        if r.role in ELITE_ROLES]),
+                       ("re-scoring", [(r.generation, r.elite) for r in decided
+                                       if r.role == RESCORE])):
         seen: set = set()
         problems += [f"{what} {k} taken twice" for k in keys if k in seen or seen.add(k)]
     pairs: dict[tuple[int, int], list[TrialRecord]] = {}

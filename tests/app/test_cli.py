@@ -340,3 +340,15 @@ def test_a_short_password_does_not_mangle_the_error(capsys):
     code, err = exit_code_and_error(capsys, "search", "--model", "tiny", "--storage",
                                     "postgresql://u:p@127.0.0.1:1/x")
     assert code == 2 and "cannot open storage postgresql://u:***@127.0.0.1:1/x" in err[0], err
+
+
+def test_a_noise_aware_search_from_the_command_line(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    cli(*search(trials=8, population=3, elite=1), "--rescore-elites", "--elite-pair-mean",
+        "--storage", storage, "-q", check=True)
+    study = load(storage)
+    roles = Counter(TrialRecord.of(t).role for t in study.trials)
+    assert roles["rescore"] == 1 and len(study.trials) == 8
+    status = cli("status", "--storage", storage, check=True).stdout
+    assert "generation 1: 5 of 5 trials finished" in status
+    assert config_of(study).rescore_elites and config_of(study).elite_pair_mean

@@ -10,7 +10,7 @@ from biotune_optuna.app.objective import FineTuneObjective, worst_member_value
 from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.finetuning.train import TrainConfig
 from biotune_optuna.sampler import BioTuneSampler, search_space
-from biotune_optuna.sampler.population import generation_of
+from biotune_optuna.sampler.population import TrialRecord, generation_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -70,3 +70,19 @@ def test_the_racing_bar_is_the_worst_member_of_the_trials_population(task):
         assert bar == min(-m["fitness"] for m in members)
     else:
         assert bar is None
+
+
+def test_an_elites_rescoring_run_trains_with_fresh_seeds(task):
+    sampler = BioTuneSampler(3, 1, seed=0, search_space=search_space(task.block_names),
+                             ideal_value=1.0, rescore_elites=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    objective = FineTuneObjective(task, TrainConfig(epochs=1, patience=1), seeds=(0, 1))
+    study.optimize(objective, n_trials=sampler.n_trials(2))
+    for trial in study.trials:
+        record = TrialRecord.of(trial)
+        if record.role == "rescore":
+            shift = 1000 * record.generation
+            assert trial.user_attrs[keys.RESCORE_SEEDS] == [shift, 1 + shift]
+        else:
+            assert keys.RESCORE_SEEDS not in trial.user_attrs
+    assert sum(TrialRecord.of(t).role == "rescore" for t in study.trials) == 2

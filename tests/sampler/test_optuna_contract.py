@@ -1,5 +1,5 @@
 """Optuna's own generic sampler tests (optuna.testing.pytest_samplers), run on BioTuneSampler
-at small and default settings."""
+at small and default settings, and with the noise-aware options."""
 
 import pytest
 from optuna.testing.pytest_samplers import (
@@ -12,6 +12,8 @@ from biotune_optuna import BioTuneSampler
 
 SETTINGS = {"N4-E1": {"population_size": 4, "elite_size": 1},
             "N3-E0": {"population_size": 3, "elite_size": 0},
+            "N4-E1-noise-aware": {"population_size": 4, "elite_size": 1,
+                                  "rescore_elites": True, "elite_pair_mean": True},
             "default": {}}
 
 
