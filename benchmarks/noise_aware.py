@@ -34,9 +34,9 @@ from biotune_optuna.sampler.synthetic import TASKS
 
 # (label, sampler, BioTune's noise-aware options)
 VARIANTS = (
-    ("biotune (today)", "biotune", {}),
+    ("biotune (today)", "biotune", {"rescore_elites": False}),
     ("biotune + re-scoring", "biotune", {"rescore_elites": True}),
-    ("biotune + pair mean", "biotune", {"elite_pair_mean": True}),
+    ("biotune + pair mean", "biotune", {"rescore_elites": False, "elite_pair_mean": True}),
     ("biotune + both", "biotune", {"rescore_elites": True, "elite_pair_mean": True}),
     ("tpe", "tpe", {}),
     ("cmaes", "cmaes", {}),

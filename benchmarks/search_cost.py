@@ -41,7 +41,7 @@ from biotune_optuna.sampler.genome import FineTunePlan
 
 OUT = Path(__file__).with_name("out")
 PROTOCOL = dict(population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
-                patience=3, seed=0, shots=10, dataset="digits")
+                patience=3, seed=0, shots=10, dataset="digits", rescore_elites=False)
 TEST_SEEDS = (0, 1, 2, 3, 4)
 TASKS = {
     "small": dict(model="small", weights="mnist5k"),
@@ -144,12 +144,12 @@ def cost_table(name: str, options: dict, folder: str) -> str:
 
 WORKER = [sys.executable, "-m", "biotune_optuna.cli", "search", "--model", "small",
           "--dataset", "digits", "--study-name", "w", "--population", "6", "--elite", "2",
-          "--epochs", "10", "--train-seeds", "0,1,2", "--trials", "24", "-q",
+          "--epochs", "10", "--train-seeds", "0,1,2", "--trials", "48", "-q",
           "--no-racing"]
 
 
 def workers_table(folder: str) -> str:
-    rows = []
+    rows, alone = [], 0.0
     for label, count, extra in (("1 process", 1, []), ("2 processes", 2, []),
                                 ("2 processes, each with every core", 2,
                                  ["--threads", str(cores())])):
@@ -159,28 +159,40 @@ def workers_table(folder: str) -> str:
                                       stdout=subprocess.DEVNULL) for _ in range(count)]
         if any(p.wait() for p in processes):
             raise SystemExit(f"a worker failed ({label})")
-        rows.append([label, f"{time.perf_counter() - start:.0f}"])
+        seconds = time.perf_counter() - start
+        alone = alone if rows else seconds
+        rows.append([label, f"{seconds:.0f}", f"{seconds / alone:.2f}"])
         print(" | ".join(rows[-1]), flush=True)
-    return ("### Worker processes on one machine\n\n24 trials of the small task (N=6, E=2, "
-            "3 seeds, 10 epochs) in one study:\n\n"
-            + results.table(["workers", "seconds"], rows))
+    return ("48 trials of the small task (N=6, E=2, 3 seeds, 10 epochs, no racing) in one "
+            "new SQLite study, wall time from the first start to the last exit (each process "
+            "imports torch and builds the task: a fixed cost of a few seconds each):\n\n"
+            + results.table(["workers", "seconds", "/ 1 process"], rows))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="small,resnet18", help="comma-separated: "
-                        + ", ".join(TASKS))
+                        + ", ".join(TASKS) + ", or none")
+    parser.add_argument("--workers", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time worker processes on one machine (own section)")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sections = []
+    tasks = [] if args.tasks == "none" else args.tasks.split(",")
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.tasks.split(","):
+        if args.workers:
+            command = ".venv/bin/python -m benchmarks.search_cost --tasks none"
+            results.publish("search_workers", "Worker processes on one machine",
+                            f"Command: `{command}` ({results.machine()}).\n\n"
+                            + workers_table(folder) + "\n", write=not args.no_write)
+        for name in tasks:
             options = dict(TASKS[name])
             if name == "resnet18":
                 options["weights"] = resnet_source()
             sections.append(cost_table(name, options, folder))
-        sections.append(workers_table(folder))
+    if not tasks:
+        return
     body = (f"Command: `.venv/bin/python -m benchmarks.search_cost --tasks {args.tasks}` "
             f"({results.machine()}).\n\nThe paper's protocol (N=10, E=3, 10 generations = 140 "
             "trials, 3 training seeds each, at most 30 epochs, patience 3) on mnist5k -> "

@@ -33,9 +33,9 @@ from biotune_optuna.sampler.population import Layout
 PAPER_PROTOCOL = {"batch_size": 96, "patience": 3}
 # (row label, study name part, sampler, options): every search gets the same budget.
 SEARCHES = (
-    ("biotune", "biotune", "biotune", {}),
+    ("biotune", "biotune", "biotune", {"rescore_elites": False}),
     ("biotune, paper genome (head may freeze)", "biotune-paper", "biotune",
-     {"train_head": False}),
+     {"train_head": False, "rescore_elites": False}),
     ("tpe", "tpe", "tpe", {}),
     ("random", "random", "random", {}),
     ("cmaes", "cmaes", "cmaes", {}),

@@ -143,9 +143,10 @@ class SearchConfig:
     population: int = option(10, "BioTune population size N")
     elite: int = option(3, "BioTune elite size E")
     exploration_rate: float = option(0.25, "largest step of elite local search")
-    rescore_elites: bool = option(False, "evaluate each elite once more per generation, with "
+    rescore_elites: bool = option(True, "evaluate each elite once more per generation, with "
                                   "fresh training seeds, and rank it by the mean of its "
-                                  "evaluations (E more trials per generation)", legacy=False)
+                                  "evaluations (E more trials per generation; "
+                                  "--no-rescore-elites: the paper's BioTune)", legacy=False)
     elite_pair_mean: bool = option(False, "rank an elite its local search kept by the mean "
                                    "of its evaluations and its two explorations' values",
                                    legacy=False)

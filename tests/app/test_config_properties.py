@@ -35,11 +35,13 @@ def test_config_parsing_either_succeeds_or_names_the_problem(file_options, flags
     config.train_config()  # an accepted configuration always makes a valid TrainConfig
 
 
-@given(st.integers(3, 40), st.integers(0, 39), st.integers(0, 30))
-def test_budget_follows_the_formula(population, elite, generations):
+@given(st.integers(3, 40), st.integers(0, 39), st.integers(0, 30), st.booleans())
+def test_budget_follows_the_formula(population, elite, generations, rescore):
     if elite >= population:
         with pytest.raises(ConfigError):
             SearchConfig(population=population, elite=elite)
         return
-    config = SearchConfig(population=population, elite=elite, generations=generations)
-    assert config.n_trials == population + generations * (population + elite)
+    config = SearchConfig(population=population, elite=elite, generations=generations,
+                          rescore_elites=rescore)
+    per_generation = population + elite * (2 if rescore else 1)
+    assert config.n_trials == population + generations * per_generation
