@@ -37,8 +37,9 @@ demo: install system-deps
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
-# every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the transfer
-# tasks, the baselines with tuned rates and three protocol variants (about 2 hours on 2 CPU cores)
+# every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the search's
+# cost, the transfer tasks, the baselines with tuned rates, three protocol variants and the
+# noise-aware BioTune (about 5 hours on 2 CPU cores; run nothing else meanwhile)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
 	$(BIN)/python -m benchmarks.sampler_parallel
@@ -50,6 +51,8 @@ benchmark: install system-deps
 	$(BIN)/python -m benchmarks.transfer --tasks mnist --batch-size 16
 	$(BIN)/python -m benchmarks.transfer --tasks fashion --train-seeds 3
 	$(BIN)/python -m benchmarks.transfer --tasks digits --trainable-penalty 0.1
+	$(BIN)/python -m benchmarks.noise_aware --part synthetic --seeds 20
+	$(BIN)/python -m benchmarks.noise_aware --part transfer
 
 clean-venv:
 	rm -rf $(VENV)
