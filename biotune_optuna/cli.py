@@ -29,6 +29,7 @@ from biotune_optuna.app.config import (
     flag,
     load_toml,
     make_config,
+    refuse_unused,
     spec_of,
 )
 from biotune_optuna.app.storage import StorageError, open_storage
@@ -126,10 +127,14 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace, stored: dict | None = None) -> SearchConfig:
     """Defaults, then a stored study's configuration (resuming needs no option but the
     study's name and storage), then the TOML file, then the flags."""
-    file_options = {**(stored or {}), **(load_toml(args.config) if args.config else {})}
+    toml = load_toml(args.config) if args.config else {}
     flags = {f.name: getattr(args, f.name, None) for f in fields(SearchConfig)}
     flags["storage"] = flags["storage"] or from_environment()
-    return make_config(file_options, flags)
+    config = make_config({**(stored or {}), **toml}, flags)
+    if hasattr(args, "sampler"):  # compare runs every sampler it is given
+        refuse_unused({**toml, **{k: v for k, v in flags.items() if v is not None}},
+                      config.sampler)
+    return config
 
 
 def _existing_study(args: argparse.Namespace) -> optuna.Study | None:

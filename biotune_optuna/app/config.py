@@ -57,7 +57,8 @@ class Spec:
     ran with, ``metavar`` names the value in ``--help``, and ``group`` says which commands
     take it: ``study``, ``task`` (what is trained on) and ``training`` (how a plan is
     trained) serve every command that trains; ``search`` only searches; ``run`` is how a
-    process runs.
+    process runs. ``biotune_only`` options mean nothing to other samplers, so giving one
+    with another sampler is an error rather than ignored.
     """
 
     help: str
@@ -70,6 +71,7 @@ class Spec:
     metavar: str | None = None
     words: dict[str, Any] | None = None
     group: str = "search"
+    biotune_only: bool = False
 
 
 def option(default: Any, help: str, **spec: Any) -> Any:
@@ -142,14 +144,16 @@ class SearchConfig:
     sampler: str = option("biotune", "sampler", choices=SAMPLERS)
     population: int = option(10, "BioTune population size N")
     elite: int = option(3, "BioTune elite size E")
-    exploration_rate: float = option(0.25, "largest step of elite local search")
+    exploration_rate: float = option(0.25, "largest step of elite local search",
+                                     biotune_only=True)
     rescore_elites: bool = option(True, "evaluate each elite once more per generation, with "
                                   "fresh training seeds, and rank it by the mean of its "
                                   "evaluations (E more trials per generation; "
-                                  "--no-rescore-elites: the paper's BioTune)", legacy=False)
+                                  "--no-rescore-elites: the paper's BioTune)", legacy=False,
+                                  biotune_only=True)
     elite_pair_mean: bool = option(False, "rank an elite its local search kept by the mean "
                                    "of its evaluations and its two explorations' values",
-                                   legacy=False)
+                                   legacy=False, biotune_only=True)
     generations: int = option(10, "BioTune generations G: the budget is N + G (N + E) trials "
                               "(N + G (N + 2E) with --rescore-elites)",
                               low=0, runtime=True)
@@ -160,10 +164,11 @@ class SearchConfig:
     pruner: str = option("none", "stops hopeless runs early", choices=PRUNERS)
     racing: bool = option(True, "seed racing: stop a BioTune trial's remaining seed runs "
                           "when its mean so far is below the population's worst member by "
-                          "more than --race-margin (it ends pruned)", legacy=False)
+                          "more than --race-margin (it ends pruned)", legacy=False,
+                          biotune_only=True)
     race_margin: float = option(0.02, "how far below the population's worst member a "
                                 "trial's mean must fall to be raced out", low=0,
-                                legacy=0.02)
+                                legacy=0.02, biotune_only=True)
     enqueue_baselines: bool = option(False, "start from full fine-tuning and linear probing "
                                      "genomes too")
     train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "
@@ -238,8 +243,10 @@ class SearchConfig:
 
     @property
     def layout(self) -> Layout:
-        """BioTune's generation structure under these options."""
-        return Layout(self.population, self.elite, self.rescore_elites)
+        """BioTune's generation structure under these options (which also sets the budget of
+        --generations for other samplers: re-scoring counts for BioTune only)."""
+        return Layout(self.population, self.elite,
+                      self.rescore_elites and self.sampler == "biotune")
 
     def train_config(self):
         """The training settings (a :class:`biotune_optuna.finetuning.train.TrainConfig`)."""
@@ -291,6 +298,17 @@ def _check(name: str, value: Any, spec: Spec) -> None:
 
 def _absolute_if_path(value: str | None) -> str | None:
     return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+
+def refuse_unused(given: Mapping[str, Any], sampler: str) -> None:
+    """Options given (flags or TOML) that ``sampler`` would ignore are an error."""
+    if sampler == "biotune":
+        return
+    unused = [flag(f.name) for f in fields(SearchConfig)
+              if spec_of(f).biotune_only and given.get(f.name) is not None]
+    if unused:
+        raise ConfigError(f"{unused[0]} applies to the biotune sampler only, not {sampler}; "
+                          "drop it or use --sampler biotune")
 
 
 def option_names() -> list[str]:

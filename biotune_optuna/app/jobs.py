@@ -247,8 +247,10 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
             name = f"{config.study_name}-{sampler}-s{seed}"
             if not quiet:
                 print(f"{name}: {config.n_trials} trials", flush=True)
+            # every sampler gets BioTune's budget, re-scoring runs included
             study = search(config.replace(study_name=name, sampler=sampler, seed=seed,
-                                          storage=config.storage_url),
+                                          storage=config.storage_url,
+                                          trials=config.n_trials),
                            quiet=quiet, task=task)
             studies.setdefault(sampler, []).append(study)
     target = target if target is not None else min(

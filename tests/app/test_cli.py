@@ -311,6 +311,10 @@ def exit_code_and_error(capsys, *argv):
     (["compare", "--samplers", "bo"], "--samplers has unknown name 'bo'"),
     (["baseline", "--method", "full,full"], "--method lists full twice"),
     (["baseline", "--method", ""], "--method has unknown name ''"),
+    (["search", "--sampler", "tpe", "--elite-pair-mean"],
+     "--elite-pair-mean applies to the biotune sampler only, not tpe"),
+    (["search", "--sampler", "random", "--race-margin", "0.1"],
+     "--race-margin applies to the biotune sampler only"),
 ])
 def test_more_bad_inputs_get_one_line_errors(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)

@@ -45,3 +45,10 @@ def test_budget_follows_the_formula(population, elite, generations, rescore):
                           rescore_elites=rescore)
     per_generation = population + elite * (2 if rescore else 1)
     assert config.n_trials == population + generations * per_generation
+
+
+def test_rescoring_sets_the_budget_of_biotune_only():
+    assert SearchConfig(population=6, elite=2, generations=5).n_trials == 6 + 5 * 10
+    assert SearchConfig(population=6, elite=2, generations=5, sampler="tpe").n_trials == 46
+    assert SearchConfig(population=6, elite=2, generations=5,
+                        rescore_elites=False).n_trials == 46

@@ -144,3 +144,10 @@ def test_compare_command_runs_every_sampler_and_seed_at_equal_budget(cli, tmp_pa
     for sampler in ("biotune", "tpe", "random"):
         assert f"\n{sampler} " in "\n" + result.stdout
     assert (tmp_path / "plots" / "c_convergence.png").is_file()
+    # a budget in generations counts BioTune's re-scoring runs, and every sampler gets it
+    cli("compare", "--study-name", "g", "--model", "tiny", "--epochs", "1", "--samplers",
+        "biotune,tpe", "--seeds", "0", "--generations", "1", "--population", "3",
+        "--elite", "1", "--out", "plots", "-q", check=True)
+    for name in ("g-biotune-s0", "g-tpe-s0"):
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/studies/g.db")
+        assert len(study.trials) == 3 + 5
