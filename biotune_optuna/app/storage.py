@@ -30,12 +30,19 @@ def retry_callback():
     return cls(max_retry=3)
 
 
-def _check_sqlite_file(url: str, create: bool) -> None:
+def _file_of(url: str) -> Path | None:
+    """The file a SQLite or journal URL names; a folder there is an error."""
     path = storage_file(url)
+    if path is not None and path.is_dir():
+        scheme, suffix = ("sqlite", "db") if url.startswith("sqlite") else ("journal", "log")
+        raise StorageError(f"{path} is a folder; give --storage {scheme}:///{path}/NAME.{suffix}")
+    return path
+
+
+def _check_sqlite_file(url: str, create: bool) -> None:
+    path = _file_of(url)
     if path is None:
         return
-    if path.is_dir():
-        raise StorageError(f"{path} is a folder; give --storage sqlite:///{path}/NAME.db")
     if not create:
         _check_exists(path)
     else:
@@ -64,8 +71,6 @@ def _check_sqlite_file(url: str, create: bool) -> None:
 
 def _check_exists(path: Path) -> None:
     """A command that only reads never creates its storage: a missing file is an error."""
-    if path.is_dir():
-        raise StorageError(f"{path} is a folder; give --storage with the study's file in it")
     if not path.is_file():
         raise StorageError(f"no storage file {path}; check --storage (a search creates it)")
 
@@ -115,12 +120,10 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
 
 
 def _journal_file(url: str) -> Path:
-    path = storage_file(url)
+    path = _file_of(url)
     if path is None:
         raise StorageError(f"{masked(url)} names no file; give journal:///studies/NAME.log "
                            "(four slashes for an absolute path)")
-    if path.is_dir():
-        raise StorageError(f"{path} is a folder; give --storage journal:///{path}/NAME.log")
     return path
 
 
