@@ -91,9 +91,11 @@ def remember(url: str) -> None:
 def scrubbed(text: str, url: str | None = None) -> str:
     """``text`` (an error message, a traceback) with every secret of ``url`` and of the URLs
     this process opened masked."""
-    for known in {url, *_opened} - {None, ""}:
-        text = text.replace(known, masked(known))
-        for secret in secrets(known):
-            # Whole tokens only: a short password such as "p" must not mask every "p".
-            text = re.sub(rf"(?<![\w]){re.escape(secret)}(?![\w])", MASK, text)
+    known = sorted({url, *_opened} - {None, ""}, key=len, reverse=True)
+    for each in known:
+        text = text.replace(each, masked(each))
+    # Longest first, so one URL's short secret cannot cut into another's; whole tokens only,
+    # so a password such as "p" does not mask every "p".
+    for secret in sorted({s for each in known for s in secrets(each)}, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w]){re.escape(secret)}(?![\w])", MASK, text)
     return text

@@ -96,3 +96,13 @@ def test_dashboard_warns_when_reachable_from_other_machines(tmp_path):
         server.terminate()
         server.communicate(timeout=30)
     assert "optuna-dashboard has no authentication" in warning
+
+
+def test_secrets_of_several_opened_urls_do_not_cut_into_each_other(monkeypatch):
+    from biotune_optuna.app import storage_urls
+
+    monkeypatch.setattr(storage_urls, "_opened", set())
+    storage_urls.remember("postgresql://u:p@127.0.0.1:1/x")
+    url = "postgresql://alice:p%40ss@h/db"
+    assert scrubbed(f"failed for {url}: password p@ss rejected", url) == \
+        "failed for postgresql://alice:***@h/db: password *** rejected"
