@@ -1,8 +1,6 @@
 """Noise-aware BioTune: elites re-scored once per generation and ranked by the mean of their
 evaluations, and the elite pair mean; exact on resume and under parallel workers."""
 
-import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
@@ -13,6 +11,7 @@ from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import population as pop
 from biotune_optuna.sampler import rescore_round
 from biotune_optuna.sampler.synthetic import TASKS
+from tests.sampler.test_sampler import resume_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TASK = TASKS["near-domain"]
@@ -116,23 +115,10 @@ def test_without_the_options_the_search_is_todays():
         [t.params for t in search().trials]
 
 
-RESUME_WORKER = """
-import sys, optuna
-from biotune_optuna import BioTuneSampler
-from biotune_optuna.sampler.synthetic import TASKS
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-task = TASKS["far-domain"]
-sampler = BioTuneSampler(6, 2, seed=3, search_space=task.search_space, ideal_value=1.0,
-                         rescore_elites=True, elite_pair_mean=True)
-study = optuna.create_study(storage=sys.argv[1], study_name="resume", direction="maximize",
-                            sampler=sampler, load_if_exists=True)
-study.optimize(task, n_trials=int(sys.argv[2]))
-"""
-
-
 def test_an_interrupted_noise_aware_search_resumes_exactly(tmp_path):
     def worker(storage, n_trials):
-        subprocess.run([sys.executable, "-c", RESUME_WORKER, storage, str(n_trials)], check=True)
+        resume_worker(storage, n_trials, task="far-domain", seed=3, rescore_elites=True,
+                      elite_pair_mean=True)
 
     split, whole = f"sqlite:///{tmp_path}/split.db", f"sqlite:///{tmp_path}/whole.db"
     for n_trials in (13, 20, 23):  # stops inside generations, after re-scoring runs

@@ -1,6 +1,7 @@
 """BioTuneSampler as an Optuna sampler: budget, resume from storage, parallel workers,
 directions, failures, pruning, enqueued trials and mixed search spaces."""
 
+import json
 import math
 import subprocess
 import sys
@@ -105,23 +106,29 @@ def test_same_seed_same_trials_other_seed_other_trials():
 
 
 RESUME_WORKER = """
-import sys, optuna
+import json, sys, optuna
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler.synthetic import TASKS
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-task = TASKS["near-domain"]
-sampler = BioTuneSampler(population_size=6, elite_size=2, seed=11,
-                         search_space=task.search_space, ideal_value=1.0)
+options = json.loads(sys.argv[3])
+task = TASKS[options.pop("task")]
+sampler = BioTuneSampler(population_size=6, elite_size=2, search_space=task.search_space,
+                         ideal_value=1.0, **options)
 study = optuna.create_study(storage=sys.argv[1], study_name="resume", direction="maximize",
                             sampler=sampler, load_if_exists=True)
 study.optimize(task, n_trials=int(sys.argv[2]))
 """
 
 
-def test_new_process_continues_a_sqlite_study_exactly(tmp_path):
-    def worker(storage, n_trials):
-        subprocess.run([sys.executable, "-c", RESUME_WORKER, storage, str(n_trials)], check=True)
+def resume_worker(storage, n_trials, task="near-domain", seed=11, **options):
+    """Run trials of the study "resume" in a new process, as a resumed search would."""
+    options = json.dumps({"task": task, "seed": seed, **options})
+    subprocess.run([sys.executable, "-c", RESUME_WORKER, storage, str(n_trials), options],
+                   check=True)
 
+
+def test_new_process_continues_a_sqlite_study_exactly(tmp_path):
+    worker = resume_worker
     split, whole = f"sqlite:///{tmp_path}/split.db", f"sqlite:///{tmp_path}/whole.db"
     worker(split, 25)
     worker(split, 25)
