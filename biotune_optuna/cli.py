@@ -156,8 +156,10 @@ def _stored_options(study: optuna.Study | None) -> dict:
 
     stored = dict((study.user_attrs.get(keys.CONFIG) or {}) if study else {})
     stored.pop("blocks", None)
-    if stored and study.user_attrs.get(keys.BUDGET):
-        stored["trials"] = study.user_attrs[keys.BUDGET]
+    if stored:
+        trials, epochs = keys.stored_budget(study)
+        stored |= {name: value for name, value in (("trials", trials),
+                                                    ("compute_budget", epochs)) if value}
     return with_legacy_options(stored) if stored else {}
 
 
@@ -215,10 +217,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _print_best(study: optuna.Study) -> None:
-    from biotune_optuna.app.export import best_trial
+    from biotune_optuna.app.export import best
 
-    trial = best_trial(study)
-    print(f"best trial {trial.number}: validation value {trial.value:.4f}")
+    ranked = best(study)
+    trial = ranked.trial
+    print(f"best plan: trial {trial.number}, validation value {keys.describe_value(ranked)}")
     print(f"  trained blocks: {', '.join(trial.user_attrs.get(keys.TRAINED_BLOCKS, [])) or '-'}")
     multipliers = trial.user_attrs.get(keys.LR_MULTIPLIERS, {})
     print("  lr multipliers: " + ", ".join(f"{b} {m:.3g}x" for b, m in multipliers.items()))

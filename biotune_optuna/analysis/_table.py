@@ -102,14 +102,21 @@ def populations(study: optuna.Study) -> dict[int, list[dict]]:
             if k.startswith(POPULATION_PREFIX)}
 
 
-def best_so_far(study: optuna.Study) -> np.ndarray:
-    """Best value after each trial (in trial order; failed trials repeat the best)."""
+def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
+    """(compute, best value) after each finished trial, in trial order: the epochs the
+    trials trained so far, and the best full-fidelity value so far (a multi-fidelity
+    search's low-fidelity trials train fewer epochs and are not compared with it; failed
+    and pruned trials repeat the best)."""
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    best, curve = np.nan, []
+    best, spent, values, compute = np.nan, 0, [], []
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE and t.value is not None and np.isfinite(t.value):
+        if not t.state.is_finished():
+            continue
+        spent += keys.trial_compute(t).epochs
+        if t.state == TrialState.COMPLETE and t.value is not None and np.isfinite(t.value) \
+                and t.user_attrs.get(keys.FIDELITY) != keys.LOW:
             if np.isnan(best) or (t.value > best if maximize else t.value < best):
                 best = t.value
-        if t.state.is_finished():
-            curve.append(best)
-    return np.array(curve, dtype=float)
+        values.append(best)
+        compute.append(spent)
+    return np.array(compute, dtype=float), np.array(values, dtype=float)

@@ -169,34 +169,51 @@ def plot_lr_heatmap(study: optuna.Study) -> Figure:
 
 def plot_convergence(groups: Mapping[str, Sequence[optuna.Study]],
                      title: str = "Convergence") -> Figure:
-    """Best value so far against trials, one line per group of studies (e.g. per sampler);
-    with several studies (seeds) in a group, the mean and a band from min to max."""
-    fig = _figure(8, 5)
-    ax = fig.add_subplot()
+    """Best full-fidelity value so far, one line per group of studies (e.g. per sampler),
+    against trials and against the compute spent (epochs trained); with several studies
+    (seeds) in a group, the mean and a band from min to max."""
+    fig = _figure(12, 5)
+    by_trials, by_compute = fig.subplots(1, 2)
     direction = None
     for label, studies in groups.items():
-        curves = [best_so_far(s) for s in studies]
-        curves = [c for c in curves if len(c)]
+        curves = [c for c in (best_so_far(s) for s in studies) if len(c[1])]
         if not curves:
             continue
         direction = studies[0].direction
-        length = max(len(c) for c in curves)
-        padded = np.array([np.pad(c, (0, length - len(c)), mode="edge") for c in curves])
-        x = np.arange(1, length + 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN prefixes
-            mean = np.nanmean(padded, 0)
-        line, = ax.plot(x, mean, label=f"{label} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(x, np.nanmin(padded, 0), np.nanmax(padded, 0), alpha=0.2,
-                            color=line.get_color())
-    ax.set_xlabel("trials")
+        length = max(len(values) for _, values in curves)
+        padded = np.array([np.pad(v, (0, length - len(v)), mode="edge") for _, v in curves])
+        line = _band(by_trials, np.arange(1, length + 1), padded, f"{label} (n={len(curves)})")
+        if all(compute[-1] > 0 for compute, _ in curves):  # compute was recorded
+            grid = np.linspace(0, max(compute[-1] for compute, _ in curves), 200)
+            stepped = np.array([_at(grid, compute, values) for compute, values in curves])
+            _band(by_compute, grid, stepped, f"{label} (n={len(curves)})", line.get_color())
     better = "higher" if direction == optuna.study.StudyDirection.MAXIMIZE else "lower"
-    ax.set_ylabel(f"best value so far ({better} is better)")
-    ax.set_title(title + " (band: min-max across seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    for ax, xlabel in ((by_trials, "trials"), (by_compute, "compute (epochs trained)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"best full-fidelity value so far ({better} is better)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    fig.suptitle(title + " (band: min-max across seeds)")
     return fig
+
+
+def _at(grid: np.ndarray, compute: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A best-so-far curve read at each compute of ``grid`` (NaN before its first value;
+    the last value after its end, as a finished search keeps its best)."""
+    index = np.searchsorted(compute, grid, side="right") - 1
+    return np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
+
+
+def _band(ax, x: np.ndarray, curves: np.ndarray, label: str, color=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN prefixes
+        mean = np.nanmean(curves, 0)
+        line, = ax.plot(x, mean, label=label, color=color)
+        if len(curves) > 1:
+            ax.fill_between(x, np.nanmin(curves, 0), np.nanmax(curves, 0), alpha=0.2,
+                            color=line.get_color())
+    return line
 
 
 def pareto_front(fraction: np.ndarray, values: np.ndarray, maximize: bool) -> np.ndarray:

@@ -40,6 +40,9 @@ LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
 ALWAYS = object()  # an option's ``legacy`` when every study has stored it
+# options older studies stored that no longer exist: seed racing, which multi-fidelity
+# subsumes (a plan's first seed run decides whether it gets the others)
+RETIRED = ("racing", "race_margin")
 
 
 class ConfigError(ValueError):
@@ -154,21 +157,27 @@ class SearchConfig:
     elite_pair_mean: bool = option(False, "rank an elite its local search kept by the mean "
                                    "of its evaluations and its two explorations' values",
                                    legacy=False, biotune_only=True)
+    multi_fidelity: bool = option(
+        False, "evaluate most trials cheaply (the first training seed, at most --low-epochs "
+        "epochs): BioTune evolves at that fidelity and promotes each new elite to the full "
+        "protocol in a trial of its own; TPE, CMA-ES and random get Hyperband pruning from "
+        "the same first rung (--no-multi-fidelity: every trial trains the full protocol)",
+        legacy=False)
+    low_epochs: int = option(3, "most epochs of a low-fidelity trial (the first epochs of a "
+                             "full run)", low=1, legacy=3)
     generations: int = option(10, "BioTune generations G: the budget is N + G (N + E) trials "
                               "(N + G (N + 2E) with --rescore-elites)",
                               low=0, runtime=True)
     trials: int | None = option(None, "trials in the study, counted across every worker on "
-                                "this storage (default: the budget of --generations)", low=1,
-                                runtime=True)
+                                "this storage (default: the budget of --generations, unless "
+                                "--compute-budget is given)", low=1, runtime=True)
+    compute_budget: int | None = option(
+        None, "stop starting trials once the study's trials have trained this many epochs "
+        "(seed runs added up; an epoch is a pass over the training split), so that searches "
+        "compare at equal compute; with --trials, whichever comes first", low=1,
+        runtime=True, metavar="EPOCHS")
     seed: int = option(0, "seed of the sampler", low=0)
     pruner: str = option("none", "stops hopeless runs early", choices=PRUNERS)
-    racing: bool = option(True, "seed racing: stop a BioTune trial's remaining seed runs "
-                          "when its mean so far is below the population's worst member by "
-                          "more than --race-margin (it ends pruned)", legacy=False,
-                          biotune_only=True)
-    race_margin: float = option(0.02, "how far below the population's worst member a "
-                                "trial's mean must fall to be raced out", low=0,
-                                legacy=0.02, biotune_only=True)
     enqueue_baselines: bool = option(False, "start from full fine-tuning and linear probing "
                                      "genomes too")
     train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "
@@ -221,10 +230,21 @@ class SearchConfig:
                               f"{self.heartbeat}")
         try:
             validate_settings(self.population, self.elite, self.exploration_rate,
+                              self.multi_fidelity and self.sampler == "biotune",
                               {"population_size": "--population", "elite_size": "--elite",
-                               "exploration_rate": "--exploration-rate"})
+                               "exploration_rate": "--exploration-rate",
+                               "multi_fidelity": "--multi-fidelity"})
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if self.multi_fidelity and self.low_epochs >= self.epochs and len(self.train_seeds) == 1:
+            raise ConfigError(f"--multi-fidelity needs a low fidelity cheaper than the full "
+                              f"protocol: --low-epochs ({self.low_epochs}) below --epochs "
+                              f"({self.epochs}) or several --train-seeds; or give "
+                              "--no-multi-fidelity")
+        if self.multi_fidelity and self.sampler != "biotune" and self.pruner != "none":
+            raise ConfigError(f"--multi-fidelity prunes {self.sampler}'s trials with Hyperband "
+                              f"from --low-epochs; drop --pruner {self.pruner} or give "
+                              "--no-multi-fidelity")
 
     @property
     def storage_url(self) -> str:
@@ -236,17 +256,34 @@ class SearchConfig:
         return masked(self.storage_url)
 
     @property
-    def n_trials(self) -> int:
-        if self.trials is not None:
+    def n_trials(self) -> int | None:
+        """The trial budget; None when only the compute budget ends the search."""
+        if self.trials is not None or self.compute_budget is not None:
             return self.trials
         return self.layout.n_trials(self.generations)
 
     @property
     def layout(self) -> Layout:
         """BioTune's generation structure under these options (which also sets the budget of
-        --generations for other samplers: re-scoring counts for BioTune only)."""
-        return Layout(self.population, self.elite,
-                      self.rescore_elites and self.sampler == "biotune")
+        --generations for other samplers: re-scoring and promotions count for BioTune
+        only)."""
+        biotune = self.sampler == "biotune"
+        return Layout(self.population, self.elite, self.rescore_elites and biotune,
+                      self.multi_fidelity and biotune)
+
+    @property
+    def low_fidelity(self):
+        """The low fidelity (a :class:`biotune_optuna.app.fidelity.Fidelity`), None without
+        multi-fidelity."""
+        from biotune_optuna.app.fidelity import Fidelity
+
+        return Fidelity(min(self.low_epochs, self.epochs), 1) if self.multi_fidelity else None
+
+    @property
+    def full_fidelity(self):
+        from biotune_optuna.app.fidelity import Fidelity
+
+        return Fidelity(self.epochs, len(self.train_seeds))
 
     def train_config(self):
         """The training settings (a :class:`biotune_optuna.finetuning.train.TrainConfig`)."""
@@ -393,7 +430,7 @@ def with_legacy_options(stored: Mapping[str, Any]) -> dict[str, Any]:
     creation stored None: built-in models pretrained on mnist5k, others started random."""
     legacy = {f.name: spec_of(f).legacy for f in fields(SearchConfig)
               if spec_of(f).legacy is not ALWAYS}
-    completed = {**legacy, **stored}
+    completed = {k: v for k, v in {**legacy, **stored}.items() if k not in RETIRED}
     if "weights" in stored and stored["weights"] is None:
         completed["weights"] = default_weights(stored.get("model", "")) \
             if stored.get("model") in BUILTIN_MODELS else "none"

@@ -57,9 +57,11 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
             parts.append(f"{flag} {','.join(map(str, value))}")
         else:
             parts.append(f"{flag} {value}")
-    budget = study.user_attrs.get(keys.BUDGET)
-    if budget:
-        parts.append(f"--trials {budget}")
+    trials, epochs = keys.stored_budget(study)
+    if trials:
+        parts.append(f"--trials {trials}")
+    if epochs:
+        parts.append(f"--compute-budget {epochs}")
     return " \\\n    ".join(parts)
 
 
@@ -71,16 +73,14 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
         lines += ["## Configuration", "", "| option | value |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in config.items()]
         lines.append("")
-    try:
-        best = study.best_trial
-    except ValueError:
-        best = None
-    if best is not None:
+    ranked = keys.ranked_plans(study)
+    if ranked:
+        best = ranked[0].trial
         multipliers = best.user_attrs.get(keys.LR_MULTIPLIERS, {})
         base = config.get("lr", 1e-3)
         lines += ["## Best plan", "",
                   f"Trial {best.number}, validation {config.get('metric', 'value')} "
-                  f"**{best.value:.4f}**, trainable parameters "
+                  f"**{keys.describe_value(ranked[0])}**, trainable parameters "
                   f"{100 * best.user_attrs.get(keys.TRAINABLE_FRACTION, float('nan')):.2f} %.", "",
                   "| block | learning rate |", "|---|---|"]
         for block in config.get("blocks", multipliers):
@@ -88,6 +88,9 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
                 if block in multipliers else "frozen"
             lines.append(f"| {block} | {rate} |")
         lines.append("")
+    spent = keys.compute_spent(study.get_trials(deepcopy=False))
+    if spent.seed_runs:
+        lines += ["## Compute", "", f"The trials trained {spent.describe()}.", ""]
     lines += ["## Reproduce", ""]
     if has_secret(storage_url):
         lines += [f"With `{ENV_VAR}` set to the study's storage URL ({masked(storage_url)}):",

@@ -12,21 +12,24 @@ from biotune_optuna.app.config import ConfigError
 from biotune_optuna.app.keys import trial_plan
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    try:
-        return study.best_trial
-    except ValueError:
+def best(study: optuna.Study) -> keys.RankedPlan:
+    """The plan the study hands over (:func:`keys.ranked_plans`)."""
+    ranked = keys.ranked_plans(study)
+    if not ranked:
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
-                          "biotune-optuna search first") from None
+                          "biotune-optuna search first")
+    return ranked[0]
 
 
 def best_plan(study: optuna.Study) -> dict:
-    """The best trial's plan with what it needs to be reused: rates, block modules."""
-    trial = best_trial(study)
+    """The best plan with what it needs to be reused: rates, block modules."""
+    ranked = best(study)
+    trial = ranked.trial
     names = block_names(study)
     plan = trial_plan(study, trial, names)
     config = study.user_attrs.get(keys.CONFIG) or {}
-    return {"study": study.study_name, "trial": trial.number, "value": trial.value,
+    return {"study": study.study_name, "trial": trial.number, "value": ranked.value,
+            "evaluations": ranked.evaluations, "fidelity": ranked.fidelity,
             "metric": config.get("metric", "value"), "base_lr": config.get("lr"),
             "optimizer": config.get("optimizer"), "model": config.get("model"),
             "weights": config.get("weights"), "dataset": config.get("dataset"),

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
 from biotune_optuna.app import keys
 from biotune_optuna.app.config import ConfigError, SearchConfig
@@ -19,9 +18,9 @@ from biotune_optuna.app.dashboard import publish
 from biotune_optuna.app.keys import trial_plan
 from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.app.progress import SearchProgress
-from biotune_optuna.app.runner import StopRequests, run_search
+from biotune_optuna.app.runner import Budget, StopRequests, run_search
 from biotune_optuna.app.storage_urls import storage_file
-from biotune_optuna.app.studies import config_of, open_study
+from biotune_optuna.app.studies import config_of, open_study, reports_epochs
 from biotune_optuna.finetuning.baselines import baseline
 from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.finetuning.evaluation import (
@@ -58,7 +57,8 @@ def notices(config: SearchConfig, task: Task) -> list[str]:
     if config.weights == "none":
         said.append(f"{config.model} starts from random weights (--weights none); name "
                     "weights to fine-tune a pre-trained network")
-    if config.sampler == "biotune" and config.n_trials <= config.population:
+    if config.sampler == "biotune" and config.n_trials is not None and \
+            config.n_trials <= config.population:
         first = config.layout.n_trials(1)
         said.append(f"--trials {config.n_trials} ends inside BioTune's initial population "
                     f"(--population {config.population}): that is random search; give at "
@@ -89,26 +89,28 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     study = open_study(config, task.block_names)
     if keys.BLOCKS not in study.user_attrs:
         study.set_user_attr(keys.BLOCKS, describe_blocks(task))
-    study.set_user_attr(keys.BUDGET, config.n_trials)
+    budget = budget_of(config)
+    keys.set_budget(study, budget.trials, budget.epochs)
     for line in notices(config, task):
         print(f"biotune-optuna: note: {line}", file=sys.stderr, flush=True)
     if not quiet:
         print(f"study {config.study_name!r} in {config.storage_label}: {config.model} "
               f"({len(task.blocks)} blocks) on {task.data.name}, {task.splits.summary()}, "
-              f"{config.sampler} sampler, {config.n_trials} trials")
-    progress = SearchProgress(study, config.n_trials, quiet=quiet, epochs=verbose)
+              f"{config.sampler} sampler, {describe_budget(budget)}"
+              + (f", multi-fidelity (low: {config.low_fidelity.epochs} epochs, 1 seed)"
+                 if config.multi_fidelity else ""))
+    progress = SearchProgress(study, budget, quiet=quiet, epochs=verbose)
     stops = StopRequests()
-    racing = config.racing and config.sampler == "biotune"
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
                                   config.folds, on_epoch=progress.epoch,
                                   train_head=config.train_head,
                                   trainable_penalty=config.trainable_penalty,
                                   should_stop=stops.training_should_stop,
-                                  report_epochs=config.pruner != "none",
-                                  race_margin=config.race_margin if racing else None)
+                                  report_epochs=reports_epochs(config),
+                                  low_fidelity=config.low_fidelity)
     try:
         with CoreShare(n_jobs, config.threads) as share:
-            run_search(study, share.before(objective), config.n_trials, n_jobs=n_jobs,
+            run_search(study, share.before(objective), budget, n_jobs=n_jobs,
                        callbacks=[progress], timeout=config.timeout, on_wait=progress.waiting,
                        stops=stops)
     finally:
@@ -117,20 +119,20 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     return study
 
 
+def budget_of(config: SearchConfig) -> Budget:
+    return Budget(config.n_trials, config.compute_budget)
+
+
+def describe_budget(budget: Budget) -> str:
+    parts = ([f"{budget.trials} trials"] if budget.trials is not None else []) + \
+        ([f"{budget.epochs:,} epochs of compute"] if budget.epochs is not None else [])
+    return " or ".join(parts)
+
+
 def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    """The ``k`` best completed trials with distinct parameters, best first."""
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    complete = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                       if t.value is not None), key=lambda t: (sign * t.value, t.number))
-    chosen, seen = [], set()
-    for t in complete:
-        key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
-        if key not in seen:
-            seen.add(key)
-            chosen.append(t)
-        if len(chosen) == k:
-            break
-    return chosen
+    """The first trials of the ``k`` best distinct plans, as :func:`keys.ranked_plans`
+    ranks them (full-fidelity evaluations first, by their mean)."""
+    return [plan.trial for plan in keys.ranked_plans(study)[:k]]
 
 
 def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k: int,
@@ -230,35 +232,44 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
 def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[int],
                      target: float | None = None, out_dir: str = "plots",
                      quiet: bool = False) -> str:
-    """One study per sampler and seed in one storage at equal budget: best validation
-    value, test accuracy of each study's plan (picked as train-best does: the best of its
-    top 5 trials re-validated with fresh seeds), trials to reach ``target`` (default: the
-    lowest best value, which every study reached), and a convergence plot."""
+    """One study per sampler and seed in one storage, at equal compute: the first sampler
+    runs the budget given (trials, or ``--compute-budget``), and every other sampler gets
+    the epochs the first one trained on the same seed, with the same fidelity machinery
+    (under multi-fidelity, Hyperband from BioTune's low fidelity). Reports the best
+    validation value, the test accuracy of each study's plan (picked as train-best does:
+    the best of its top 5 plans re-validated with fresh seeds), the compute spent, the
+    compute needed to reach ``target`` (default: the lowest best value, which every study
+    reached) and a convergence plot against trials and compute."""
     import matplotlib
 
     matplotlib.use("Agg")
 
     from biotune_optuna.analysis import best_so_far, plot_convergence
 
+    configs = {s: config.replace(sampler=s, storage=config.storage_url) for s in samplers}
     task = task_for(config)
     studies: dict[str, list[optuna.Study]] = {}
-    for sampler in samplers:
-        for seed in seeds:
-            name = f"{config.study_name}-{sampler}-s{seed}"
+    for seed in seeds:
+        first = None
+        for sampler in samplers:
+            own = configs[sampler].replace(study_name=f"{config.study_name}-{sampler}-s{seed}",
+                                           seed=seed)
+            if first is not None and config.compute_budget is None:
+                spent = keys.compute_spent(first.get_trials(deepcopy=False)).epochs
+                own = own.replace(trials=None, compute_budget=max(spent, 1))
+            elif config.compute_budget is None:  # BioTune's budget, its extra trials included
+                own = own.replace(trials=config.n_trials)
             if not quiet:
-                print(f"{name}: {config.n_trials} trials", flush=True)
-            # every sampler gets BioTune's budget, re-scoring runs included
-            study = search(config.replace(study_name=name, sampler=sampler, seed=seed,
-                                          storage=config.storage_url,
-                                          trials=config.n_trials),
-                           quiet=quiet, task=task)
+                print(f"{own.study_name}: {describe_budget(budget_of(own))}", flush=True)
+            study = search(own, quiet=quiet, task=task)
+            first = first or study
             studies.setdefault(sampler, []).append(study)
-    target = target if target is not None else min(
-        s.best_value for group in studies.values() for s in group)
+    best = {sampler: np.array([keys.ranked_plans(s)[0].value if keys.ranked_plans(s) else np.nan
+                               for s in group]) for sampler, group in studies.items()}
+    target = target if target is not None else float(np.nanmin(np.concatenate(list(best.values()))))
     rows = []
     for sampler, group in studies.items():
-        best = np.array([s.best_value for s in group])
-        tests = []
+        tests, spent, reach = [], [], []
         for study in group:
             _, plan, _ = select_plan(study, task, config.train_config(),
                                      list(REVALIDATION_SEEDS), top_k=5, quiet=True,
@@ -266,23 +277,31 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
             evaluation = evaluate_plan(task, plan, config.train_config(),
                                        config.train_seeds, study.study_name)
             tests.append(evaluation.mean())
-        reach = [int(np.argmax(best_so_far(s) >= target)) + 1
-                 if np.nanmax(best_so_far(s)) >= target else None for s in group]
-        reached = [r for r in reach if r is not None]
-        rows.append((sampler, best, np.array(tests), reached, len(reach)))
-    figure = plot_convergence(studies, title=f"{config.study_name}: samplers at "
-                              f"{config.n_trials} trials")
+            spent.append(keys.compute_spent(study.get_trials(deepcopy=False)).epochs)
+            compute, values = best_so_far(study)
+            hit = np.nonzero(values >= target)[0]
+            reach.append(compute[hit[0]] if len(hit) else None)
+        rows.append((sampler, best[sampler], np.array(tests), np.array(spent), reach))
+    figure = plot_convergence(studies, title=f"{config.study_name}: samplers at equal compute")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     plot = Path(out_dir) / f"{config.study_name}_convergence.png"
     figure.savefig(plot)
     header = (f"{'sampler':<8} {'best validation':>17} {'test (retrained best)':>22} "
-              f"{'trials to reach ' + format(target, '.4f'):>24}")
+              f"{'epochs trained':>15} {'epochs to reach ' + format(target, '.4f'):>24}")
     lines = [header, "-" * len(header)]
-    for sampler, best, tests, reached, total in rows:
-        trials = f"median {int(np.median(reached))} ({len(reached)}/{total} reach)" \
-            if reached else f"never (0/{total})"
-        lines.append(f"{sampler:<8} {best.mean():>8.4f} ± {best.std():.4f} "
-                     f"{tests.mean():>12.4f} ± {tests.std():.4f} {trials:>24}")
-    lines.append(f"({len(seeds)} seeds per sampler, {config.n_trials} trials each, in "
-                 f"{config.storage_label}; convergence plot {plot})")
+    for sampler, values, tests, spent, reach in rows:
+        reached = [r for r in reach if r is not None]
+        needed = f"median {int(np.median(reached))} ({len(reached)}/{len(reach)} reach)" \
+            if reached else f"never (0/{len(reach)})"
+        lines.append(f"{sampler:<8} {np.nanmean(values):>8.4f} ± {np.nanstd(values):.4f} "
+                     f"{tests.mean():>12.4f} ± {tests.std():.4f} {spent.mean():>15,.0f} "
+                     f"{needed:>24}")
+    fidelity = (f"multi-fidelity, low fidelity {config.low_fidelity.epochs} epochs of one "
+                "seed run" if config.multi_fidelity else "every trial at the full protocol")
+    lines.append(f"({len(seeds)} seeds per sampler, {fidelity}; the others matched to "
+                 f"{samplers[0]}'s compute per seed, in {config.storage_label}; best "
+                 f"validation: the plan each search hands over; convergence plot {plot})"
+                 if config.compute_budget is None else
+                 f"({len(seeds)} seeds per sampler, {fidelity}, {config.compute_budget:,} "
+                 f"epochs each, in {config.storage_label}; convergence plot {plot})")
     return "\n".join(lines)

@@ -3,6 +3,7 @@ optuna-dashboard) and the trials' user attrs, with the readers analysis and jobs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -10,10 +11,12 @@ import optuna
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import LR_MULTIPLIERS as LR_MULTIPLIERS  # FineTunePlan.as_dict
 from biotune_optuna.sampler.genome import TRAINED_BLOCKS as TRAINED_BLOCKS
+from biotune_optuna.sampler.population import FULL, LOW
 
 CONFIG = "biotune_optuna:config"  # the search configuration (its fingerprint) and blocks
 BLOCKS = "biotune_optuna:blocks"  # block -> modules and parameter count
 BUDGET = "biotune_optuna:budget"  # trials the last search command asked for
+COMPUTE_BUDGET = "biotune_optuna:compute_budget"  # epochs the last search command asked for
 FINAL = "biotune_optuna:final"  # test results of train-best
 DEMO = "biotune_optuna:demo"  # the demo's summary
 
@@ -27,9 +30,10 @@ SECONDS = "seconds"
 EPOCHS = "epochs"
 VALUE_STD = "value_std"
 LEARNING_CURVES = "learning_curves"  # validation value per epoch of each seed run
-RACED = "raced"  # seed runs a raced-out trial ran before it stopped
 RESCORE_SEEDS = "rescore_seeds"  # the fresh training seeds of an elite's re-scoring run
 INTERRUPTED = "interrupted"  # failed by Ctrl-C: the next run retries it
+IMAGE_EPOCHS = "image_epochs"  # the trial's compute: epochs trained x training images
+FIDELITY = "fidelity"  # low or full: what the trial trained (multi-fidelity searches)
 
 
 def validation_key(metric: str) -> str:
@@ -46,3 +50,88 @@ def trial_plan(study: optuna.Study, trial: optuna.trial.FrozenTrial,
 
 def study_config(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get(CONFIG)
+
+
+def set_budget(study: optuna.Study, trials: int | None, epochs: int | None) -> None:
+    """The budget the last search command asked for (a resume without options keeps it)."""
+    for key, value in ((BUDGET, trials), (COMPUTE_BUDGET, epochs)):
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+
+
+def stored_budget(study: optuna.Study) -> tuple[int | None, int | None]:
+    """(trials, epochs) the last search command asked for."""
+    return study.user_attrs.get(BUDGET), study.user_attrs.get(COMPUTE_BUDGET)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """What trials cost: epochs trained (seed runs summed), epochs x training images, seed
+    runs and training seconds."""
+
+    epochs: int = 0
+    image_epochs: int = 0
+    seed_runs: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: Compute) -> Compute:
+        return Compute(self.epochs + other.epochs, self.image_epochs + other.image_epochs,
+                       self.seed_runs + other.seed_runs, self.seconds + other.seconds)
+
+    def describe(self) -> str:
+        return (f"{self.epochs:,} epochs in {self.seed_runs:,} seed runs "
+                f"({self.image_epochs:,} image-epochs), {self.seconds:,.0f} s of training")
+
+
+def trial_compute(trial: optuna.trial.FrozenTrial) -> Compute:
+    """What one trial cost (nothing for a trial still running or that recorded nothing)."""
+    attrs = trial.user_attrs
+    epochs = attrs.get(EPOCHS, [])
+    return Compute(sum(epochs), int(attrs.get(IMAGE_EPOCHS, 0)), len(epochs),
+                   float(attrs.get(SECONDS, 0.0)))
+
+
+def compute_spent(trials) -> Compute:
+    """What the trials cost together."""
+    return sum((trial_compute(t) for t in trials), Compute())
+
+
+@dataclass(frozen=True)
+class RankedPlan:
+    """A distinct plan of a study: its first trial at the fidelity it is ranked by, the mean
+    value of its completed trials there, and how many they are."""
+
+    trial: optuna.trial.FrozenTrial
+    value: float
+    evaluations: int
+    fidelity: str
+
+
+def describe_value(plan: RankedPlan) -> str:
+    """``0.8123``, or ``0.8123 (mean of 3 evaluations)``, and the fidelity when low."""
+    text = f"{plan.value:.4f}"
+    if plan.evaluations > 1:
+        text += f" (mean of {plan.evaluations} evaluations)"
+    return text + (" at the low fidelity" if plan.fidelity == LOW else "")
+
+
+def ranked_plans(study: optuna.Study) -> list[RankedPlan]:
+    """The study's distinct plans as a search hands them over, best first: the plans
+    evaluated at the full fidelity (every trial of a search without multi-fidelity), ranked
+    by the mean of those evaluations (an elite's re-scoring runs and its first run
+    together, so one lucky draw does not decide), then the plans only evaluated at the low
+    fidelity, ranked likewise (a low-fidelity value trains fewer epochs and is not comparable
+    with a full one). Ties: the older trial first."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    plans: dict[tuple, dict[str, list[optuna.trial.FrozenTrial]]] = {}  # by fidelity
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.value is not None:
+            key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
+            plans.setdefault(key, {}).setdefault(t.user_attrs.get(FIDELITY, FULL), []).append(t)
+    ranked = []
+    for by_fidelity in plans.values():
+        fidelity = FULL if FULL in by_fidelity else LOW
+        trials = by_fidelity[fidelity]
+        ranked.append(RankedPlan(trials[0], sum(t.value for t in trials) / len(trials),
+                                 len(trials), fidelity))
+    return sorted(ranked, key=lambda p: (p.fidelity != FULL, sign * p.value, p.trial.number))

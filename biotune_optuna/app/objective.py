@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
 
 from biotune_optuna.app import keys
+from biotune_optuna.app.fidelity import FULL, Fidelity, training_at
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import FineTunePlan
-from biotune_optuna.sampler.population import POPULATION_PREFIX, TrialRecord, rescore_round
+from biotune_optuna.sampler.population import TrialRecord, fidelity_of, rescore_round
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
 
@@ -23,34 +25,11 @@ EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that t
 RESCORE_SEED_STRIDE = 1000  # a re-scoring run in generation g trains with seeds s + 1000 g
 
 
-def trial_generation(trial: optuna.Trial) -> int:
-    """The BioTune generation of a running trial (0 for other samplers)."""
-    record = TrialRecord.from_attrs(trial.study._storage.get_trial_system_attrs(trial._trial_id))
-    return record.generation if record else 0
-
-
-def training_seeds(trial: optuna.Trial, seeds: Sequence[int]) -> list[int]:
+def training_seeds(system_attrs: Mapping[str, Any], seeds: Sequence[int]) -> list[int]:
     """The seeds a trial trains with: the study's, except for an elite's re-scoring run,
     whose seeds no earlier evaluation of that plan used."""
-    shift = RESCORE_SEED_STRIDE * rescore_round(
-        trial.study._storage.get_trial_system_attrs(trial._trial_id))
+    shift = RESCORE_SEED_STRIDE * rescore_round(system_attrs)
     return [seed + shift for seed in seeds]
-
-
-def worst_member_value(trial: optuna.Trial) -> float | None:
-    """The value of the worst member of the population this trial's generation breeds from
-    (BioTune studies only; None in the initial generation, for other samplers, and when a
-    member failed, since nothing is worse than a failure)."""
-    storage = trial.study._storage
-    record = TrialRecord.from_attrs(storage.get_trial_system_attrs(trial._trial_id))
-    if record is None or record.generation == 0:
-        return None
-    members = storage.get_study_system_attrs(trial.study._study_id).get(
-        f"{POPULATION_PREFIX}{record.generation}")
-    if not members or any(m["fitness"] is None for m in members):
-        return None
-    worst = max(m["fitness"] for m in members)  # fitness is minimised
-    return -worst if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else worst
 
 
 def plan_attrs(plan: FineTunePlan, task: Task) -> dict[str, object]:
@@ -80,12 +59,17 @@ class FineTuneObjective:
             compare like with like) times the plan's trainable-parameter fraction: a
             scalarized trade of accuracy against the share of the network that is trained.
         should_stop: Ends the training at its next batch once true (a search's Ctrl-C).
-        report_epochs: Report every epoch's value to the trial (a pruner needs them); else
-            the learning curves are stored once, at the end, in the ``learning_curves``
-            user attr, which costs one storage write instead of one per epoch.
-        race_margin: Seed racing: after each seed run but the last, stop a trial whose mean
-            so far is below the population's worst member (:func:`worst_member_value`) by
-            more than this; it ends PRUNED with that mean as its last report. None: off.
+        report_epochs: Report the trial's running value after every epoch (a pruner needs
+            it; without one it costs a storage write per epoch): at step k (epochs trained so
+            far, all seed runs together) the best value of the first seed run so far, then
+            the mean of the finished seed runs. The validation value of every epoch is stored
+            once, at the end, in the ``learning_curves`` user attr.
+        low_fidelity: How a trial the sampler marks low-fidelity (a multi-fidelity BioTune
+            search, :func:`biotune_optuna.sampler.fidelity_of`) trains: at most its epochs
+            (the first epochs of a full run, on the same schedule) and its number of seeds.
+
+    Every trial records what it cost (``epochs`` per seed run, ``image_epochs``,
+    ``seconds``) and the fidelity it trained at, pruned and diverged trials included.
     """
 
     task: Task
@@ -97,7 +81,7 @@ class FineTuneObjective:
     trainable_penalty: float = 0.0
     should_stop: Callable[[], bool] | None = None
     report_epochs: bool = True
-    race_margin: float | None = None
+    low_fidelity: Fidelity | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         names = self.task.block_names
@@ -109,62 +93,91 @@ class FineTuneObjective:
         if plan.is_empty:
             trial.set_user_attr(keys.EMPTY_PLAN, True)
             return EMPTY_PLAN_VALUE
+        system_attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
         task = self.task
         if self.n_folds > 1:
-            fold = max(trial_generation(trial) - 1, 0) % self.n_folds
+            record = TrialRecord.from_attrs(system_attrs)
+            fold = max((record.generation if record else 0) - 1, 0) % self.n_folds
             trial.set_user_attr(keys.FOLD, fold)
             task = task.for_fold(fold, self.n_folds)
-        start = time.perf_counter()
-        bar = worst_member_value(trial) if self.race_margin is not None else None
-        runs: list[RunResult] = []
-        seeds = training_seeds(trial, self.seeds)
+        seeds = training_seeds(system_attrs, self.seeds)
         if seeds != list(self.seeds):
             trial.set_user_attr(keys.RESCORE_SEEDS, seeds)
+        fidelity = fidelity_of(system_attrs) if self.low_fidelity else FULL
+        config, seeds = training_at(fidelity, self.config, seeds, self.low_fidelity)
+        run = _Runs(trial, task, time.perf_counter(), fidelity, self.report_epochs, penalty)
         for index, seed in enumerate(seeds):
-            run = fine_tune(task, plan, self.config, seed,
-                            report=self._reporter(trial, index, penalty),
-                            on_epoch=self._epoch_callback(index),
-                            should_stop=self.should_stop)
-            if run.diverged:
-                trial.set_user_attr(keys.FAILED_REASON, run.diverged)
+            try:
+                result = fine_tune(task, plan, config, seed, report=run.reporter(),
+                                   on_epoch=run.epoch_callback(index, self.on_epoch),
+                                   should_stop=self.should_stop)
+            except optuna.TrialPruned:
+                run.record()
+                raise
+            run.finished(result)
+            if result.diverged:
+                run.record()
+                trial.set_user_attr(keys.FAILED_REASON, result.diverged)
                 return math.nan  # Optuna fails the trial and the study goes on
-            runs.append(run)
-            mean = float(np.mean([r.value for r in runs])) - penalty
-            if bar is not None and index < len(self.seeds) - 1 and mean < bar - self.race_margin:
-                self._record(trial, runs, start, raced=True)
-                trial.report(mean, step=len(self.seeds) * self.config.epochs)
-                raise optuna.TrialPruned(f"raced out after {len(runs)} seed run(s): mean "
-                                         f"{mean:.4f} below the population's worst {bar:.4f}")
-        self._record(trial, runs, start)
-        return float(np.mean([r.value for r in runs])) - penalty
+        run.record()
+        return run.value()
 
-    def _record(self, trial: optuna.Trial, runs: list[RunResult], start: float,
-                raced: bool = False) -> None:
-        """The runs' figures as user attrs (learning curves too when epochs were not
-        reported)."""
-        attrs = {keys.SECONDS: round(time.perf_counter() - start, 3),
-                 keys.EPOCHS: [r.epochs_run for r in runs],
-                 keys.VALUE_STD: float(np.std([r.value for r in runs])),
-                 **{keys.validation_key(m): float(np.mean([r.val.get(m) for r in runs]))
-                    for m in METRICS}}
-        if not self.report_epochs:
-            attrs[keys.LEARNING_CURVES] = [[round(v, 6) for v in r.history] for r in runs]
-        if raced:
-            attrs[keys.RACED] = len(runs)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
 
-    def _reporter(self, trial: optuna.Trial, index: int, penalty: float):
+class _Runs:
+    """One trial's seed runs: its running value, the reports a pruner sees, and what it cost."""
+
+    def __init__(self, trial: optuna.Trial, task: Task, start: float, fidelity: str,
+                 report_epochs: bool, penalty: float) -> None:
+        self.trial, self.start, self.fidelity = trial, start, fidelity
+        self.train_images = len(task.splits.train)
+        self.report_epochs, self.penalty = report_epochs, penalty
+        self.runs: list[RunResult] = []
+        self.current: list[float] = []  # the running seed run's validation values
+
+    def value(self) -> float:
+        """The mean of the finished runs' best values, else the first run's best so far."""
+        values = [r.value for r in self.runs if not r.diverged] or [max(self.current)]
+        return float(np.mean(values)) - self.penalty
+
+    def epoch_callback(self, index: int, on_epoch: Callable | None):
+        self.current = []
+
+        def epoch(epoch: int, value: float) -> None:
+            self.current.append(value)
+            if on_epoch is not None:
+                on_epoch(index, epoch, value)
+        return epoch
+
+    def reporter(self):
         if not self.report_epochs:
             return None
 
         def report(value: float, epoch: int) -> None:
-            trial.report(value - penalty, step=index * self.config.epochs + epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} of seed run {index + 1}")
+            self.trial.report(self.value(), step=self.epochs_trained())
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {self.epochs_trained()} epochs")
         return report
 
-    def _epoch_callback(self, index: int):
-        if self.on_epoch is None:
-            return None
-        return lambda epoch, value: self.on_epoch(index, epoch, value)
+    def finished(self, result: RunResult) -> None:
+        self.runs.append(result)
+        self.current = []
+
+    def epochs_trained(self) -> int:
+        return sum(r.epochs_run for r in self.runs) + len(self.current)
+
+    def record(self) -> None:
+        """The runs' figures and cost as user attrs (learning curves too when epochs were
+        not reported)."""
+        epochs = [r.epochs_run for r in self.runs] + ([len(self.current)] if self.current else [])
+        attrs = {keys.SECONDS: round(time.perf_counter() - self.start, 3),
+                 keys.EPOCHS: epochs, keys.IMAGE_EPOCHS: sum(epochs) * self.train_images,
+                 keys.FIDELITY: self.fidelity}
+        finished = [r for r in self.runs if r.val is not None]
+        if finished:
+            attrs[keys.VALUE_STD] = float(np.std([r.value for r in finished]))
+            attrs |= {keys.validation_key(m): float(np.mean([r.val.get(m) for r in finished]))
+                      for m in METRICS}
+        curves = [r.history for r in self.runs] + ([self.current] if self.current else [])
+        attrs[keys.LEARNING_CURVES] = [[round(v, 6) for v in c] for c in curves]
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, value)

@@ -10,33 +10,41 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from biotune_optuna.app import keys
+from biotune_optuna.app.runner import Budget
 from biotune_optuna.sampler.population import RETRY_OF, TrialRecord
 
 
 class SearchProgress:
-    """An Optuna callback that advances a trial bar with the best value and generation."""
+    """An Optuna callback that advances a bar of trials (or, for a search with a compute
+    budget only, of the epochs trained) with the best value and generation."""
 
-    def __init__(self, study: optuna.Study, budget: int, quiet: bool = False,
+    def __init__(self, study: optuna.Study, budget: Budget, quiet: bool = False,
                  epochs: bool = False) -> None:
-        done = sum(1 for t in study.get_trials(deepcopy=False)
-                   if t.state.is_finished() and RETRY_OF not in t.system_attrs)
+        trials = study.get_trials(deepcopy=False)
+        self.by_compute = budget.trials is None
+        if self.by_compute:
+            total, done = budget.epochs, keys.compute_spent(trials).epochs
+        else:
+            total = budget.trials
+            done = sum(1 for t in trials
+                       if t.state.is_finished() and RETRY_OF not in t.system_attrs)
         self.quiet = quiet
         self.started = time.monotonic()
         # In a log file (no terminal) a line every 30 s instead of a redrawn bar.
         interval = 0.1 if sys.stderr.isatty() else 30.0
-        self.trials = tqdm(total=budget, initial=min(done, budget), desc="trials", unit="trial",
-                           file=sys.stderr, disable=quiet, dynamic_ncols=True,
-                           mininterval=interval)
+        self.trials = tqdm(total=total, initial=min(done, total),
+                           desc="compute" if self.by_compute else "trials",
+                           unit="epoch" if self.by_compute else "trial", file=sys.stderr,
+                           disable=quiet, dynamic_ncols=True, mininterval=interval)
         self.epochs = tqdm(desc="epochs", unit="epoch", file=sys.stderr, leave=False,
                            disable=quiet or not epochs, dynamic_ncols=True,
                            mininterval=interval)
         self._describe(study)
 
     def _describe(self, study: optuna.Study) -> None:
-        try:
-            best = f"{study.best_value:.4f}"
-        except ValueError:
-            best = "-"
+        ranked = keys.ranked_plans(study)
+        best = "-" if not ranked else f"{ranked[0].value:.4f}" + (
+            " (low fidelity)" if ranked[0].fidelity == keys.LOW else "")
         trials = study.get_trials(deepcopy=False)
         generations = [TrialRecord.of(t) for t in trials]
         if any(generations):  # a BioTune study
@@ -46,7 +54,9 @@ class SearchProgress:
             self.trials.set_postfix_str(f"best {best}")
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if RETRY_OF not in trial.system_attrs:
+        if self.by_compute:
+            self.trials.update(keys.trial_compute(trial).epochs)
+        elif RETRY_OF not in trial.system_attrs:
             self.trials.update(1)
         reason = trial.user_attrs.get(keys.FAILED_REASON)
         if trial.state == TrialState.FAIL and reason:

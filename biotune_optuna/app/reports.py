@@ -25,23 +25,29 @@ def status_report(study: optuna.Study) -> str:
     slots = [t for t in trials if RETRY_OF not in t.system_attrs]
     if config.get("sampler") == "biotune":
         progress = Progress.of(with_records(trials))
-        layout = Layout(config["population"], config["elite"], config.get("rescore_elites", False))
+        layout = Layout(config["population"], config["elite"], config.get("rescore_elites", False),
+                        config.get("multi_fidelity", False))
         size = layout.generation_size(progress.generation)
         lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
                      "trials finished")
-    try:
-        best = study.best_trial
-        lines.append(f"  best so far: trial {best.number}, value {best.value:.4f}, trains "
+    ranked = keys.ranked_plans(study)
+    if ranked:
+        best = ranked[0].trial
+        lines.append(f"  best so far: trial {best.number}, value "
+                     f"{keys.describe_value(ranked[0])}, trains "
                      f"{', '.join(best.user_attrs.get(keys.TRAINED_BLOCKS, [])) or '-'}")
-    except ValueError:
+    else:
         lines.append("  best so far: none completed yet")
+    spent = keys.compute_spent(trials)
+    if spent.seed_runs:
+        lines.append(f"  compute: {spent.describe()}")
     busy = busy_seconds(trials)
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
                  if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start]
     if busy:
         lines.append(f"  elapsed: {_duration(busy)} of searching (time with a trial "
                      "running; pauses between runs are not counted)")
-    budget = study.user_attrs.get(keys.BUDGET)
+    budget, epochs = keys.stored_budget(study)
     if durations and budget:
         left = max(budget - len(slots), 0) + states.get("RUNNING", 0)
         workers = max(states.get("RUNNING", 0), 1)
@@ -49,6 +55,9 @@ def status_report(study: optuna.Study) -> str:
         lines.append(f"  remaining: {left} of {budget} trials, about "
                      f"{_duration(left * mean / workers)} at {mean:.1f} s per trial "
                      f"and {workers} worker(s)")
+    if epochs:
+        lines.append(f"  compute budget: {min(spent.epochs, epochs):,} of {epochs:,} epochs "
+                     "spent")
     return "\n".join(lines)
 
 

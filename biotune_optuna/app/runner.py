@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 
 import optuna
 from optuna.storages import RDBStorage
@@ -30,30 +31,43 @@ class BudgetReached(Exception):
     """Every trial of the budget has been started (by this worker or another)."""
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A search's study-wide budget, counted across every worker: trials (slots: a retry
+    does not take one) and the compute the study's finished trials spent (epochs trained,
+    seed runs added up). Either may be None (no limit); the first one reached ends it."""
+
+    trials: int | None = None
+    epochs: int | None = None
+
+    def has_room(self, study: optuna.Study) -> bool:
+        """Whether a trial may start: a waiting one (an enqueued genome or a retry, which
+        keeps a started generation whole) always may, a new one while both budgets last."""
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return True
+        slots = sum(1 for t in trials if RETRY_OF not in t.system_attrs)
+        if self.trials is not None and slots >= self.trials:
+            return False
+        return self.epochs is None or keys.compute_spent(trials).epochs < self.epochs
+
+
 class BudgetedStudy(optuna.Study):
     """The study as a search drives it: :meth:`ask` starts a trial only while the study-wide
-    budget has room or a retry or enqueued trial waits. The check and the trial's creation
-    happen under the study lock, so workers that start trials at the same moment, on one
-    machine or several, never overshoot the budget together."""
+    budget has room. The check and the trial's creation happen under the study lock, so
+    workers that start trials at the same moment, on one machine or several, never overshoot
+    a trial budget together (a compute budget counts finished trials, so each worker's
+    trial in flight may end past it)."""
 
-    def __init__(self, study: optuna.Study, budget: int) -> None:
+    def __init__(self, study: optuna.Study, budget: Budget) -> None:
         super().__init__(study.study_name, study._storage, study.sampler, study.pruner)
         self.budget = budget
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
         with study_lock(self._storage, self._study_id):
-            if not remaining_trials(self, self.budget):
+            if not self.budget.has_room(self):
                 raise BudgetReached
             return super().ask(fixed_distributions)
-
-
-def remaining_trials(study: optuna.Study, budget: int) -> int:
-    """Trials still to run so that ``budget`` slots are filled: the waiting ones (enqueued
-    genomes and retries) plus new ones; retries do not use up a slot."""
-    trials = study.get_trials(deepcopy=False)
-    slots = sum(1 for t in trials if RETRY_OF not in t.system_attrs)
-    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
-    return max(budget - slots, 0) + waiting
 
 
 class StopRequests:
@@ -149,10 +163,10 @@ def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
-def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
+def run_search(study: optuna.Study, objective, budget: Budget, n_jobs: int = 1,
                callbacks=(), timeout: float | None = None, wait_seconds: float = 5.0,
                on_wait=None, stops: StopRequests | None = None) -> None:
-    """Run trials until ``budget`` slots are filled and nothing is left running; raise
+    """Run trials until the ``budget`` is spent and nothing is left running; raise
     KeyboardInterrupt once the trials are consistent if Ctrl-C or SIGTERM stopped it.
 
     Trials left RUNNING by a dead worker are failed once their heartbeat is older than the
@@ -168,7 +182,7 @@ def run_search(study: optuna.Study, objective, budget: int, n_jobs: int = 1,
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            if remaining_trials(study, budget):
+            if budget.has_room(study):
                 try:
                     budgeted.optimize(wrapped, n_jobs=n_jobs, timeout=left,
                                       callbacks=[*callbacks, stops.stop_callback],

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from biotune_optuna.app import keys as keys
 from biotune_optuna.app.config import ConfigError, SearchConfig, differences, with_legacy_options
+from biotune_optuna.app.fidelity import rung_pruner
 from biotune_optuna.app.keys import INTERRUPTED, study_config
 from biotune_optuna.app.storage import open_storage, retry_callback
 from biotune_optuna.sampler import genome
@@ -42,16 +43,26 @@ def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.sampl
                               exploration_rate=config.exploration_rate,
                               seed=config.seed, search_space=space, ideal_value=1.0,
                               rescore_elites=config.rescore_elites,
-                              elite_pair_mean=config.elite_pair_mean)
+                              elite_pair_mean=config.elite_pair_mean,
+                              multi_fidelity=config.multi_fidelity)
     return other_sampler(config.sampler, config.seed, config.population)
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name == "median":
+def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
+    """The configuration's pruner; with multi-fidelity, a sampler that cannot choose
+    fidelities itself gets Hyperband from the low fidelity up."""
+    if config.multi_fidelity and config.sampler != "biotune":
+        return rung_pruner(config.low_fidelity, config.full_fidelity)
+    if config.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
-    if name == "hyperband":
+    if config.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()
+
+
+def reports_epochs(config: SearchConfig) -> bool:
+    """Whether trials report each epoch: only a pruner reads the reports."""
+    return not isinstance(make_pruner(config), optuna.pruners.NopPruner)
 
 
 def open_study(config: SearchConfig, block_names: list[str], storage=None) -> optuna.Study:
@@ -61,7 +72,7 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
     space = genome.search_space(block_names)
     study = optuna.create_study(
         study_name=config.study_name, storage=storage, direction="maximize",
-        sampler=make_sampler(config, space), pruner=make_pruner(config.pruner),
+        sampler=make_sampler(config, space), pruner=make_pruner(config),
         load_if_exists=True)
     with study_lock(study._storage, study._study_id):  # workers starting together agree
         stored = study_config(study)

@@ -13,13 +13,14 @@ from biotune_optuna.sampler.genome import (
     search_space,
     suggest_genome,
 )
-from biotune_optuna.sampler.population import rescore_round
+from biotune_optuna.sampler.population import fidelity_of, rescore_round
 
 __all__ = [
     "BioTuneSampler",
     "FineTunePlan",
     "decode",
     "encode",
+    "fidelity_of",
     "lr_multiplier",
     "rescore_round",
     "search_space",

@@ -85,12 +85,13 @@ class BioTuneSampler(BaseSampler):
     children (rank-linear selection, blend crossover, extinction-driven mutation, adoption
     toward the parents' mean and a prototype) or random immigrants once the mating pool has
     two parents or fewer. The budget of G generations is ``n_trials(G) = N + G (N + E)``
-    (``N + G (N + 2E)`` with ``rescore_elites``).
+    (E more per generation with ``rescore_elites``, E more with ``multi_fidelity``).
 
     State lives in storage: each trial carries a record (system attr ``biotune:trial``: slot,
-    generation, position, role ``initial``, ``elite+``, ``elite-``, ``rescore``, ``child``,
-    ``immigrant``, ``enqueued`` or ``independent``, parents, prototype and proposed
-    genome), the study keeps its seed and the population entering each generation. A new
+    generation, position, role ``initial``, ``elite+``, ``elite-``, ``rescore``,
+    ``promote``, ``child``, ``immigrant``, ``enqueued`` or ``independent``, parents,
+    prototype, proposed genome and, in a multi-fidelity search, fidelity), the study keeps
+    its seed and the population entering each generation. A new
     process on the same storage continues the same search; with ``n_jobs=1`` an interrupted
     search proposes exactly what an uninterrupted one would.
 
@@ -152,6 +153,15 @@ class BioTuneSampler(BaseSampler):
         elite_pair_mean: Rank an elite that its local search did not replace by the mean of
             its evaluations and its two explorations' values (they sample the objective's
             noise near it), rather than by its best single draw.
+        multi_fidelity: Evaluate the evolution at the objective's low fidelity and only the
+            plans it may hand over at the full one. Every trial's record then says
+            ``fidelity: low`` (:func:`fidelity_of` tells the objective; it decides what low
+            means, such as fewer epochs and one training seed), except promotions: E more
+            positions per generation, where each elite that was never an elite before is
+            evaluated at the full fidelity (role ``promote``, same parameters; a position
+            whose elite was promoted already breeds a child). Selection, extinction and
+            elitism compare low-fidelity values only; promotions rank the plans a search
+            hands over (docs/algorithm.md, section 8). Needs ``elite_size >= 1``.
         independent_sampler: Sampler for parameters outside the evolved space. The default
             draws uniformly with a generator derived from the seed and the trial number.
     """
@@ -171,6 +181,7 @@ class BioTuneSampler(BaseSampler):
         resample_empty: bool = False,
         rescore_elites: bool = False,
         elite_pair_mean: bool = False,
+        multi_fidelity: bool = False,
         independent_sampler: BaseSampler | None = None,
     ) -> None:
         if positional:  # the 0.1 signature took these three positionally
@@ -183,10 +194,10 @@ class BioTuneSampler(BaseSampler):
                           stacklevel=2)
             exploration_rate, threshold_param, seed = (
                 *positional, *(exploration_rate, threshold_param, seed)[len(positional):])
-        validate_settings(population_size, elite_size, exploration_rate)
+        validate_settings(population_size, elite_size, exploration_rate, multi_fidelity)
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        self._layout = Layout(population_size, elite_size, rescore_elites)
+        self._layout = Layout(population_size, elite_size, rescore_elites, multi_fidelity)
         self._elite_pair_mean = elite_pair_mean
         self._exploration_rate = exploration_rate
         self._threshold_param = threshold_param
@@ -240,6 +251,7 @@ class BioTuneSampler(BaseSampler):
             "resample_empty": self._resample_empty,
             "rescore_elites": self._layout.rescore,
             "elite_pair_mean": self._elite_pair_mean,
+            "multi_fidelity": self._layout.promote,
         }
 
     def reseed_rng(self) -> None:
@@ -319,6 +331,8 @@ class BioTuneSampler(BaseSampler):
             slot = pop.slot_of(trial.number, state.view.retries)
         base = TrialRecord(slot, generation, self._layout.role(generation, position),
                            position=position)
+        if self._layout.promote:  # everything but a promotion evolves at the low fidelity
+            base = replace(base, fidelity=pop.LOW)
         space = self.infer_relative_search_space(study, trial)
         if not space:
             return _independent(base, NO_FLOAT)
@@ -353,9 +367,15 @@ class BioTuneSampler(BaseSampler):
                 genes, fields = self._explore_elite(state, parents[index], names, base)
                 return with_genes(genes, **fields)
         if base.role == pop.RESCORE:
-            elite = parents[base.position - 2 * self.elite_size]
+            elite = parents[base.position - self._layout.rescore_start]
             if elite.has(names) and np.isfinite(elite.fitness):
                 return with_genes(elite.vector(names), elite=elite.trial)
+        if base.role == pop.PROMOTE:
+            elite = parents[base.position - self._layout.promote_start]
+            if elite.has(names) and np.isfinite(elite.fitness) and elite.trial not in \
+                    self._promoted_before(study, state, base.generation):
+                return with_genes(elite.vector(names), elite=elite.trial, fidelity=pop.FULL)
+            base = replace(base, role=pop.CHILD)  # promoted already: the position breeds
         pool = [p for p in pop.mating_pool(parents, self.elite_size, current,
                                            self._elite_pair_mean) if p.has(names)]
         rng = self._rng(state, _SLOT_STREAM, base.slot)
@@ -433,6 +453,19 @@ class BioTuneSampler(BaseSampler):
         state.populations[generation] = population
         return population
 
+    def _promoted_before(self, study: Study, state: _StudyState, generation: int) -> set[int]:
+        """Trials promoted before ``generation``: every elite of an earlier population, since
+        each generation promotes its elites that were never elites before. Derived from the
+        stored populations alone, so every worker agrees."""
+        earlier = range(1, generation)
+        if any(g not in state.populations for g in earlier):
+            stored = study._storage.get_study_system_attrs(study._study_id)
+            for g in earlier:
+                value = stored.get(f"{pop.POPULATION_PREFIX}{g}")
+                if g not in state.populations and value is not None:
+                    state.populations[g] = [Individual.from_json(d) for d in value]
+        return {i.trial for g in earlier for i in state.populations.get(g, [])[:self.elite_size]}
+
     def _random_genome(self, state: _StudyState, slot: int,
                        space: Mapping[str, BaseDistribution]) -> np.ndarray:
         names = list(space)
@@ -494,15 +527,17 @@ class BioTuneSampler(BaseSampler):
                              "resume it with the same sampler settings or start a new study")
 
 
-_ADDED_SETTINGS = {"rescore_elites": False, "elite_pair_mean": False}
+_ADDED_SETTINGS = {"rescore_elites": False, "elite_pair_mean": False, "multi_fidelity": False}
 
 
 def validate_settings(population_size: int, elite_size: int, exploration_rate: float,
-                      names: Mapping[str, str] | None = None) -> None:
+                      multi_fidelity: bool = False, names: Mapping[str, str] | None = None,
+                      ) -> None:
     """Raise a one-line ValueError naming the fix for impossible sampler settings; ``names``
     says how to call each parameter in the message (a command line names its flags)."""
     name = {"population_size": "population size", "elite_size": "elite size",
-            "exploration_rate": "exploration rate", **(names or {})}
+            "exploration_rate": "exploration rate", "multi_fidelity": "multi-fidelity",
+            **(names or {})}
     if population_size < 3:
         raise ValueError(f"{name['population_size']} must be at least 3 (rank selection needs "
                          f"a pool of three), got {population_size}")
@@ -513,6 +548,9 @@ def validate_settings(population_size: int, elite_size: int, exploration_rate: f
     if not 0.0 < exploration_rate <= 1.0:
         raise ValueError(f"{name['exploration_rate']} must be in (0, 1], got "
                          f"{exploration_rate}")
+    if multi_fidelity and elite_size < 1:
+        raise ValueError(f"{name['multi_fidelity']} promotes elites to the full fidelity, so "
+                         f"{name['elite_size']} must be at least 1")
 
 
 def _evolvable(space: Mapping[str, BaseDistribution]) -> dict[str, BaseDistribution]:

@@ -29,7 +29,9 @@ RETRY_OF = "failed_trial"  # set by optuna.storages.RetryFailedTrialCallback
 INITIAL, ELITE_PLUS, ELITE_MINUS = "initial", "elite+", "elite-"
 CHILD, IMMIGRANT, ENQUEUED, INDEPENDENT = "child", "immigrant", "enqueued", "independent"
 RESCORE = "rescore"  # an elite evaluated once more, to average out its lucky draw
+PROMOTE = "promote"  # a new elite evaluated at the objective's full fidelity
 ELITE_ROLES = (ELITE_PLUS, ELITE_MINUS)
+LOW, FULL = "low", "full"  # the fidelity a trial asks its objective for
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
@@ -38,30 +40,44 @@ class Layout:
     """The generation structure: N initial trials, then N + E trials per generation
     (2 elite explorations for each of the E elites, then N - E children or immigrants).
     With re-scoring, E more positions follow the explorations: each elite evaluated once
-    more (N + 2E per generation). Trials asked while a generation still waits for results
-    are extra children of it."""
+    more. With promotion (multi-fidelity), E more positions follow: each elite that has
+    never been an elite before evaluated at the full fidelity (a position whose elite was
+    promoted already breeds a child instead). Trials asked while a generation still waits
+    for results are extra children of it."""
 
     population_size: int
     elite_size: int
     rescore: bool = False
+    promote: bool = False
 
     def generation_size(self, generation: int) -> int:
         return self.population_size if generation == 0 else \
-            self.population_size + self.elite_size * (2 if self.rescore else 1)
+            self.population_size + self.elite_size * (1 + self.rescore + self.promote)
+
+    @property
+    def rescore_start(self) -> int:
+        return 2 * self.elite_size
+
+    @property
+    def promote_start(self) -> int:
+        return self.elite_size * (2 + self.rescore)
 
     def role(self, generation: int, position: int) -> str:
-        """The role of a position when nothing overrides it (enqueued trials, immigrants)."""
+        """The role of a position when nothing overrides it (enqueued trials, immigrants,
+        promotions of elites promoted already)."""
         if generation == 0:
             return INITIAL
         if position < 2 * self.elite_size:
             return ELITE_PLUS if position % 2 == 0 else ELITE_MINUS
-        if self.rescore and position < 3 * self.elite_size:
+        if self.rescore and position < self.promote_start:
             return RESCORE
+        if self.promote and position < self.promote_start + self.elite_size:
+            return PROMOTE
         return CHILD
 
     def n_trials(self, generations: int) -> int:
-        """The budget N + G (N + E) of an initial population and G generations
-        (N + G (N + 2E) with re-scoring)."""
+        """The budget N + G (N + E) of an initial population and G generations (E more per
+        generation with re-scoring, E more with promotion)."""
         return self.population_size + generations * self.generation_size(1)
 
 
@@ -87,6 +103,7 @@ class TrialRecord:
     delta: float | None = None
     unclipped_genes: dict[str, float] | None = None
     fallback: str | None = None
+    fidelity: str | None = None  # LOW or FULL in a multi-fidelity search
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -122,6 +139,16 @@ def rescore_round(trial: FrozenTrial | Mapping[str, Any]) -> int:
     attrs = trial if isinstance(trial, Mapping) else trial.system_attrs
     record = TrialRecord.from_attrs(attrs)
     return record.generation if record is not None and record.role == RESCORE else 0
+
+
+def fidelity_of(trial: FrozenTrial | Mapping[str, Any]) -> str:
+    """``"low"`` for a trial a multi-fidelity search evaluates cheaply (the objective decides
+    what that means: fewer epochs, fewer seeds), else ``"full"``: promotions, trials of a
+    search without multi-fidelity and trials the sampler never decided. Takes a trial or its
+    system attrs."""
+    attrs = trial if isinstance(trial, Mapping) else trial.system_attrs
+    record = TrialRecord.from_attrs(attrs)
+    return LOW if record is not None and record.fidelity == LOW else FULL
 
 
 def role_of(trial: FrozenTrial) -> str | None:
@@ -314,6 +341,8 @@ def group_generation(members: Sequence[tuple[FrozenTrial, TrialRecord]],
         if record is not None and record.role == RESCORE:
             generation.rescores.setdefault(record.elite, []).append(fitness)
             continue
+        if record is not None and record.role == PROMOTE:
+            continue  # another fidelity: it ranks what the search hands over, not parents
         genes = known_genes.get(t.number)
         if genes is None:
             genes = (record and record.unclipped_genes) or \
@@ -402,8 +431,9 @@ def audit(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
           population_size: int) -> list[str]:
     """The invariants parallel workers must keep, as a list of violations (empty when all
     hold): no slot or position of a generation taken twice (and so no elite exploration,
-    re-scoring run or child), both explorations of an elite move the same gene by opposite
-    steps, and every stored population has N members."""
+    re-scoring run or child), no elite promoted twice in the whole study, both explorations
+    of an elite move the same gene by opposite steps, and every stored population has N
+    members."""
     decided = [r for t, r in with_records(trials)
                if r is not None and RETRY_OF not in t.system_attrs]
     problems = []
@@ -412,7 +442,8 @@ def audit(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
                        ("exploration", [(r.generation, r.elite, r.role) for r in decided
                                         if r.role in ELITE_ROLES]),
                        ("re-scoring", [(r.generation, r.elite) for r in decided
-                                       if r.role == RESCORE])):
+                                       if r.role == RESCORE]),
+                       ("promotion of trial", [r.elite for r in decided if r.role == PROMOTE])):
         seen: set = set()
         problems += [f"{what} {k} taken twice" for k in keys if k in seen or seen.add(k)]
     pairs: dict[tuple[int, int], list[TrialRecord]] = {}

@@ -19,6 +19,7 @@ import numpy as np
 import optuna
 
 from biotune_optuna.sampler import genome
+from biotune_optuna.sampler.population import LOW, fidelity_of
 
 CHANCE = 0.1
 
@@ -35,6 +36,7 @@ class FineTuneTask:
     lr_sensitivity: float = 0.03  # loss per squared decade away from the ideal rate
     noise: float = 0.01
     seed: int = 0
+    low_fidelity_gap: float = 0.05  # a low-fidelity trial (fewer epochs) scores this much less
 
     direction = "maximize"
 
@@ -55,7 +57,13 @@ class FineTuneTask:
     def __call__(self, trial: optuna.Trial) -> float:
         plan = genome.decode(genome.suggest_genome(trial, self.blocks), self.blocks)
         rng = np.random.default_rng([self.seed, trial.number])
-        return float(np.clip(self.accuracy(plan) + rng.normal(0.0, self.noise), 0.0, 1.0))
+        gap = self.low_fidelity_gap if genome_fidelity(trial) == LOW else 0.0
+        return float(np.clip(self.accuracy(plan) - gap + rng.normal(0.0, self.noise), 0.0, 1.0))
+
+
+def genome_fidelity(trial: optuna.Trial) -> str:
+    """The fidelity the sampler asked a running trial for."""
+    return fidelity_of(trial.study._storage.get_trial_system_attrs(trial._trial_id))
 
 
 BLOCKS = ("stem", "stage1", "stage2", "stage3", "stage4", "head")
