@@ -163,8 +163,8 @@ class SearchConfig:
         "protocol in a trial of its own; TPE, CMA-ES and random get Hyperband pruning from "
         "the same first rung (--no-multi-fidelity: every trial trains the full protocol)",
         legacy=False)
-    low_epochs: int = option(3, "most epochs of a low-fidelity trial (the first epochs of a "
-                             "full run)", low=1, legacy=3)
+    low_epochs: int = option(4, "most epochs of a low-fidelity trial (the first epochs of a "
+                             "full run)", low=1, legacy=4)
     generations: int = option(10, "BioTune generations G: the budget is N + G (N + E) trials "
                               "(N + G (N + 2E) with --rescore-elites)",
                               low=0, runtime=True)

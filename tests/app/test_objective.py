@@ -1,16 +1,17 @@
-"""The objective: learning curves stored once unless a pruner needs every epoch, and seed
-racing (a trial below the population's worst member stops its remaining seed runs)."""
+"""The objective: reports only when a pruner needs them, learning curves and compute stored
+once, low-fidelity trials of a multi-fidelity search, fresh seeds for re-scoring runs."""
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from biotune_optuna.app import keys
-from biotune_optuna.app.objective import FineTuneObjective, worst_member_value
+from biotune_optuna.app.fidelity import Fidelity
+from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.finetuning.build import build_task
-from biotune_optuna.finetuning.train import TrainConfig
-from biotune_optuna.sampler import BioTuneSampler, search_space
-from biotune_optuna.sampler.population import TrialRecord, generation_of
+from biotune_optuna.finetuning.train import TrainConfig, fine_tune
+from biotune_optuna.sampler import BioTuneSampler, decode, fidelity_of, search_space
+from biotune_optuna.sampler.population import TrialRecord
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -36,40 +37,65 @@ def test_epochs_are_reported_only_when_asked(task, report_epochs):
         if trial.user_attrs.get(keys.EMPTY_PLAN):
             continue
         assert bool(trial.intermediate_values) == report_epochs
-        curves = trial.user_attrs.get(keys.LEARNING_CURVES)
-        assert (curves is None) == report_epochs
-        if curves:
-            assert [len(c) for c in curves] == trial.user_attrs[keys.EPOCHS]
+        curves = trial.user_attrs[keys.LEARNING_CURVES]
+        assert [len(c) for c in curves] == trial.user_attrs[keys.EPOCHS]
 
 
-def test_racing_stops_trials_below_the_population_and_they_keep_their_mean(task):
-    study, sampler = study_for(task)
-    objective = FineTuneObjective(task, TrainConfig(epochs=2, patience=2), seeds=(0, 1, 2),
-                                  report_epochs=False, race_margin=0.0)
-    study.optimize(objective, n_trials=sampler.n_trials(4), catch=())
-    raced = [t for t in study.trials if keys.RACED in t.user_attrs]
-    assert raced, "a margin of 0 must race some trials out"
-    for trial in raced:
-        assert trial.state == TrialState.PRUNED and generation_of(trial) >= 1
-        runs = trial.user_attrs[keys.RACED]
-        assert runs < 3 and len(trial.user_attrs[keys.EPOCHS]) == runs
-        mean = trial.user_attrs[keys.validation_key("balanced_accuracy")]
-        assert trial.intermediate_values[max(trial.intermediate_values)] == pytest.approx(mean)
-    assert all(generation_of(t) >= 1 for t in raced)  # the initial population runs in full
+def test_low_fidelity_trials_train_the_first_epochs_of_one_seed_run_and_promotions_all(task):
+    """A multi-fidelity search: every trial but a promotion trains one seed run of at most
+    the low fidelity's epochs, and those epochs are exactly the first epochs of the full
+    run with that seed (same schedule); promotions train the full protocol."""
+    sampler = BioTuneSampler(3, 1, seed=0, search_space=search_space(task.block_names),
+                             ideal_value=1.0, multi_fidelity=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    config = TrainConfig(epochs=4, patience=4)
+    objective = FineTuneObjective(task, config, seeds=(0, 1), low_fidelity=Fidelity(2, 1))
+    study.optimize(objective, n_trials=sampler.n_trials(2))
+    trained = [t for t in study.trials if not t.user_attrs.get(keys.EMPTY_PLAN)
+               and t.state == TrialState.COMPLETE]  # not diverged
+    promoted = [t for t in trained if TrialRecord.of(t).role == "promote"]
+    assert promoted and len(promoted) < len(trained)
+    for trial in trained:
+        low = fidelity_of(trial) == "low"
+        assert trial.user_attrs[keys.FIDELITY] == fidelity_of(trial)
+        assert trial.user_attrs[keys.EPOCHS] == ([2] if low else [4, 4])
+        assert trial.user_attrs[keys.IMAGE_EPOCHS] == (2 if low else 8) * len(task.splits.train)
+    names = task.block_names
+    for trial in promoted:
+        low = study.trials[TrialRecord.of(trial).elite]
+        assert low.params == trial.params
+        full = fine_tune(task, decode(trial.params, names), config, seed=0)
+        assert low.user_attrs[keys.LEARNING_CURVES][0] == pytest.approx(full.history[:2])
+        assert trial.user_attrs[keys.LEARNING_CURVES][0] == pytest.approx(full.history)
 
 
-def test_the_racing_bar_is_the_worst_member_of_the_trials_population(task):
-    study, sampler = study_for(task)
-    objective = FineTuneObjective(task, TrainConfig(epochs=1, patience=1), seeds=(0,))
-    study.optimize(objective, n_trials=sampler.n_trials(1) + 1)
-    trial = study.ask()
-    members = study._storage.get_study_system_attrs(study._study_id)[
-        f"biotune:population:{generation_of(study.trials[trial.number])}"]
-    bar = worst_member_value(trial)
-    if all(m["fitness"] is not None for m in members):
-        assert bar == min(-m["fitness"] for m in members)
-    else:
-        assert bar is None
+def test_a_pruned_trial_records_what_it_trained_and_reports_its_running_value(task):
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    objective = FineTuneObjective(task, TrainConfig(epochs=3, patience=3), seeds=(0, 1),
+                                  train_head=True)
+    study.optimize(objective, n_trials=2)
+    for trial in study.trials:
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs[keys.EPOCHS] == [1]  # pruned at its first report
+        curve = trial.user_attrs[keys.LEARNING_CURVES][0]
+        assert trial.intermediate_values == {1: pytest.approx(max(curve))}
+        assert trial.user_attrs[keys.IMAGE_EPOCHS] == len(task.splits.train)
+
+
+def test_reports_are_the_running_value_at_the_epochs_trained_so_far(task):
+    study = optuna.create_study(direction="maximize")
+    objective = FineTuneObjective(task, TrainConfig(epochs=2, patience=2), seeds=(0, 1),
+                                  train_head=True)
+    study.optimize(objective, n_trials=2)
+    for trial in study.trials:
+        first, second = trial.user_attrs[keys.LEARNING_CURVES]
+        steps = len(first) + len(second)
+        assert sorted(trial.intermediate_values) == list(range(1, steps + 1))
+        for step, value in trial.intermediate_values.items():
+            expected = max(first[:step]) if step <= len(first) else max(first)
+            assert value == pytest.approx(expected)
+        assert trial.value == pytest.approx((max(first) + max(second)) / 2)
 
 
 def test_an_elites_rescoring_run_trains_with_fresh_seeds(task):

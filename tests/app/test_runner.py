@@ -9,13 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from biotune_optuna.app.keys import INTERRUPTED
-from biotune_optuna.app.runner import (
-    StopRequests,
-    fail_orphaned_trials,
-    remaining_trials,
-    run_search,
-)
+from biotune_optuna.app.keys import EPOCHS, INTERRUPTED
+from biotune_optuna.app.runner import Budget, StopRequests, fail_orphaned_trials, run_search
 from biotune_optuna.app.storage import open_storage
 from biotune_optuna.finetuning import train as finetune
 from biotune_optuna.finetuning.build import build_task
@@ -42,13 +37,29 @@ def test_a_trial_dead_before_its_first_heartbeat_is_failed_and_retried(tmp_path)
     assert fail_orphaned_trials(study) == 0  # once only
 
 
-def test_remaining_trials_counts_slots_not_retries(tmp_path):
+def test_a_budget_counts_slots_not_retries_and_lets_waiting_trials_run(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path}/r.db", heartbeat=None)
     study = optuna.create_study(storage=storage, study_name="r")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    assert remaining_trials(study, 5) == 2
+    assert Budget(trials=4).has_room(study) and not Budget(trials=3).has_room(study)
     study.enqueue_trial({"x": 0.5})
-    assert remaining_trials(study, 5) == 2  # the enqueued trial fills a slot and waits
+    assert Budget(trials=3).has_room(study)  # the enqueued trial waits and runs
+
+
+def test_a_compute_budget_ends_the_search_once_the_finished_trials_trained_enough(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/b.db", heartbeat=None)
+    study = optuna.create_study(storage=storage, study_name="b")
+
+    def objective(trial):  # each trial "trains" 3 epochs
+        trial.set_user_attr(EPOCHS, [2, 1])
+        return trial.suggest_float("x", 0, 1)
+
+    run_search(study, objective, Budget(epochs=10))
+    assert len(study.trials) == 4  # 9 epochs after three trials: a fourth starts
+    run_search(study, objective, Budget(trials=10, epochs=10))  # resumed: spent already
+    assert len(study.trials) == 4
+    run_search(study, objective, Budget(trials=5, epochs=100))
+    assert len(study.trials) == 5
 
 
 def test_ctrl_c_in_a_trial_never_breaks_its_storage_writes(tmp_path):
@@ -71,7 +82,7 @@ def test_ctrl_c_in_a_trial_never_breaks_its_storage_writes(tmp_path):
         return 1.0
 
     with pytest.raises(KeyboardInterrupt):
-        run_search(study, objective, budget=3, stops=stops)
+        run_search(study, objective, Budget(trials=3), stops=stops)
     [trial] = study.trials
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs == {"written": True, INTERRUPTED: True}

@@ -1,5 +1,5 @@
 """Optuna's own generic sampler tests (optuna.testing.pytest_samplers), run on BioTuneSampler
-at small and default settings, and with the noise-aware options."""
+at small and default settings, with the noise-aware options and with multi-fidelity."""
 
 import pytest
 from optuna.testing.pytest_samplers import (
@@ -14,6 +14,8 @@ SETTINGS = {"N4-E1": {"population_size": 4, "elite_size": 1},
             "N3-E0": {"population_size": 3, "elite_size": 0},
             "N4-E1-noise-aware": {"population_size": 4, "elite_size": 1,
                                   "rescore_elites": True, "elite_pair_mean": True},
+            "N4-E1-multi-fidelity": {"population_size": 4, "elite_size": 1,
+                                     "rescore_elites": True, "multi_fidelity": True},
             "default": {}}
 
 
