@@ -10,10 +10,11 @@ from biotune_optuna.app import keys as keys
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import search, task_for, train_best
 
-# The paper's BioTune and budget (no elite re-scoring, 140 trials), as studies/demo.toml.
+# The paper's BioTune and budget (no elite re-scoring, every trial at the full protocol,
+# 140 trials), as studies/demo.toml.
 DEMO = dict(study_name="demo", model="small", weights="mnist5k", dataset="digits", shots=10,
             population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
-            patience=3, seed=0, rescore_elites=False)
+            patience=3, seed=0, rescore_elites=False, multi_fidelity=False)
 
 
 QUICK = dict(DEMO, study_name="demo-quick", population=6, elite=2, generations=4,

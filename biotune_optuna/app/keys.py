@@ -3,6 +3,7 @@ optuna-dashboard) and the trials' user attrs, with the readers analysis and jobs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,17 +116,19 @@ def describe_value(plan: RankedPlan) -> str:
     return text + (" at the low fidelity" if plan.fidelity == LOW else "")
 
 
-def ranked_plans(study: optuna.Study) -> list[RankedPlan]:
+def ranked_plans(study: optuna.Study,
+                 trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> list[RankedPlan]:
     """The study's distinct plans as a search hands them over, best first: the plans
     evaluated at the full fidelity (every trial of a search without multi-fidelity), ranked
     by the mean of those evaluations (an elite's re-scoring runs and its first run
     together, so one lucky draw does not decide), then the plans only evaluated at the low
     fidelity, ranked likewise (a low-fidelity value trains fewer epochs and is not comparable
-    with a full one). Ties: the older trial first."""
+    with a full one). Ties: the older trial first. ``trials``: rank these instead of all
+    the study's (e.g. those a search had finished at some compute)."""
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     plans: dict[tuple, dict[str, list[optuna.trial.FrozenTrial]]] = {}  # by fidelity
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.value is not None:
+    for t in study.get_trials(deepcopy=False) if trials is None else trials:
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
             key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
             plans.setdefault(key, {}).setdefault(t.user_attrs.get(FIDELITY, FULL), []).append(t)
     ranked = []

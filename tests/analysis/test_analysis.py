@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from biotune_optuna import analysis
+from biotune_optuna.app import keys
 from biotune_optuna.app.dashboard import artifacts, publish, study_note
 from tests.conftest import REPO, run_cli
 
@@ -100,8 +101,24 @@ def test_convergence_overlays_groups_with_a_band():
     axes = figure.axes[0]
     assert [line.get_label() for line in axes.get_lines()] == ["random (n=2)", "tpe (n=2)"]
     assert len(axes.collections) == 2  # one band per group
-    curve = analysis.best_so_far(groups["tpe"][0])
+    _, curve = analysis.best_so_far(groups["tpe"][0])
     assert np.all(np.diff(curve[~np.isnan(curve)]) >= 0)
+
+
+def test_convergence_against_compute_skips_low_fidelity_values():
+    """Each trial records the epochs it trained; low-fidelity values never count as best."""
+    study = optuna.create_study(direction="maximize")
+    for value, fidelity, epochs in [(0.5, "full", 10), (0.9, "low", 2), (0.6, "full", 8),
+                                    (0.4, "full", 6)]:
+        study.add_trial(optuna.trial.create_trial(
+            value=value, user_attrs={keys.FIDELITY: fidelity, keys.EPOCHS: [epochs]}))
+    compute, best = analysis.best_so_far(study)
+    assert compute.tolist() == [10, 12, 20, 26]
+    assert best.tolist() == [0.5, 0.5, 0.6, 0.6]
+    figure = analysis.plot_convergence({"one": [study]})
+    by_compute = figure.axes[1]
+    assert [line.get_label() for line in by_compute.get_lines()] == ["one (n=1)"]
+    assert by_compute.get_lines()[0].get_xdata().max() == 26
 
 
 def test_note_has_configuration_best_plan_and_how_to_reproduce(searched):

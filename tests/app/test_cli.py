@@ -43,7 +43,7 @@ def slots_filled(study):
 def test_the_issue_example_runs_offline_and_resumes(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     first = cli(*SEARCH, "--storage", storage, "-q", check=True)
-    assert "best trial" in first.stdout
+    assert "best plan: trial" in first.stdout
     study = load(storage)
     assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 12}
     # N=4, E=1 with elite re-scoring (the default): generations of N + 2E = 6 trials
@@ -313,8 +313,14 @@ def exit_code_and_error(capsys, *argv):
     (["baseline", "--method", ""], "--method has unknown name ''"),
     (["search", "--sampler", "tpe", "--elite-pair-mean"],
      "--elite-pair-mean applies to the biotune sampler only, not tpe"),
-    (["search", "--sampler", "random", "--race-margin", "0.1"],
-     "--race-margin applies to the biotune sampler only"),
+    (["search", "--sampler", "random", "--exploration-rate", "0.1"],
+     "--exploration-rate applies to the biotune sampler only"),
+    (["search", "--sampler", "tpe", "--pruner", "median", "--multi-fidelity"],
+     "drop --pruner median or give --no-multi-fidelity"),
+    (["search", "--multi-fidelity", "--epochs", "3", "--low-epochs", "4"],
+     "--low-epochs (4) below --epochs (3)"),
+    (["search", "--multi-fidelity", "--elite", "0"], "--elite must be at least 1"),
+    (["search", "--compute-budget", "0"], "--compute-budget must be at least 1"),
 ])
 def test_more_bad_inputs_get_one_line_errors(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
