@@ -176,8 +176,9 @@ def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
             entry["trials"].append(len(study.trials))
             entry["epochs"].append(spent.epochs)
             entry["seconds"].append(spent.seconds)
-            entry["promotions"].append(sum(1 for t in study.trials
-                                           if t.user_attrs.get(keys.FIDELITY) == keys.FULL))
+            entry["promotions"].append(sum(  # completed at the full fidelity
+                1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+                and t.user_attrs.get(keys.FIDELITY) == keys.FULL))
             print(f"{key} s{seed} {method}: {len(study.trials)} trials, {spent.epochs} epochs, "
                   "tests " + ", ".join("-" if t is None else f"{t:.4f}" for t in tests),
                   flush=True)
@@ -207,7 +208,7 @@ def task_section(part: str, key: str, found: dict, seeds) -> str:
                      f"{np.mean(entry['trials']):.0f}", f"{np.mean(entry['epochs']):.0f}",
                      f"{np.mean(entry['promotions']):.0f}",
                      f"{np.mean(entry['seconds']):.0f}"])
-    header = ["method", *columns, "trials", "epochs trained", "full-fidelity trials",
+    header = ["method", *columns, "trials", "epochs trained", "trials completed at full fidelity",
               "training seconds"]
     mf = found.get("mf")
     diffs = []

@@ -1,5 +1,5 @@
-"""What a BioTune search costs before and after the cost work (activation cache, seed racing,
-learning curves stored once, a core share per process), on the paper's protocol, in one run.
+"""What a BioTune search costs before and after the cost work (activation cache, learning
+curves stored once, a core share per process), on the paper's protocol, in one run.
 
     .venv/bin/python -m benchmarks.search_cost                  # both tasks, rewrites RESULTS.md
     .venv/bin/python -m benchmarks.search_cost --tasks small --no-write
@@ -74,14 +74,13 @@ def resnet_source(seed: int = 0) -> str:
 def run_variant(name: str, options: dict, variant: str, storage: str) -> dict:
     now = variant == "now"
     config = SearchConfig(study_name=f"{name}-{variant}", storage=storage, **PROTOCOL,
-                          **options, racing=now, activation_cache=now)
+                          **options, activation_cache=now, multi_fidelity=False)
     task = build_task(config.model, config.dataset, weights=config.weights, shots=config.shots,
                       split_seed=config.split_seed, image_size=config.image_size,
                       activation_cache_mb=config.activation_cache_mb if now else None)
     study = open_study(config, task.block_names)
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
-                                  train_head=config.train_head, report_epochs=not now,
-                                  race_margin=config.race_margin if now else None)
+                                  train_head=config.train_head, report_epochs=not now)
     written = _time_storage_writes()
     start = time.perf_counter()
     with CoreShare(1, None if now else cores()) as share:
@@ -96,7 +95,6 @@ def run_variant(name: str, options: dict, variant: str, storage: str) -> dict:
     cache = task.activation_cache
     return {"seconds": seconds, "writes": written(), "trials": len(trials),
             "seed runs": len(epochs), "epochs": sum(epochs),
-            "raced": sum(1 for t in trials if keys.RACED in t.user_attrs),
             "cache hits": f"{cache.hits / max(cache.hits + cache.misses, 1):.0%}" if cache
             else "-", "test": scores.mean(), "se": scores.std(ddof=1) / np.sqrt(len(scores)),
             "plan": ", ".join(plan.trained_blocks)}
@@ -132,12 +130,12 @@ def cost_table(name: str, options: dict, folder: str) -> str:
         runs[variant] = run_variant(name, options, variant, f"sqlite:///{folder}/{name}.db")
         r = runs[variant]
         rows.append([variant, f"{r['seconds']:.0f}", f"{100 * r['writes'] / r['seconds']:.1f}%",
-                     str(r["seed runs"]), str(r["epochs"]), str(r["raced"]), r["cache hits"],
+                     str(r["seed runs"]), str(r["epochs"]), r["cache hits"],
                      f"{r['test']:.4f} ± {r['se']:.4f}", r["plan"]])
         print(" | ".join(rows[-1]), flush=True)
     ratio = runs["before"]["seconds"] / runs["now"]["seconds"]
-    header = ["", "search seconds", "storage writes", "seed runs", "epochs", "raced trials",
-              "cache hits", "test balanced acc (5 seeds, ± se)", "chosen plan trains"]
+    header = ["", "search seconds", "storage writes", "seed runs", "epochs", "cache hits",
+              "test balanced acc (5 seeds, ± se)", "chosen plan trains"]
     return (f"### {name}\n\n{results.table(header, rows)}\n\nSearch time before / now: "
             f"**{ratio:.2f}x**.")
 
@@ -145,7 +143,7 @@ def cost_table(name: str, options: dict, folder: str) -> str:
 WORKER = [sys.executable, "-m", "biotune_optuna.cli", "search", "--model", "small",
           "--dataset", "digits", "--study-name", "w", "--population", "6", "--elite", "2",
           "--epochs", "10", "--train-seeds", "0,1,2", "--trials", "48", "-q",
-          "--no-racing"]
+          "--no-multi-fidelity"]
 
 
 def workers_table(folder: str) -> str:
@@ -163,9 +161,9 @@ def workers_table(folder: str) -> str:
         alone = alone if rows else seconds
         rows.append([label, f"{seconds:.0f}", f"{seconds / alone:.2f}"])
         print(" | ".join(rows[-1]), flush=True)
-    return ("48 trials of the small task (N=6, E=2, 3 seeds, 10 epochs, no racing) in one "
-            "new SQLite study, wall time from the first start to the last exit (each process "
-            "imports torch and builds the task: a fixed cost of a few seconds each):\n\n"
+    return ("48 trials of the small task (N=6, E=2, 3 seeds, 10 epochs, the full protocol) "
+            "in one new SQLite study, wall time from the first start to the last exit (each "
+            "process imports torch and builds the task: a fixed cost of a few seconds each):\n\n"
             + results.table(["workers", "seconds", "/ 1 process"], rows))
 
 
@@ -198,11 +196,12 @@ def main() -> None:
             "trials, 3 training seeds each, at most 30 epochs, patience 3) on mnist5k -> "
             "digits with 10 labels per class; `small` is the built-in CNN pretrained on "
             "mnist5k, `resnet18` a torchvision ResNet-18 at 32x32 pretrained here on mnist5k. "
-            "before: no activation cache, no racing, every epoch reported to SQLite, every "
-            "core for the one process; now: the defaults (cache, racing margin 0.02, learning "
-            "curves stored once, the core share). Storage writes: the share of the search "
-            "time spent in trial.report and trial.set_user_attr. The chosen plan is picked "
-            "as train-best does and tested with seeds 0-4.\n\n" + "\n\n".join(sections) + "\n")
+            "before: no activation cache, every epoch reported to SQLite, every core for the "
+            "one process; now: the activation cache, learning curves stored once, the core "
+            "share (every trial at the full protocol in both). Storage writes: the share of "
+            "the search time spent in trial.report and trial.set_user_attr. The chosen plan is "
+            "picked as train-best does and tested with seeds 0-4.\n\n"
+            + "\n\n".join(sections) + "\n")
     results.publish("search_cost", "What a search costs", body, write=not args.no_write)
 
 
