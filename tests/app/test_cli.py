@@ -12,6 +12,7 @@ from collections import Counter
 import optuna
 import pytest
 
+from biotune_optuna.app import keys
 from biotune_optuna.app.studies import config_of
 from biotune_optuna.sampler.population import RETRY_OF, TrialRecord
 
@@ -50,6 +51,27 @@ def test_the_issue_example_runs_offline_and_resumes(cli, tmp_path):
     assert Counter(TrialRecord.of(t).generation for t in study.trials) == {0: 4, 1: 6, 2: 2}
     cli(*search(trials=16), "--storage", storage, "-q", check=True)
     assert len(load(storage).trials) == 16
+
+
+def test_a_multi_fidelity_search_spends_its_compute_budget_and_resumes_with_it(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/m.db"
+    argv = ["search", "--study-name", "m", "--storage", storage, "--model", "tiny",
+            "--epochs", "3", "--low-epochs", "1", "--population", "3", "--elite", "1",
+            "--multi-fidelity", "--compute-budget", "30", "-q"]
+    cli(*argv, check=True)
+    study = load(storage, "m")
+    spent = keys.compute_spent(study.trials).epochs
+    assert keys.compute_spent(study.trials[:-1]).epochs < 30 <= spent
+    assert {t.user_attrs[keys.FIDELITY] for t in study.trials if keys.EPOCHS in t.user_attrs} \
+        == {"low", "full"}
+    status = cli("status", "--storage", storage, "--study-name", "m", check=True).stdout
+    assert f"compute: {spent} epochs" in status and "compute budget: 30 of 30" in status
+    # the same study resumed with no option but its name keeps its compute budget
+    cli("search", "--study-name", "m", "--storage", storage, "-q", check=True)
+    assert len(load(storage, "m").trials) == len(study.trials)
+    cli("search", "--study-name", "m", "--storage", storage, "--compute-budget", "40", "-q",
+        check=True)
+    assert keys.compute_spent(load(storage, "m").trials).epochs >= 40
 
 
 def test_inspection_commands(cli, tmp_path):

@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from biotune_optuna.app import keys
+from biotune_optuna.app.studies import config_of, make_pruner
 from biotune_optuna.finetuning import baselines
 from biotune_optuna.finetuning.baselines import (
     AutoRGN,
@@ -132,22 +134,47 @@ def test_unknown_baseline_is_a_one_line_error(cli):
     assert "Traceback" not in result.stderr
 
 
-def test_compare_command_runs_every_sampler_and_seed_at_equal_budget(cli, tmp_path):
-    result = cli("compare", "--study-name", "c", "--model", "tiny", "--epochs", "1",
+def spent(study, last=None):
+    return keys.compute_spent(study.get_trials(deepcopy=False)[:last]).epochs
+
+
+def test_compare_command_runs_every_sampler_and_seed_at_equal_compute(cli, tmp_path):
+    result = cli("compare", "--study-name", "c", "--model", "tiny", "--epochs", "2",
                  "--samplers", "biotune,tpe,random", "--seeds", "0,1", "--trials", "7",
                  "--population", "3", "--elite", "1", "--out", "plots", "-q", check=True)
     storage = f"sqlite:///{tmp_path}/studies/c.db"
     names = sorted(optuna.get_all_study_names(storage))
     assert names == sorted(f"c-{s}-s{i}" for s in ("biotune", "tpe", "random") for i in (0, 1))
-    for name in names:
-        assert len(optuna.load_study(study_name=name, storage=storage).trials) == 7
+    for seed in (0, 1):
+        first = optuna.load_study(study_name=f"c-biotune-s{seed}", storage=storage)
+        assert len(first.trials) == 7
+        for other in ("tpe", "random"):  # the first sampler's compute on the same seed
+            study = optuna.load_study(study_name=f"c-{other}-s{seed}", storage=storage)
+            assert spent(study, -1) < spent(first) <= spent(study)
     for sampler in ("biotune", "tpe", "random"):
         assert f"\n{sampler} " in "\n" + result.stdout
+    assert "epochs to reach" in result.stdout
     assert (tmp_path / "plots" / "c_convergence.png").is_file()
-    # a budget in generations counts BioTune's re-scoring runs, and every sampler gets it
+    # a budget in generations counts BioTune's re-scoring runs
     cli("compare", "--study-name", "g", "--model", "tiny", "--epochs", "1", "--samplers",
         "biotune,tpe", "--seeds", "0", "--generations", "1", "--population", "3",
         "--elite", "1", "--out", "plots", "-q", check=True)
-    for name in ("g-biotune-s0", "g-tpe-s0"):
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/studies/g.db")
-        assert len(study.trials) == 3 + 5
+    study = optuna.load_study(study_name="g-biotune-s0", storage=f"sqlite:///{tmp_path}/studies/g.db")
+    assert len(study.trials) == 3 + 5
+
+
+def test_compare_under_multi_fidelity_prunes_the_others_from_the_same_first_rung(cli, tmp_path):
+    cli("compare", "--study-name", "m", "--model", "tiny", "--epochs", "3", "--low-epochs",
+        "1", "--multi-fidelity", "--samplers", "biotune,tpe", "--seeds", "0",
+        "--compute-budget", "40", "--population", "3", "--elite", "1", "--out", "plots", "-q",
+        check=True)
+    storage = f"sqlite:///{tmp_path}/studies/m.db"
+    biotune, tpe = (optuna.load_study(study_name=f"m-{s}-s0", storage=storage)
+                    for s in ("biotune", "tpe"))
+    pruner = make_pruner(config_of(tpe))  # what the search used (storage keeps no pruner)
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._min_resource == 1
+    assert all(t.intermediate_values for t in tpe.trials if t.user_attrs.get(keys.EPOCHS))
+    fidelities = {t.user_attrs.get(keys.FIDELITY) for t in biotune.trials} - {None}
+    assert fidelities == {"low", "full"}
+    for study in (biotune, tpe):
+        assert spent(study, -1) < 40 <= spent(study)
