@@ -194,10 +194,12 @@ def _image_folder(root: Path, size: int, resize: int | None) -> ImageData:
         empty = [name for name in folders if not found[name]]
         notes.append(f"{len(empty)} class folder(s) of {root} hold no image and are not "
                      f"classes ({', '.join(empty[:5])})")
+    if not classes:
+        raise DataError(f"image folder {root} has no images in class sub-folders; expected "
+                        f"{root}/<class>/<image>.jpg")
     if len(classes) < 2:
-        raise DataError(f"image folder {root} has images of {len(classes)} class; a "
-                        f"classifier needs at least 2 class sub-folders ({root}/<class>/"
-                        "<image>.jpg)")
+        raise DataError(f"image folder {root} has images of 1 class; a classifier needs at "
+                        "least 2 class sub-folders")
     files = [(path, label) for label, name in enumerate(classes) for path in found[name]]
     return _file_data(root.name, classes, files, size, resize, notes, str(root))
 
@@ -415,6 +417,9 @@ def make_splits(data: ImageData, shots: int | None = None, val_shots: int | None
             val.append(members[shots:need])
             rest.append(members[need:])
         else:
+            if not len(members):
+                raise DataError(f"class {data.classes[c]!r} of {data.name} has no image to "
+                                "train on; add images of it or remove the class")
             n_test = 0 if data.test_pool is not None else int(round(test_fraction * len(members)))
             n_val = int(round(val_fraction * (len(members) - n_test)))
             rest.append(members[:n_test])

@@ -160,7 +160,7 @@ def test_objective_reports_every_epoch_so_pruners_work(task):
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.PRUNED
-    assert list(trial.intermediate_values) == [0]
+    assert list(trial.intermediate_values) == [1]  # step: epochs trained so far
 
 
 def test_folds_rotate_with_the_generation(task):
