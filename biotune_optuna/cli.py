@@ -292,6 +292,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
               f"can reach {args.host}:{args.port} can read and change the studies",
               file=sys.stderr)
     _check_listening(args.host, args.port)
+    # A server has nothing to save: SIGTERM ends it at once (raised as KeyboardInterrupt
+    # it could land inside the server's start-up, which swallows it and serves on).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print(f"optuna-dashboard on http://{args.host}:{args.port} for {masked(url)} (Ctrl-C "
           "stops it)")
     run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store_for(url))

@@ -57,9 +57,10 @@ class InputSpec:
             if values:
                 values = tuple(float(v) for v in values)
                 if len(values) not in (1, self.channels):
-                    raise ModelError(f"the input {name} takes 1 or {self.channels} values "
-                                     f"(the model has {self.channels} input channels), got "
-                                     f"{len(values)}")
+                    allowed = "1 value" if self.channels == 1 else \
+                        f"1 or {self.channels} values"
+                    raise ModelError(f"the input {name} takes {allowed} (the model has "
+                                     f"{self.channels} input channel(s)), got {len(values)}")
                 changes[name] = values * self.channels if len(values) == 1 else values
         if any(v <= 0 for v in changes.get("std", ())):
             raise ModelError(f"the input std must be positive, got {changes['std']}")
