@@ -1,8 +1,8 @@
 """The ``biotune-optuna`` command: search, inspect, export and retrain fine-tuning plans.
 
 Exit codes: 0 success, 1 a failure while running, 2 a usage or input error (one line on
-stderr, no traceback), 130 interrupted (the study stays consistent; run the same command
-again to resume).
+stderr, no traceback), 130 interrupted (a search's study stays consistent; run the same
+command again to resume it).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import textwrap
@@ -62,7 +63,8 @@ EXAMPLES = {
         biotune-optuna baseline --config studies/demo.toml --method lora --rank 8""",
     "compare": """
         biotune-optuna compare --study-name cmp --samplers biotune,tpe,random,cmaes \\
-            --seeds 5 --trials 46 --population 6 --elite 2 --model small --dataset digits""",
+            --seeds 0,1,2,3,4 --trials 46 --population 6 --elite 2 --model small \\
+            --dataset digits""",
     "studies": "biotune-optuna studies --storage sqlite:///studies/demo.db",
     "plot": """
         biotune-optuna plot --storage sqlite:///studies/demo.db --study-name demo --out plots
@@ -212,6 +214,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args, _stored_options(_existing_study(args)))
     study = search(config, n_jobs=args.n_jobs, quiet=args.quiet, verbose=args.verbose)
+    if not keys.ranked_plans(study):  # the search ran, and every trial failed
+        from biotune_optuna.app.export import no_plan
+
+        print(f"biotune-optuna: error: {no_plan(study)}", file=sys.stderr)
+        return 1
     _print_best(study)
     return 0
 
@@ -267,7 +274,8 @@ def cmd_train_best(args: argparse.Namespace) -> int:
     study = _load_study(args)
     seeds = _seeds(args.seeds)
     print(train_best(study, seeds, args.out, device=args.device, data_root=args.data_root,
-                     compare=args.compare, quiet=args.quiet, top_k=args.top_k))
+                     compare=args.compare, quiet=args.quiet, top_k=args.top_k,
+                     storage_url=_storage_url(args), threads=args.threads))
     return 0
 
 
@@ -283,10 +291,33 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"biotune-optuna: warning: optuna-dashboard has no authentication; anyone who "
               f"can reach {args.host}:{args.port} can read and change the studies",
               file=sys.stderr)
+    _check_listening(args.host, args.port)
+    # A server has nothing to save: SIGTERM ends it at once (raised as KeyboardInterrupt
+    # it could land inside the server's start-up, which swallows it and serves on).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print(f"optuna-dashboard on http://{args.host}:{args.port} for {masked(url)} (Ctrl-C "
           "stops it)")
     run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store_for(url))
     return 0
+
+
+def _check_listening(host: str, port: int) -> None:
+    """Refuse a port that is taken or not permitted before the server says it listens."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ConfigError(f"--host {host} is not an address of this machine ({error.strerror})"
+                          ) from None
+    family, kind, _, _, address = infos[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror}); pick another "
+                              "--port (or --host)") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -310,6 +341,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from biotune_optuna.app.dashboard import publish
 
     study = _load_searched_study(args)
+    if not keys.ranked_plans(study):  # nothing to draw: no empty plots are written
+        from biotune_optuna.app.export import no_plan
+
+        raise ConfigError(no_plan(study))
     groups: dict[str, list[optuna.Study]] = {}
     others = [n for n in str(args.compare or "").replace(",", " ").split() if n]
     for other in [study, *(_load_study(argparse.Namespace(**{**vars(args), "study_name": n}))
@@ -477,6 +512,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+RESUMES = "interrupted; the study is consistent, run the same command again to resume"
+INTERRUPTED = {"search": RESUMES, "compare": RESUMES, "demo": RESUMES,
+               "dashboard": "dashboard stopped",
+               None: "interrupted; nothing was saved, run the command again to start over"}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) that point at the command's help, and no
     abbreviated flags (``--sampler`` must not silently mean ``--samplers``)."""
@@ -522,12 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_options(train)
     train.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, e.g. 0,1,2")
     train.add_argument("--out", type=_output_file, default=None, help="checkpoint path (default: "
-                       "<study>-best.pt beside a SQLite or journal storage file, else in "
+                       "<study>-best.pt beside the study's SQLite or journal file, else in "
                        "./studies/)")
     train.add_argument("--top-k", type=_at_least(1), default=5, help="re-validate this many of the "
                        "best trials with --seeds and keep the best (1: the best trial alone)")
     train.add_argument("--device", default="auto", help=_help("device"))
     train.add_argument("--data-root", default=None, metavar="DIR", help=_help("data_root"))
+    train.add_argument("--threads", type=_at_least(1), default=None, metavar="N",
+                       help="torch threads (default: torch's own, every core)")
     train.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                        help="also run full fine-tuning and linear probing on the same seeds")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -561,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--samplers", default="biotune,tpe,random,cmaes",
                             help=f"samplers to compare, comma-separated: {', '.join(SAMPLERS)}")
     comparison.add_argument("--seeds", default="0,1,2,3,4",
-                            help="sampler seeds: one study per sampler and seed")
+                            help="sampler seeds, a list such as 0,1,2,3,4: one study per "
+                            "sampler and seed")
     comparison.add_argument("--target", type=float, default=None, help="value whose "
                             "first-reaching trial is reported (default: the lowest best)")
     comparison.add_argument("--out", default="plots", help="directory of the plot")
@@ -618,12 +662,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"biotune-optuna: error: {scrubbed(str(error), url)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nbiotune-optuna: interrupted; the study is consistent, run the same command "
-              "again to resume", file=sys.stderr)
+        print(f"\nbiotune-optuna: {INTERRUPTED.get(args.command, INTERRUPTED[None])}",
+              file=sys.stderr)
         return 130
-    except Exception:  # a failure while running: the traceback, without the storage's secrets
-        print(scrubbed(traceback.format_exc(), url), end="", file=sys.stderr)
+    except BrokenPipeError:  # the reader went away (`best | head`): nothing left to say
+        try:  # Python flushes stdout again on exit: let that write go nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file (captured)
+            pass
+        return 0
+    except Exception as error:  # a failure while running
+        problem = _storage_failure(error, url or _default_storage(args))
+        if problem:
+            print(f"biotune-optuna: error: {scrubbed(problem, url)}", file=sys.stderr)
+        else:  # a bug: the traceback, without the storage's secrets
+            print(scrubbed(traceback.format_exc(), url), end="", file=sys.stderr)
         return 1
+
+
+def _default_storage(args: argparse.Namespace) -> str | None:
+    try:
+        return _storage_url(args)
+    except ConfigError:
+        return None
+
+
+def _storage_failure(error: BaseException, url: str | None) -> str | None:
+    """One line for a storage that failed under a running command (a file deleted or made
+    read-only meanwhile, a lost database server), None for anything else."""
+    from biotune_optuna.app.storage_urls import storage_file
+
+    file = storage_file(url) if url else None
+    if file is not None and not file.exists():
+        return (f"the storage file {file} disappeared while the command ran; what it wrote "
+                "before is lost with it (restore the file, or start again)")
+    chain, seen = [], error
+    while seen is not None:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # pragma: no cover
+        return None
+    failed = next((e for e in chain if isinstance(e, OperationalError)), None)
+    if failed is None:
+        return None
+    detail = str(failed.orig) if getattr(failed, "orig", None) else str(failed).splitlines()[0]
+    where = masked(url) if url else "the storage"
+    return (f"the storage {where} failed while the command ran ({detail}); check that it can "
+            "be written (permissions, disk space, the server) and run the command again")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from biotune_optuna.analysis.plots import (
     plot_pareto,
     plot_population,
 )
+from biotune_optuna.app.keys import file_name
 
 PLOTS = {
     "layer_importance": plot_layer_importance,
@@ -41,7 +42,7 @@ def plot_all(study: optuna.Study, out_dir: str | Path,
     figures["convergence"] = plot_convergence(compare or {study.study_name: [study]},
                                               title=f"{study.study_name}: convergence")
     for name, figure in figures.items():
-        path = out / f"{study.study_name}_{name}.png"
+        path = out / f"{file_name(study.study_name)}_{name}.png"
         figure.savefig(path)
         plt.close(figure)
         written.append(path)

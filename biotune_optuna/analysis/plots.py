@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from biotune_optuna.analysis._table import (
     TrialTable,
@@ -283,6 +284,8 @@ def plot_population(study: optuna.Study) -> Figure:
     right.set_ylim(-0.05, 1.05)
     right.set_title("Extinction probabilities (mutation pressure)")
     right.grid(alpha=0.3)
+    for ax in (left, right):  # generations are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"{study.study_name}: BioTune population" +
                  ("" if stored else " (no BioTune populations stored)"))
     return fig

@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from biotune_optuna.app.keys import file_name
 from biotune_optuna.app.storage_urls import masked
 from biotune_optuna.finetuning.names import (
     BUILTIN_DATASETS,
@@ -122,7 +123,15 @@ class SearchConfig:
                                    low=1, group="task")
     split_seed: int = option(0, "seed of the train/val/test split", low=0, group="task")
     image_size: int | None = option(None, "input size (default: the weights' own "
-                                    "preprocessing)", low=1, group="task")
+                                    "preprocessing, or what your model declares as "
+                                    "biotune_input)", low=1, group="task")
+    input_mean: list[float] | None = option(
+        None, "mean of each input channel after scaling pixels to [0, 1] (one value for "
+        "all; default: the weights' or your model's own)", group="task", legacy=None,
+        metavar="MEANS")
+    input_std: list[float] | None = option(
+        None, "standard deviation of each input channel, as --input-mean", group="task",
+        legacy=None, metavar="STDS")
     max_test: int | None = option(None, "cap the test split (stratified), for quick runs",
                                   low=1, runtime=True, metavar="N", group="task")
     # how each plan is trained
@@ -220,6 +229,10 @@ class SearchConfig:
             _check(f.name, getattr(self, f.name), f.metadata["spec"])
         if not self.study_name.strip():
             raise ConfigError("--study-name must not be empty")
+        if file_name(self.study_name) != self.study_name:
+            raise ConfigError(f"--study-name {self.study_name!r} cannot name a file (it names "
+                              "the default storage and checkpoint files); use letters, "
+                              f"digits, '.', '-' and '_', such as {file_name(self.study_name)!r}")
         if not self.train_seeds:
             raise ConfigError("--train-seeds needs at least one seed")
         if len(set(self.train_seeds)) < len(self.train_seeds):
@@ -353,7 +366,8 @@ def option_names() -> list[str]:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Options from a TOML file (top-level keys or a [search] table; dashes allowed)."""
+    """Options from a TOML file: top-level keys and a [search] table together (dashes
+    allowed); any other table, or a key given in both places, is refused."""
     path = Path(path)
     if not path.is_file() and not path.is_absolute() and (STUDIES_DIR / path).is_file():
         path = STUDIES_DIR / path
@@ -367,8 +381,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not text; give a .toml file") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-    raw = raw.get("search", raw)
-    return {k.replace("-", "_"): v for k, v in raw.items()}
+    table = raw.pop("search", {})
+    others = [k for k, v in raw.items() if isinstance(v, dict)]
+    if not isinstance(table, dict) or others:
+        name = "search" if not isinstance(table, dict) else others[0]
+        raise ConfigError(f"config file {path} has a [{name}] table; put options at the top "
+                          "level or in a [search] table")
+    both = sorted(set(raw) & set(table))
+    if both:
+        raise ConfigError(f"config file {path} sets {both[0]!r} both at the top level and in "
+                          "[search]; keep one")
+    return {k.replace("-", "_"): v for k, v in {**raw, **table}.items()}
 
 
 def make_config(file_options: Mapping[str, Any] | None = None,
@@ -392,14 +415,21 @@ def _coerce(name: str, value: Any, annotation: str, spec: Spec) -> Any:
     """Check a TOML or flag value against the option's type, converting where lossless."""
     if spec.words and isinstance(value, str) and value.lower() in spec.words:
         return spec.words[value.lower()]
-    if "list[int]" in annotation:
+    for kind, convert, example in (("list[int]", int, "integers such as 0,1,2"),
+                                   ("list[float]", float, "numbers such as 0.5,0.5,0.5")):
+        if kind not in annotation:
+            continue
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
+        elif isinstance(value, (int, float)):
+            value = [value]
         try:
-            return [int(v) for v in value]
+            values = [convert(v) for v in value]
         except (TypeError, ValueError):
-            raise ConfigError(f"{flag(name)} takes integers such as 0,1,2, got {value!r}"
-                              ) from None
+            values = None
+        if values is None or (convert is float and not all(map(math.isfinite, values))):
+            raise ConfigError(f"{flag(name)} takes {example}, got {value!r}")
+        return values
     nouns = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
     for kind, convert in (("bool", _to_bool), ("int", int), ("float", float), ("str", str)):
         if annotation.startswith(kind):

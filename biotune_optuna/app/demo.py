@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from biotune_optuna.app import keys as keys
@@ -42,4 +41,4 @@ def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
             f"class; BioTune search of {config.n_trials} trials in {config.storage_label}\n\n"
             f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "
             f"{config.storage_label}` and `biotune-optuna dashboard --storage "
-            f"{config.storage_label}` inspect it\n" + json.dumps(summary))
+            f"{config.storage_label}` inspect it")

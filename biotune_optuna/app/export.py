@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import optuna
 
@@ -16,9 +17,28 @@ def best(study: optuna.Study) -> keys.RankedPlan:
     """The plan the study hands over (:func:`keys.ranked_plans`)."""
     ranked = keys.ranked_plans(study)
     if not ranked:
-        raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
-                          "biotune-optuna search first")
+        raise ConfigError(no_plan(study))
     return ranked[0]
+
+
+def no_plan(study: optuna.Study) -> str:
+    """Why a study has no plan to hand over, and what to do."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return f"study {study.study_name!r} has no trial yet; run biotune-optuna search first"
+    states = Counter(t.state.name.lower() for t in trials)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    reasons = [t.user_attrs[keys.FAILED_REASON] for t in trials
+               if keys.FAILED_REASON in t.user_attrs]
+    finished = sum(states[s] for s in ("fail", "pruned"))
+    if finished < len(trials):
+        return (f"study {study.study_name!r} has no completed trial yet ({counts}); let its "
+                "search finish a trial first")
+    return (f"study {study.study_name!r} has no completed trial: all {len(trials)} failed or "
+            f"were pruned ({counts})" + (f"; the first failure: {reasons[0]}" if reasons else
+                                         "; look at the trials' failed_reason in status or "
+                                         "optuna-dashboard") +
+            ". Fix that and search again (a new --study-name starts afresh)")
 
 
 def best_plan(study: optuna.Study) -> dict:

@@ -15,12 +15,13 @@ from biotune_optuna.app import keys
 from biotune_optuna.app.config import ConfigError, SearchConfig
 from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
+from biotune_optuna.app.export import no_plan
 from biotune_optuna.app.keys import trial_plan
 from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.runner import Budget, StopRequests, run_search
 from biotune_optuna.app.storage_urls import storage_file
-from biotune_optuna.app.studies import config_of, open_study, reports_epochs
+from biotune_optuna.app.studies import config_of, describe_study, open_study, reports_epochs
 from biotune_optuna.finetuning.baselines import baseline
 from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.finetuning.evaluation import (
@@ -33,7 +34,7 @@ from biotune_optuna.finetuning.evaluation import (
 from biotune_optuna.finetuning.models import is_torchvision_model
 from biotune_optuna.finetuning.names import BUILTIN_DATASETS, BUILTIN_MODELS
 from biotune_optuna.finetuning.task import Task
-from biotune_optuna.finetuning.train import resolve_device
+from biotune_optuna.finetuning.train import resolve_device, use_threads
 
 
 def task_for(config: SearchConfig) -> Task:
@@ -42,13 +43,19 @@ def task_for(config: SearchConfig) -> Task:
                       split_seed=config.split_seed, data_root=config.data_root,
                       download=config.download, image_size=config.image_size,
                       max_test=config.max_test, workers=config.workers, head=config.head,
+                      input_mean=config.input_mean, input_std=config.input_std,
                       activation_cache_mb=config.activation_cache_mb
                       if config.activation_cache else None)
 
 
 def notices(config: SearchConfig, task: Task) -> list[str]:
     """What a search is about to do that the user may not mean (said, not refused)."""
-    said = []
+    said = [*task.data.notes, *task.model.notes]
+    if not task.model.input.declared:
+        said.append(f"{config.model} declares no input format, so it gets "
+                    f"{task.model.input.describe()}; if it expects another, declare "
+                    "biotune_input on the model or give --image-size, --input-mean and "
+                    "--input-std")
     if config.model not in BUILTIN_MODELS and ":" not in config.model and \
             not is_torchvision_model(config.model):
         said.append(f"the study records model {config.model!r}, which only this Python "
@@ -72,34 +79,29 @@ def notices(config: SearchConfig, task: Task) -> list[str]:
     return said
 
 
-def describe_blocks(task: Task) -> dict[str, dict]:
-    return {b.name: {"modules": list(b.modules), "n_params": b.n_params,
-                     **({"params": list(b.params)} if not b.modules else {})}
-            for b in task.blocks}
-
-
 def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: bool = False,
            task: Task | None = None) -> optuna.Study:
     """Run (or resume) the search the configuration describes, with progress bars. A given
     ``task`` (your own model, built in Python) names the model the study records."""
     resolve_device(config.device)  # a device that cannot be used is refused before any trial
     if task is not None and task.model.name != config.model:
-        config = config.replace(model=task.model.name, weights=task.model.weights)
+        config = config.replace(model=task.model.name,
+                                weights=task.options.get("weights", task.model.weights))
     task = task or task_for(config)
     study = open_study(config, task.block_names)
-    if keys.BLOCKS not in study.user_attrs:
-        study.set_user_attr(keys.BLOCKS, describe_blocks(task))
+    describe_study(study, task, None)
     budget = budget_of(config)
     keys.set_budget(study, budget.trials, budget.epochs)
     for line in notices(config, task):
         print(f"biotune-optuna: note: {line}", file=sys.stderr, flush=True)
     if not quiet:
         print(f"study {config.study_name!r} in {config.storage_label}: {config.model} "
-              f"({len(task.blocks)} blocks) on {task.data.name}, {task.splits.summary()}, "
+              f"({len(task.blocks)} blocks; input {task.model.input.describe()}) on "
+              f"{task.data.name}, {task.splits.summary()}, "
               f"{config.sampler} sampler, {describe_budget(budget)}"
               + (f", multi-fidelity (low: {config.low_fidelity.epochs} epochs, 1 seed)"
                  if config.multi_fidelity else ""))
-    progress = SearchProgress(study, budget, quiet=quiet, epochs=verbose)
+    progress = SearchProgress(study, budget, quiet=quiet, epochs=verbose, grace=config.grace)
     stops = StopRequests()
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
                                   config.folds, on_epoch=progress.epoch,
@@ -143,8 +145,7 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
     estimates). Test metrics play no part."""
     candidates = top_trials(study, top_k)
     if not candidates:
-        raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run "
-                          "biotune-optuna search first")
+        raise ConfigError(no_plan(study))
     if not quiet:
         print(f"re-validating the top {len(candidates)} trials with seeds {seeds} ...",
               flush=True)
@@ -165,13 +166,19 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
 
 def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
                device: str | None = None, data_root: str | None = None, compare: bool = True,
-               quiet: bool = False, task: Task | None = None, top_k: int = 5) -> str:
-    """Pick the best plan among the study's ``top_k`` trials by their mean validation value
+               quiet: bool = False, task: Task | None = None, top_k: int = 5,
+               storage_url: str | None = None, threads: int | None = None) -> str:
+    """Pick the best plan among the study's ``top_k`` plans by their mean validation value
     over ``seeds`` (retrained on the training split), test it, save the first seed's
-    best-epoch weights, and (with ``compare``) put full fine-tuning and linear probing
-    beside it on the same seeds."""
-    config = config_of(study, device=device, data_root=data_root)
+    best-epoch weights (to ``out``, else beside the study's SQLite or journal file at
+    ``storage_url``), and (with ``compare``) put full fine-tuning and linear probing beside
+    it on the same seeds."""
+    if not keys.ranked_plans(study):
+        raise ConfigError(no_plan(study))
+    config = config_of(study, device=device, data_root=data_root, threads=threads)
     resolve_device(config.device)
+    if config.threads:
+        use_threads(config.threads)
     task = task or task_for(config)
     train = config.train_config()
     trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet,
@@ -182,7 +189,8 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
         if not quiet:
             print(f"training {name} with seeds {seeds} ...", flush=True)
         evaluations.append(evaluate_plan(task, recipe, train, seeds, name, quiet=quiet))
-    path = Path(out) if out else _beside_study(study, config.storage_url, "-best.pt")
+    path = Path(out) if out else _beside_study(study, storage_url or config.storage_url,
+                                               "-best.pt")
     save_checkpoint(path, result, plan=plan.as_dict(), params=trial.params,
                     classes=list(task.data.classes), model=config.model, head=task.model.heads,
                     config=config.fingerprint(), test=result.as_dict())
@@ -197,7 +205,7 @@ def _beside_study(study: optuna.Study, storage_url: str, suffix: str) -> Path:
     file = storage_file(storage_url)
     folder = file.parent if file else Path("studies")
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{study.study_name}{suffix}"
+    return folder / f"{keys.file_name(study.study_name)}{suffix}"
 
 
 REVALIDATION_SEEDS = (100, 101, 102)  # fresh seeds to pick each search's plan by validation
@@ -247,6 +255,9 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
     from biotune_optuna.analysis import best_so_far, plot_convergence
 
     configs = {s: config.replace(sampler=s, storage=config.storage_url) for s in samplers}
+    if len(seeds) == 1 and not quiet:
+        print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
+              "--seeds is a list of seeds, such as 0,1,2,3,4", file=sys.stderr, flush=True)
     task = task_for(config)
     studies: dict[str, list[optuna.Study]] = {}
     for seed in seeds:
@@ -298,10 +309,11 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
                      f"{needed:>24}")
     fidelity = (f"multi-fidelity, low fidelity {config.low_fidelity.epochs} epochs of one "
                 "seed run" if config.multi_fidelity else "every trial at the full protocol")
-    lines.append(f"({len(seeds)} seeds per sampler, {fidelity}; the others matched to "
+    per = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per sampler"
+    lines.append(f"({per}, {fidelity}; the others matched to "
                  f"{samplers[0]}'s compute per seed, in {config.storage_label}; best "
                  f"validation: the plan each search hands over; convergence plot {plot})"
                  if config.compute_budget is None else
-                 f"({len(seeds)} seeds per sampler, {fidelity}, {config.compute_budget:,} "
+                 f"({per}, {fidelity}, {config.compute_budget:,} "
                  f"epochs each, in {config.storage_label}; convergence plot {plot})")
     return "\n".join(lines)

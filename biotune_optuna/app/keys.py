@@ -16,6 +16,7 @@ from biotune_optuna.sampler.population import FULL, LOW
 
 CONFIG = "biotune_optuna:config"  # the search configuration (its fingerprint) and blocks
 BLOCKS = "biotune_optuna:blocks"  # block -> modules and parameter count
+INPUT = "biotune_optuna:input"  # the model's input format: channels, size, mean, std
 BUDGET = "biotune_optuna:budget"  # trials the last search command asked for
 COMPUTE_BUDGET = "biotune_optuna:compute_budget"  # epochs the last search command asked for
 FINAL = "biotune_optuna:final"  # test results of train-best
@@ -35,6 +36,13 @@ RESCORE_SEEDS = "rescore_seeds"  # the fresh training seeds of an elite's re-sco
 INTERRUPTED = "interrupted"  # failed by Ctrl-C: the next run retries it
 IMAGE_EPOCHS = "image_epochs"  # the trial's compute: epochs trained x training images
 FIDELITY = "fidelity"  # low or full: what the trial trained (multi-fidelity searches)
+
+
+def file_name(name: str) -> str:
+    """A study's name as one file name (the default storage, checkpoints, plots): path
+    separators and other unsafe characters become '_', a leading '.' is dropped."""
+    safe = "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).lstrip(".")
+    return safe or "_"
 
 
 def validation_key(metric: str) -> str:

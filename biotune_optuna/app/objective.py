@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,7 +69,9 @@ class FineTuneObjective:
             (the first epochs of a full run, on the same schedule) and its number of seeds.
 
     Every trial records what it cost (``epochs`` per seed run, ``image_epochs``,
-    ``seconds``) and the fidelity it trained at, pruned and diverged trials included.
+    ``seconds``) and the fidelity it trained at, pruned and diverged trials included. A
+    study that holds no configuration yet (one made in Python) gets one from the task,
+    this objective, the study's sampler and pruner, so the command line can read it.
     """
 
     task: Task
@@ -82,8 +84,16 @@ class FineTuneObjective:
     should_stop: Callable[[], bool] | None = None
     report_epochs: bool = True
     low_fidelity: Fidelity | None = None
+    _described: set = field(default_factory=set, init=False, repr=False)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        study = trial.study
+        if (id(study._storage), study._study_id) not in self._described:  # made in Python?
+            from biotune_optuna.app.studies import config_of_objective, describe_study
+
+            if keys.CONFIG not in study.user_attrs:
+                describe_study(study, self.task, config_of_objective(study, self))
+            self._described.add((id(study._storage), study._study_id))
         names = self.task.block_names
         plan = genome.decode(genome.suggest_genome(trial, names), names, self.train_head)
         attrs = plan_attrs(plan, self.task)

@@ -19,7 +19,8 @@ class SearchProgress:
     budget only, of the epochs trained) with the best value and generation."""
 
     def __init__(self, study: optuna.Study, budget: Budget, quiet: bool = False,
-                 epochs: bool = False) -> None:
+                 epochs: bool = False, grace: int = 180) -> None:
+        self.grace, self._waited_for = grace, None
         trials = study.get_trials(deepcopy=False)
         self.by_compute = budget.trials is None
         if self.by_compute:
@@ -60,7 +61,7 @@ class SearchProgress:
             self.trials.update(1)
         reason = trial.user_attrs.get(keys.FAILED_REASON)
         if trial.state == TrialState.FAIL and reason:
-            self.trials.write(f"trial {trial.number} failed: {reason}")
+            self.trials.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
         self._describe(study)
         self.epochs.reset()
 
@@ -69,9 +70,16 @@ class SearchProgress:
         self.epochs.set_postfix_str(f"seed run {run + 1} val {value:.4f}")
 
     def waiting(self, running: list) -> None:
-        numbers = ", ".join(str(t.number) for t in running)
-        self.trials.write(f"waiting for running trial(s) {numbers}: another worker's, or a dead "
-                          "worker's that will be retried once its heartbeat expires")
+        """Said once per set of trials waited for (the wait polls every few seconds)."""
+        numbers = [t.number for t in running]
+        if self.quiet or numbers == self._waited_for:
+            return
+        self._waited_for = numbers
+        deadline = time.strftime("%H:%M:%S", time.localtime(time.time() + self.grace))
+        self.trials.write(f"waiting for running trial(s) {', '.join(map(str, numbers))}: "
+                          "another worker's, or a dead worker's, which is failed and retried "
+                          f"once its heartbeat is {self.grace} s old (--grace), by {deadline} "
+                          "at the latest", file=sys.stderr)
 
     def close(self) -> None:
         self.epochs.close()

@@ -62,9 +62,14 @@ def status_report(study: optuna.Study) -> str:
 
 
 def busy_seconds(trials) -> float:
-    """The time at least one trial was running (the union of the trials' intervals)."""
+    """The time at least one trial was running (the union of the trials' intervals). A
+    trial whose worker died is left out: it was failed once its heartbeat expired, so its
+    interval ends long after the worker stopped."""
+    retried = {t.system_attrs.get(RETRY_OF) for t in trials}
     intervals = sorted((t.datetime_start, t.datetime_complete) for t in trials
-                       if t.datetime_start and t.datetime_complete)
+                       if t.datetime_start and t.datetime_complete and not (
+                           t.number in retried and t.state == TrialState.FAIL
+                           and not t.user_attrs.get(keys.INTERRUPTED)))
     total, end = 0.0, None
     for start, stop in intervals:
         if end is None or start > end:

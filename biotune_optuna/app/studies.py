@@ -17,7 +17,7 @@ from biotune_optuna.app.keys import INTERRUPTED, study_config
 from biotune_optuna.app.storage import open_storage, retry_callback
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.coordination import study_lock
-from biotune_optuna.sampler.core import BioTuneSampler
+from biotune_optuna.sampler.core import SEED, BioTuneSampler
 from biotune_optuna.sampler.population import RETRY_OF
 
 logger = logging.getLogger(__name__)
@@ -120,3 +120,65 @@ def config_of(study: optuna.Study, **runtime) -> SearchConfig:
                           "its configuration is unknown")
     return SearchConfig(study_name=study.study_name, **with_legacy_options(stored),
                         **{k: v for k, v in runtime.items() if v is not None})
+
+
+def describe_study(study: optuna.Study, task, config: SearchConfig | None) -> None:
+    """Write what the commands read from a study (its configuration, blocks and input
+    format) unless it is there: a study made in Python (``build_task``, a sampler and
+    :class:`~biotune_optuna.app.objective.FineTuneObjective`) then works with ``best``,
+    ``export``, ``status``, ``plot`` and ``train-best`` like one made by ``search``."""
+    attrs = study.user_attrs
+    if config is not None and keys.CONFIG not in attrs:
+        study.set_user_attr(keys.CONFIG, {**config.fingerprint(), "blocks": task.block_names})
+    if keys.BLOCKS not in attrs:
+        study.set_user_attr(keys.BLOCKS, {b.name: {"modules": list(b.modules),
+                                                   "n_params": b.n_params,
+                                                   **({"params": list(b.params)}
+                                                      if not b.modules else {})}
+                                          for b in task.blocks})
+    if keys.INPUT not in attrs:
+        study.set_user_attr(keys.INPUT, task.model.input.as_dict())
+
+
+SAMPLER_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "CmaEsSampler": "cmaes",
+                 "NSGAIISampler": "nsga2"}
+PRUNER_NAMES = {"NopPruner": "none", "MedianPruner": "median",
+                "HyperbandPruner": "hyperband"}
+
+
+def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
+    """The configuration a study made in Python ran with, from its task, objective, sampler
+    and pruner; None when the sampler or pruner is not one the command line knows (the
+    blocks and input format are still recorded)."""
+    sampler, pruner = study.sampler, type(study.pruner).__name__
+    options = {k: list(v) if isinstance(v, tuple) else v
+               for k, v in objective.task.options.items() if v is not None}
+    if isinstance(sampler, BioTuneSampler):
+        settings = sampler.settings()
+        options |= dict(sampler="biotune", population=settings["population_size"],
+                        elite=settings["elite_size"],
+                        exploration_rate=settings["exploration_rate"],
+                        rescore_elites=settings["rescore_elites"],
+                        elite_pair_mean=settings["elite_pair_mean"],
+                        seed=study._storage.get_study_system_attrs(study._study_id).get(
+                            SEED, sampler._seed or 0))
+    elif type(sampler).__name__ in SAMPLER_NAMES:
+        options["sampler"] = SAMPLER_NAMES[type(sampler).__name__]
+    else:
+        return None
+    if pruner not in PRUNER_NAMES:
+        return None
+    train, low = objective.config, objective.low_fidelity
+    options |= dict(lr=train.base_lr, optimizer=train.optimizer, weight_decay=train.weight_decay,
+                    epochs=train.epochs, patience=train.patience, batch_size=train.batch_size,
+                    metric=train.metric, augment=train.augment, cosine_t_max=train.cosine_t_max,
+                    train_seeds=list(objective.seeds), folds=objective.n_folds,
+                    train_head=objective.train_head,
+                    trainable_penalty=objective.trainable_penalty,
+                    multi_fidelity=low is not None, pruner=PRUNER_NAMES[pruner],
+                    **({"low_epochs": low.epochs} if low is not None else {}))
+    try:
+        return SearchConfig(study_name=keys.file_name(study.study_name), **options)
+    except ConfigError as error:
+        logger.debug("study %s keeps no configuration: %s", study.study_name, error)
+        return None

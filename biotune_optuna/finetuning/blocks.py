@@ -244,6 +244,14 @@ def _timm_blocks(model: nn.Module) -> list[Block]:
         label = "stem" if position == 0 else "head" if position == len(ordered) - 1 else \
             f"stage{position}"
         named.append((label, modules))
+    # timm's last group holds the layers after the stages too (conv_head, norms): the head
+    # is the classifier alone, so that linear probing trains the classifier only
+    classifier = model.pretrained_cfg.get("classifier")
+    classifier = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
+    label, modules = named[-1]
+    others = [m for m in modules if m != classifier and not m.startswith(f"{classifier}.")]
+    if classifier and others and len(others) < len(modules):
+        named[-1:] = [("neck", others), (label, [m for m in modules if m not in others])]
     return _from_modules(model, named)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import inspect
 import os
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,7 @@ class ImageData:
     dataset: Dataset | None = None  # items (C x H x W float tensor, label)
     test_pool: np.ndarray | None = None  # indices of the official test split
     workers: int = 0
+    notes: list[str] = field(default_factory=list)  # what loading changed (said to the user)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -183,22 +185,53 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _image_folder(root: Path, size: int, resize: int | None) -> ImageData:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted((root / name).rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                paths.append(path)
-                labels.append(label)
-    if not paths:
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir())
+    found = {name: [p for p in sorted((root / name).rglob("*"))
+                    if p.suffix.lower() in IMAGE_SUFFIXES] for name in folders}
+    classes = [name for name in folders if found[name]]
+    notes = []
+    if len(classes) < len(folders):
+        empty = [name for name in folders if not found[name]]
+        notes.append(f"{len(empty)} class folder(s) of {root} hold no image and are not "
+                     f"classes ({', '.join(empty[:5])})")
+    if not classes:
         raise DataError(f"image folder {root} has no images in class sub-folders; expected "
                         f"{root}/<class>/<image>.jpg")
-    used = sorted(set(labels))
-    if len(used) < 2:
-        raise DataError(f"image folder {root} has images of {len(used)} class; a classifier "
-                        "needs at least 2 class sub-folders")
-    return ImageData(root.name, classes, np.asarray(labels, dtype=np.int64),
-                     dataset=_Files(paths, labels, image_transform(size, resize)))
+    if len(classes) < 2:
+        raise DataError(f"image folder {root} has images of 1 class; a classifier needs at "
+                        "least 2 class sub-folders")
+    files = [(path, label) for label, name in enumerate(classes) for path in found[name]]
+    return _file_data(root.name, classes, files, size, resize, notes, str(root))
+
+
+def _file_data(name: str, classes: list[str], files: list[tuple[Path, int]], size: int,
+               resize: int | None, notes: list[str], source: str) -> ImageData:
+    """Images read from files, each file once: a file listed twice, or with the same bytes
+    as another, would otherwise land in two splits (the model tested on what it trained on).
+    The first of each kept; two copies under different classes are refused."""
+    kept, seen, dropped = [], {}, 0
+    for path, label in files:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if digest in seen:
+            first, first_label = seen[digest]
+            if first_label != label:
+                raise DataError(f"{path} and {first} are the same image under classes "
+                                f"{classes[label]!r} and {classes[first_label]!r} in {source};"
+                                " remove one of them")
+            dropped += 1
+            continue
+        seen[digest] = (path, label)
+        kept.append((path, label))
+    if dropped:
+        notes = [*notes, f"{dropped} duplicate image(s) of {source} removed (a file listed "
+                 "twice or with the same bytes as another), so none can be both trained and "
+                 "tested on"]
+    paths, labels = [p for p, _ in kept], [label for _, label in kept]
+    missing = sorted(set(range(len(classes))) - set(labels))
+    if missing:  # every image of these classes was a duplicate of another class's
+        raise DataError(f"class {classes[missing[0]]!r} of {source} has no image left")
+    return ImageData(name, classes, np.asarray(labels, dtype=np.int64),
+                     dataset=_Files(paths, labels, image_transform(size, resize)), notes=notes)
 
 
 def _csv(path: Path, size: int, resize: int | None) -> ImageData:
@@ -226,8 +259,8 @@ def _csv(path: Path, size: int, resize: int | None) -> ImageData:
     classes = sorted(set(names), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[n] for n in names]
-    return ImageData(path.stem, classes, np.asarray(labels, dtype=np.int64),
-                     dataset=_Files(files, labels, image_transform(size, resize)))
+    return _file_data(path.stem, classes, list(zip(files, labels)), size, resize, [],
+                      str(path))
 
 
 def _label(text: str) -> str:
@@ -384,6 +417,9 @@ def make_splits(data: ImageData, shots: int | None = None, val_shots: int | None
             val.append(members[shots:need])
             rest.append(members[need:])
         else:
+            if not len(members):
+                raise DataError(f"class {data.classes[c]!r} of {data.name} has no image to "
+                                "train on; add images of it or remove the class")
             n_test = 0 if data.test_pool is not None else int(round(test_fraction * len(members)))
             n_val = int(round(val_fraction * (len(members) - n_test)))
             rest.append(members[:n_test])

@@ -8,7 +8,7 @@ import copy
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,13 +26,45 @@ GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
 @dataclass(frozen=True)
 class InputSpec:
     """What a model eats: channels, square size and normalisation of [0, 1] pixels.
-    ``resize`` is the shorter side images are resized to before the centre crop."""
+    ``resize`` is the shorter side images are resized to before the centre crop;
+    ``declared`` says whether the model (or the user) stated it, or it is a guess."""
 
     channels: int
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: int | None = None
+    declared: bool = True
+
+    def describe(self) -> str:
+        def numbers(values) -> str:
+            return ", ".join(f"{v:.4g}" for v in values)
+        return (f"{self.channels} channel(s), {self.size} px, mean ({numbers(self.mean)}), "
+                f"std ({numbers(self.std)})")
+
+    def as_dict(self) -> dict:
+        return {"channels": self.channels, "size": self.size, "mean": list(self.mean),
+                "std": list(self.std)}
+
+    def overridden(self, size: int | None = None, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None) -> InputSpec:
+        """This format with what the user gave instead (one value stands for every
+        channel)."""
+        changes: dict = {}
+        if size:
+            changes |= {"size": size, "resize": None}
+        for name, values in (("mean", mean), ("std", std)):
+            if values:
+                values = tuple(float(v) for v in values)
+                if len(values) not in (1, self.channels):
+                    allowed = "1 value" if self.channels == 1 else \
+                        f"1 or {self.channels} values"
+                    raise ModelError(f"the input {name} takes {allowed} (the model has "
+                                     f"{self.channels} input channel(s)), got {len(values)}")
+                changes[name] = values * self.channels if len(values) == 1 else values
+        if any(v <= 0 for v in changes.get("std", ())):
+            raise ModelError(f"the input std must be positive, got {changes['std']}")
+        return replace(self, **changes, declared=self.declared or bool(changes))
 
 
 # -- built-in networks ---------------------------------------------------------------------
@@ -157,9 +189,12 @@ def is_torchvision_model(name: str) -> bool:
     return name in _torchvision_names()
 
 
-def _load_checkpoint(model: nn.Module, path: Path, heads: Sequence[str]) -> None:
+def _load_checkpoint(model: nn.Module, path: Path, heads: Sequence[str]) -> list[str]:
     """Load a state dict (or a dict holding one under 'state_dict' or 'model'); head
-    tensors whose shape differs (another class count) are left at their new values."""
+    tensors whose shape differs (another class count) are left at their new values. Every
+    tensor the model has (but the head) must be there with its shape; tensors the model
+    does not have (another head, an auxiliary branch) are ignored, and returned so the
+    user is told which."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickle error, a zip error, a truncated file...
@@ -184,6 +219,7 @@ def _load_checkpoint(model: nn.Module, path: Path, heads: Sequence[str]) -> None
                          f"(first: {problem}); check the model name")
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(usable, strict=False)
+    return [k for k in state if k not in own]
 
 
 def _check_torchvision_name(name: str) -> None:
@@ -252,6 +288,7 @@ class LoadedModel:
     input: InputSpec
     name: str
     weights: str
+    notes: list[str] = field(default_factory=list)  # what loading skipped (said to the user)
 
     def fresh(self, seed: int) -> nn.Module:
         """A copy of the pre-trained network whose heads are drawn from ``seed``."""
@@ -322,9 +359,14 @@ def attach_head(net: nn.Module, spec: InputSpec, name: str, num_classes: int,
         torch.manual_seed(seed)
         heads = replace_head(net, num_classes, head)
     checkpoint = _checkpoint(weights)
+    notes = []
     if checkpoint is not None:
-        _load_checkpoint(net, checkpoint, heads)
-    return LoadedModel(net, heads, spec, name, str(weights))
+        ignored = _load_checkpoint(net, checkpoint, heads)
+        if ignored:
+            shown = ", ".join(ignored[:4]) + (", ..." if len(ignored) > 4 else "")
+            notes.append(f"{len(ignored)} tensor(s) of {checkpoint.name} are not in {name} and "
+                         f"were ignored ({shown}); every tensor the model has was loaded")
+    return LoadedModel(net, heads, spec, name, str(weights), notes)
 
 
 def _checkpoint(weights: str | None) -> Path | None:
@@ -334,14 +376,34 @@ def _checkpoint(weights: str | None) -> Path | None:
     return checkpoint
 
 
+INPUT_ATTRIBUTE = "biotune_input"  # your model's own input format, declared on it
+
+
 def _module_input(net: nn.Module) -> InputSpec:
-    """Your own model's input: its first convolution's channels, 224 pixels, ImageNet's
-    normalisation for colour (``--image-size`` changes the size)."""
+    """Your own model's input: what it declares as ``biotune_input`` (a dict of ``size``,
+    and optionally ``channels``, ``mean`` and ``std``, one value or one per channel), else a
+    guess: its first convolution's channels, 224 pixels, ImageNet's normalisation for
+    colour, 0.5 and 0.5 otherwise (``declared`` False, so the user is told)."""
     conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
     channels = conv.in_channels if conv is not None else 3
-    if channels == 3:
-        return InputSpec(3, 224, IMAGENET_MEAN, IMAGENET_STD, resize=256)
-    return InputSpec(channels, 224, GRAY_MEAN * channels, GRAY_STD * channels, resize=256)
+    guess = InputSpec(3, 224, IMAGENET_MEAN, IMAGENET_STD, resize=256, declared=False) \
+        if channels == 3 else InputSpec(channels, 224, GRAY_MEAN * channels,
+                                        GRAY_STD * channels, resize=256, declared=False)
+    declared = getattr(net, INPUT_ATTRIBUTE, None)
+    if declared is None:
+        return guess
+    if not isinstance(declared, dict) or "size" not in declared or \
+            set(declared) - {"size", "channels", "mean", "std"}:
+        raise ModelError(f"{type(net).__name__}.{INPUT_ATTRIBUTE} must be a dict with size "
+                         "and optionally channels, mean and std, such as {'size': 48, "
+                         "'mean': 0.5, 'std': 0.5}")
+    spec = replace(guess, channels=int(declared.get("channels", channels)))
+    if spec.channels != guess.channels:
+        spec = replace(spec, mean=(spec.mean[0],) * spec.channels,
+                       std=(spec.std[0],) * spec.channels)
+    as_list = [v if isinstance(v, (list, tuple)) else [v] for v in
+               (declared.get("mean", spec.mean), declared.get("std", spec.std))]
+    return replace(spec.overridden(int(declared["size"]), *as_list), declared=True)
 
 
 def _from_factory(reference: str) -> nn.Module:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from biotune_optuna.finetuning.blocks import Block
 from biotune_optuna.finetuning.cache import ActivationCache
@@ -20,6 +20,7 @@ class Task:
     data: ImageData
     splits: Splits
     activation_cache: ActivationCache | None = None
+    options: dict = field(default_factory=dict)  # how build_task made it, by option name
 
     @property
     def block_names(self) -> list[str]:

@@ -22,6 +22,7 @@ from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS, DeviceError
 from biotune_optuna.sampler.genome import FineTunePlan
 
 StopCheck = Callable[[], bool]
+EXPLOSION = 100.0  # a run whose loss exceeds this times chance's has diverged
 
 
 def _stop_point(should_stop: StopCheck | None) -> None:
@@ -316,8 +317,9 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
 
     Early stopping keeps the epoch with the best validation metric (strictly better, the
     paper's patience rule); its weights are restored before testing. ``report(value, epoch)``
-    is called every epoch (Optuna pruning raises from it). A NaN or infinite loss ends the
-    run with ``diverged`` set instead of raising. ``method`` changes how the model is
+    is called every epoch (Optuna pruning raises from it). A loss that is NaN, infinite or
+    exploded (above ``EXPLOSION`` times chance's) ends the run with ``diverged`` set instead
+    of raising. ``method`` changes how the model is
     trained (default: the plan's frozen blocks and per-block learning rates). Once
     ``should_stop()`` is true, the next batch raises KeyboardInterrupt.
     """
@@ -342,6 +344,8 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
     splits = task.splits
     feed = Feed(task, model, plan, config, device, use_amp, channels_last)
     best, best_epoch, best_state, history = -math.inf, 0, None, []
+    # a loss far above chance's (ln of the class count) has exploded, finite or not
+    exploded = EXPLOSION * math.log(max(task.data.num_classes, 2))
     result = RunResult(seed, math.nan, 0, 0, None, 0.0, setup.trainable_params,
                        setup.total_params, history, frozen_prefix=feed.depth)
     for epoch in range(config.epochs):
@@ -359,10 +363,10 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
                 extra = method.penalty(model)
                 if extra is not None:
                     loss = loss + extra
-            if not torch.isfinite(loss):
-                result.diverged = (f"training loss became {loss.item()} at epoch {epoch + 1}, "
-                                   f"batch {step + 1}; lower the base learning rate "
-                                   f"({config.base_lr:g}) or the largest multiplier")
+            if not torch.isfinite(loss) or loss.item() > exploded:
+                result.diverged = (f"training loss became {loss.item():.4g} at epoch "
+                                   f"{epoch + 1}, batch {step + 1}; lower the base learning "
+                                   f"rate ({config.base_lr:g}) or the largest multiplier")
                 result.epochs_run, result.seconds = epoch + 1, time.perf_counter() - start
                 return result
             optimizer.zero_grad(set_to_none=True)
