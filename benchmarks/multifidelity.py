@@ -23,7 +23,7 @@ fidelity: how well a run capped at k epochs ranks random plans, against a full r
 
 At each checkpoint (a share of the reference's compute) a search's hand-over is what
 ``train-best`` would pick from the trials it had finished by then: its 5 best plans
-(:func:`biotune_optuna.app.keys.ranked_plans`: full-fidelity plans by the mean of their
+(:func:`biotune_optuna.contents.ranked_plans`: full-fidelity plans by the mean of their
 evaluations first) re-validated with seeds 100-102, the best mean kept, then trained with
 seeds 0-2 and tested. Retraining results are cached per plan in benchmarks/out, and the
 studies persist there, so an interrupted run resumes.
@@ -42,7 +42,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, task_for
 from biotune_optuna.finetuning.train import fine_tune, use_threads
@@ -124,11 +124,11 @@ class Retrainer:
         ``compute`` epochs (None when none completed by then)."""
         within, spent = [], 0
         for trial in study.get_trials(deepcopy=False):  # one worker: number = finish order
-            spent += keys.trial_compute(trial).epochs
+            spent += contents.trial_compute(trial).epochs
             if spent > compute + 1e-9:
                 break
             within.append(trial)
-        candidates = keys.ranked_plans(study, within)[:TOP_K]
+        candidates = contents.ranked_plans(study, within)[:TOP_K]
         if not candidates:
             return None
         chosen = max(candidates, key=lambda p: (self.validation(p.trial.params),
@@ -164,7 +164,7 @@ def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
             else:
                 own = own.replace(trials=None, compute_budget=max(int(budget * share), 1))
             study = search(own, quiet=True, task=retrainer.task)
-            spent = keys.compute_spent(study.get_trials(deepcopy=False))
+            spent = contents.compute_spent(study.get_trials(deepcopy=False))
             if method == REFERENCE:
                 budget = spent.epochs
             points = [c for c in checkpoints if method == REFERENCE or c <= share + 1e-9]
@@ -178,7 +178,7 @@ def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
             entry["seconds"].append(spent.seconds)
             entry["promotions"].append(sum(  # completed at the full fidelity
                 1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
-                and t.user_attrs.get(keys.FIDELITY) == keys.FULL))
+                and t.user_attrs.get(contents.FIDELITY) == contents.FULL))
             print(f"{key} s{seed} {method}: {len(study.trials)} trials, {spent.epochs} epochs, "
                   "tests " + ", ".join("-" if t is None else f"{t:.4f}" for t in tests),
                   flush=True)

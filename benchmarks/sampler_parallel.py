@@ -25,7 +25,7 @@ import optuna
 
 from benchmarks import results
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.sampler import population as pop
+from biotune_optuna.sampler import records
 from biotune_optuna.sampler.synthetic import TASKS
 
 IN_FLIGHT = (1, 4, 8)
@@ -54,7 +54,7 @@ def ask_tell(task, seed: int, in_flight: int, n_trials: int = BUDGET, **settings
 
 def violations(study: optuna.Study, population_size: int) -> list[str]:
     attrs = study._storage.get_study_system_attrs(study._study_id)
-    return pop.audit(study.get_trials(deepcopy=False), attrs, population_size)
+    return records.audit(study.get_trials(deepcopy=False), attrs, population_size)
 
 
 def efficiency_section(seeds: int) -> str:
@@ -65,7 +65,7 @@ def efficiency_section(seeds: int) -> str:
             for seed in range(seeds):
                 study = ask_tell(task, seed, in_flight)
                 best.append(study.best_value)
-                generations.append(max(pop.generation_of(t) for t in study.trials))
+                generations.append(max(records.generation_of(t) for t in study.trials))
                 problems += len(violations(study, 10))
             rows.append([name, str(in_flight), f"{np.mean(best):.4f} ± {np.std(best):.4f}",
                          f"{np.std(best) / np.sqrt(seeds):.4f}", f"{np.mean(generations):.1f}",

@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.cores import CoreShare, cores
 from biotune_optuna.app.jobs import REVALIDATION_SEEDS, select_plan
@@ -87,7 +87,7 @@ def run_variant(name: str, options: dict, variant: str, storage: str) -> dict:
         run_search(study, share.before(objective), config.n_trials)
     seconds = time.perf_counter() - start
     trials = study.get_trials(deepcopy=False)
-    epochs = [e for t in trials for e in t.user_attrs.get(keys.EPOCHS, [])]
+    epochs = [e for t in trials for e in t.user_attrs.get(contents.EPOCHS, [])]
     _, plan, _ = select_plan(study, task, config.train_config(), list(REVALIDATION_SEEDS),
                              top_k=5, quiet=True)
     test = evaluate_plan(task, plan, config.train_config(), TEST_SEEDS, variant)

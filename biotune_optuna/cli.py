@@ -21,7 +21,7 @@ from pathlib import Path
 
 import optuna
 
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.config import (
     LR_GRID,
     SAMPLERS,
@@ -35,6 +35,13 @@ from biotune_optuna.app.config import (
 )
 from biotune_optuna.app.storage import StorageError, open_storage
 from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked, scrubbed
+from biotune_optuna.app.studies import (
+    existing_study,
+    load_searched_study,
+    load_study,
+    storage_url,
+    stored_options,
+)
 from biotune_optuna.finetuning.names import BASELINES, DataError, DeviceError, ModelError
 
 USER_ERRORS = (ConfigError, DataError, DeviceError, ModelError, StorageError)
@@ -140,70 +147,19 @@ def _config_from_args(args: argparse.Namespace, stored: dict | None = None) -> S
 
 
 def _existing_study(args: argparse.Namespace) -> optuna.Study | None:
-    """The study --study-name names, when its storage exists and holds it."""
-    if not args.study_name:
-        return None
-    try:
-        storage = open_storage(_storage_url(args), heartbeat=None, create=False)
-    except StorageError:
-        return None
-    if args.study_name not in optuna.get_all_study_names(storage):
-        return None
-    return optuna.load_study(study_name=args.study_name, storage=storage)
-
-
-def _stored_options(study: optuna.Study | None) -> dict:
-    """A biotune-optuna study's stored configuration, with the budget it last asked for."""
-    from biotune_optuna.app.config import with_legacy_options
-
-    stored = dict((study.user_attrs.get(keys.CONFIG) or {}) if study else {})
-    stored.pop("blocks", None)
-    if stored:
-        trials, epochs = keys.stored_budget(study)
-        stored |= {name: value for name, value in (("trials", trials),
-                                                    ("compute_budget", epochs)) if value}
-    return with_legacy_options(stored) if stored else {}
+    return existing_study(args.study_name, _storage_url(args)) if args.study_name else None
 
 
 def _storage_url(args: argparse.Namespace) -> str:
-    """--storage, else $BIOTUNE_OPTUNA_STORAGE, else the study's default SQLite file."""
-    url = getattr(args, "storage", None) or from_environment()
-    if url:
-        return url
-    if args.study_name:
-        return SearchConfig(study_name=args.study_name).storage_url
-    raise ConfigError(f"give --storage URL (or set {ENV_VAR}) and --study-name")
+    return storage_url(args.study_name, getattr(args, "storage", None))
 
 
 def _load_study(args: argparse.Namespace) -> optuna.Study:
-    storage = open_storage(_storage_url(args), heartbeat=None, create=False)
-    names = optuna.get_all_study_names(storage)
-    name = args.study_name
-    if name is None:
-        if len(names) != 1:
-            raise ConfigError(f"the storage holds {len(names)} studies; pick one with "
-                              f"--study-name ({', '.join(names) or 'none'})")
-        name = names[0]
-    if name not in names:
-        shown = masked(_storage_url(args))
-        raise ConfigError(f"no study named {name!r} in {shown}; list them with "
-                          f"biotune-optuna studies --storage {shown}")
-    return optuna.load_study(study_name=name, storage=storage)
+    return load_study(_storage_url(args), args.study_name)
 
 
 def _load_searched_study(args: argparse.Namespace) -> optuna.Study:
-    """A study holding fine-tuning plans: one made by a search (or a study whose trials
-    suggest ``gene:<block>`` parameters)."""
-    from biotune_optuna.sampler.genome import GENE_PREFIX
-
-    study = _load_study(args)
-    if keys.BLOCKS not in study.user_attrs and not any(
-            name.startswith(GENE_PREFIX) for trial in study.get_trials(deepcopy=False)
-            for name in trial.params):
-        raise ConfigError(f"study {study.study_name!r} holds no fine-tuning plans (no "
-                          f"{GENE_PREFIX}<block> parameters); {args.command} reads studies "
-                          "made by biotune-optuna search")
-    return study
+    return load_searched_study(_storage_url(args), args.study_name, args.command)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -212,9 +168,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Create the study, or continue it when it exists: the same command resumes."""
     from biotune_optuna.app.jobs import search
 
-    config = _config_from_args(args, _stored_options(_existing_study(args)))
+    config = _config_from_args(args, stored_options(_existing_study(args)))
     study = search(config, n_jobs=args.n_jobs, quiet=args.quiet, verbose=args.verbose)
-    if not keys.ranked_plans(study):  # the search ran, and every trial failed
+    if not contents.ranked_plans(study):  # the search ran, and every trial failed
         from biotune_optuna.app.export import no_plan
 
         print(f"biotune-optuna: error: {no_plan(study)}", file=sys.stderr)
@@ -228,11 +184,11 @@ def _print_best(study: optuna.Study) -> None:
 
     ranked = best(study)
     trial = ranked.trial
-    print(f"best plan: trial {trial.number}, validation value {keys.describe_value(ranked)}")
-    print(f"  trained blocks: {', '.join(trial.user_attrs.get(keys.TRAINED_BLOCKS, [])) or '-'}")
-    multipliers = trial.user_attrs.get(keys.LR_MULTIPLIERS, {})
+    print(f"best plan: trial {trial.number}, validation value {contents.describe_value(ranked)}")
+    print(f"  trained blocks: {', '.join(contents.trained_blocks(trial)) or '-'}")
+    multipliers = contents.lr_multipliers(trial)
     print("  lr multipliers: " + ", ".join(f"{b} {m:.3g}x" for b, m in multipliers.items()))
-    fraction = trial.user_attrs.get(keys.TRAINABLE_FRACTION)
+    fraction = contents.trainable_fraction(trial)
     if fraction is not None:
         print(f"  trainable parameters: {100 * fraction:.2f} %")
 
@@ -341,7 +297,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from biotune_optuna.app.dashboard import publish
 
     study = _load_searched_study(args)
-    if not keys.ranked_plans(study):  # nothing to draw: no empty plots are written
+    if not contents.ranked_plans(study):  # nothing to draw: no empty plots are written
         from biotune_optuna.app.export import no_plan
 
         raise ConfigError(no_plan(study))
@@ -349,7 +305,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     others = [n for n in str(args.compare or "").replace(",", " ").split() if n]
     for other in [study, *(_load_study(argparse.Namespace(**{**vars(args), "study_name": n}))
                            for n in others)]:
-        label = (other.user_attrs.get(keys.CONFIG) or {}).get("sampler", other.study_name)
+        label = contents.config(other).get("sampler", other.study_name)
         groups.setdefault(label, []).append(other)
     paths = plot_all(study, args.out, compare=groups)
     if args.dashboard:
@@ -459,7 +415,7 @@ def _baseline_config(args: argparse.Namespace) -> SearchConfig:
     if not args.study_name:
         return _config_from_args(args)
     study = _load_study(args)
-    stored = _stored_options(study)
+    stored = stored_options(study)
     if not stored:
         raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
                           "leave out --study-name and give the task's options")
@@ -478,7 +434,7 @@ def _baseline_config(args: argparse.Namespace) -> SearchConfig:
 def cmd_compare(args: argparse.Namespace) -> int:
     """BioTune against other samplers on the same objective and genome: one study per
     sampler and seed in one storage, equal budgets, a table and a convergence plot."""
-    from biotune_optuna.app.jobs import compare_samplers
+    from biotune_optuna.app.comparison import compare_samplers
 
     config = _config_from_args(args)
     samplers = _names(args.samplers, "--samplers", SAMPLERS)
@@ -494,7 +450,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     if not summaries:
         print("no studies")
     for s in summaries:
-        config = s.user_attrs.get(keys.CONFIG) or {}
+        config = contents.config(s)
         best = f"{s.best_trial.value:.4f}" if s.best_trial else "-"
         print(f"{s.study_name:<28} {s.n_trials:>5} trials  best {best:<8} "
               f"{config.get('sampler', '?'):<8} {config.get('model', '?')} on "

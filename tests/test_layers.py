@@ -2,8 +2,11 @@
 no import cycle between modules, and the light entry points stay free of torch."""
 
 import ast
+import re
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -13,10 +16,17 @@ PACKAGE = REPO / "biotune_optuna"
 ALLOWED = {  # layer -> the project modules it may import (prefixes)
     "sampler": ("biotune_optuna.sampler",),
     "finetuning": ("biotune_optuna.finetuning", "biotune_optuna.sampler.genome"),
-    "analysis": ("biotune_optuna.analysis", "biotune_optuna.sampler", "biotune_optuna.app.keys"),
+    "contents": ("biotune_optuna.contents", "biotune_optuna.sampler"),
+    "analysis": ("biotune_optuna.analysis", "biotune_optuna.sampler", "biotune_optuna.contents"),
     "app": ("biotune_optuna.app", "biotune_optuna.finetuning", "biotune_optuna.sampler",
-            "biotune_optuna.analysis"),
+            "biotune_optuna.analysis", "biotune_optuna.contents"),
 }
+# the one module per layer that may use Optuna's private API
+PRIVATE_API_DOORS = ("biotune_optuna/sampler/storage_io.py",
+                     "biotune_optuna/app/optuna_internals.py")
+# the modules that may read a study's or a trial's attrs: what the toolkit writes, what the
+# sampler writes
+ATTR_READERS = ("biotune_optuna/contents.py", "biotune_optuna/sampler/records.py")
 HEAVY = ("torch", "torchvision", "matplotlib", "sklearn")
 
 
@@ -88,12 +98,69 @@ def test_light_entry_points_do_not_import_torch(code):
     assert out.strip() == "[]"
 
 
+def python_files():
+    return sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py"))
+
+
+def test_private_optuna_api_is_used_in_one_module_per_layer():
+    private = re.compile(r"\._storage\b|\._study_id\b|\._trial_id\b|optuna\.storages\._|"
+                         r"\._backend\b|\._file_path\b|_is_multi_objective\(")
+    users = [f for f in python_files() if private.search((REPO / f).read_text())]
+    assert sorted(users) == sorted(PRIVATE_API_DOORS)
+    for door in PRIVATE_API_DOORS:  # each use says why no public API serves
+        lines = (REPO / door).read_text().splitlines()
+        uses = [i for i, line in enumerate(lines) if private.search(line)]
+        assert all(any("#" in lines[j] or '"""' in lines[j] for j in range(i - 3, i + 1))
+                   for i in uses), door
+
+
+def test_only_the_contents_modules_read_attrs():
+    raw = re.compile(r"(user|system)_attrs(\.get\(|\[)")
+    readers = [f for f in python_files() if raw.search((REPO / f).read_text())]
+    assert sorted(readers) == sorted(ATTR_READERS)
+
+
 def test_the_sampler_example_runs_on_its_own():
-    out = subprocess.run([sys.executable, "-m", "biotune_optuna.sampler.example"],
+    out = subprocess.run([sys.executable, str(PACKAGE / "sampler" / "example.py")],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.startswith("best 0.")
     readme = (PACKAGE / "sampler" / "README.md").read_text()
     assert "## Example" in readme and "BioTuneSampler(" in readme
+
+
+def test_optunahub_loads_the_sampler_folder_with_nothing_outside_it(tmp_path):
+    """A registry-style tree holding a copy of the folder alone, loaded through
+    ``optunahub.load_local_module`` in a process where the toolkit cannot be imported."""
+    pytest.importorskip("optunahub")
+    package = tmp_path / "package" / "samplers" / "biotune"
+    shutil.copytree(PACKAGE / "sampler", package, ignore=shutil.ignore_patterns("__pycache__"))
+    for required in ("__init__.py", "README.md", "LICENSE", "example.py"):
+        assert (package / required).is_file(), required
+    assert (REPO / "LICENSE").read_text() == (package / "LICENSE").read_text()
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["biotune_optuna"] = None  # nothing outside the folder
+        import optuna, optunahub
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        mod = optunahub.load_local_module("samplers/biotune",
+                                          registry_root={str(tmp_path / "package")!r})
+        task = mod.synthetic.TASKS["near-domain"]
+        sampler = mod.BioTuneSampler(6, 2, seed=0, search_space=mod.search_space(task.blocks))
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(task, n_trials=sampler.n_trials(3))
+        print(len(study.trials), round(study.best_value, 3))
+        runpy = __import__("runpy")
+        runpy.run_path({str(package / "example.py")!r}, run_name="__main__")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trials, best = result.stdout.splitlines()[0].split()
+    assert int(trials) == 6 + 3 * 8 and 0.0 < float(best) <= 1.0
+    assert result.stdout.splitlines()[1].startswith("best 0.")
+    front = (package / "README.md").read_text().split("---")[1]
+    for field in ("author:", "title:", "description:", "tags:", "optuna_versions:", "license:"):
+        assert field in front, field
 
 
 def test_sampler_tests_need_no_torch():

@@ -19,7 +19,7 @@ from biotune_optuna.analysis.plots import (
     plot_pareto,
     plot_population,
 )
-from biotune_optuna.app.keys import file_name
+from biotune_optuna.contents import file_name
 
 PLOTS = {
     "layer_importance": plot_layer_importance,

@@ -8,15 +8,16 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from biotune_optuna.app import keys as keys
-from biotune_optuna.app.keys import trial_plan
+from biotune_optuna import contents
+from biotune_optuna.contents import trial_plan
 from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.population import POPULATION_PREFIX, generation_of, role_of
+from biotune_optuna.sampler.records import Individual, generation_of, role_of
+from biotune_optuna.sampler.storage_io import populations_of
 
 
 def block_names(study: optuna.Study) -> list[str]:
     """The study's blocks in network order (stored at creation, else from parameter names)."""
-    stored = study.user_attrs.get(keys.BLOCKS)
+    stored = contents.blocks(study)
     if stored:
         return list(stored)
     for trial in study.get_trials(deepcopy=False):
@@ -29,7 +30,7 @@ def block_names(study: optuna.Study) -> list[str]:
 
 
 def block_sizes(study: optuna.Study, blocks: list[str]) -> np.ndarray | None:
-    stored = study.user_attrs.get(keys.BLOCKS) or {}
+    stored = contents.blocks(study)
     if all(isinstance(stored.get(b), dict) and "n_params" in stored[b] for b in blocks):
         return np.array([stored[b]["n_params"] for b in blocks], dtype=float)
     return None
@@ -78,7 +79,7 @@ def trial_table(study: optuna.Study) -> TrialTable:
         else:
             value = np.nan
         plan = trial_plan(study, t, blocks)
-        fraction = t.user_attrs.get(keys.TRAINABLE_FRACTION)
+        fraction = contents.trainable_fraction(t)
         if fraction is None and sizes is not None:
             fraction = float(sizes[np.array(plan.trained)].sum() / sizes.sum())
         rows.append((t.number, value, generation_of(t), role_of(t) or "-",
@@ -95,11 +96,9 @@ def trial_table(study: optuna.Study) -> TrialTable:
         np.array(columns[7], dtype=float))
 
 
-def populations(study: optuna.Study) -> dict[int, list[dict]]:
+def populations(study: optuna.Study) -> dict[int, list[Individual]]:
     """The population entering each generation, as the sampler stored it."""
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    return {int(k.removeprefix(POPULATION_PREFIX)): v for k, v in attrs.items()
-            if k.startswith(POPULATION_PREFIX)}
+    return populations_of(study)
 
 
 def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
@@ -112,9 +111,9 @@ def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
     for t in study.get_trials(deepcopy=False):
         if not t.state.is_finished():
             continue
-        spent += keys.trial_compute(t).epochs
+        spent += contents.trial_compute(t).epochs
         if t.state == TrialState.COMPLETE and t.value is not None and np.isfinite(t.value) \
-                and t.user_attrs.get(keys.FIDELITY) != keys.LOW:
+                and contents.fidelity(t) != contents.LOW:
             if np.isnan(best) or (t.value > best if maximize else t.value < best):
                 best = t.value
         values.append(best)

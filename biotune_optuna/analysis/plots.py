@@ -13,13 +13,13 @@ import optuna
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from biotune_optuna import contents
 from biotune_optuna.analysis._table import (
     TrialTable,
     best_so_far,
     populations,
     trial_table,
 )
-from biotune_optuna.app import keys as keys
 from biotune_optuna.sampler import genome
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def plot_pareto(study: optuna.Study) -> Figure:
     search with a trainable penalty shows its validation value before the penalty."""
     table = trial_table(study)
     ok = _finite(table) & np.isfinite(table.trainable_fraction)
-    penalty = (study.user_attrs.get(keys.CONFIG) or {}).get("trainable_penalty", 0.0)
+    penalty = contents.config(study).get("trainable_penalty", 0.0)
     fraction = table.trainable_fraction[ok]
     values = table.values[ok] + penalty * fraction
     fig = _figure(8, 5)
@@ -265,11 +265,11 @@ def plot_population(study: optuna.Study) -> Figure:
     generations = sorted(stored)
     spread, distance = [], []
     for g in generations:
-        genes = np.array([list(ind["genes"].values()) for ind in stored[g]], dtype=float)
+        genes = np.array([list(ind.genes.values()) for ind in stored[g]], dtype=float)
         spread.append(genes.std(0).mean() if len(genes) > 1 else 0.0)
         diffs = genes[:, None, :] - genes[None, :, :]
         distance.append(np.sqrt((diffs ** 2).sum(-1)).mean() if len(genes) > 1 else 0.0)
-        probs = [ind["extinction"] for ind in stored[g]]
+        probs = [ind.extinction for ind in stored[g]]
         right.scatter([g - 1] * len(probs), probs, s=12, alpha=0.6, color="tab:orange")
     x = [g - 1 for g in generations]
     left.plot(x, spread, marker="o", label="mean per-gene std")

@@ -21,8 +21,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from biotune_optuna.app.keys import file_name
 from biotune_optuna.app.storage_urls import masked
+from biotune_optuna.contents import file_name
 from biotune_optuna.finetuning.names import (
     BUILTIN_DATASETS,
     BUILTIN_MODELS,

@@ -12,7 +12,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from biotune_optuna.app import keys as keys
+from biotune_optuna import contents
+from biotune_optuna.app.optuna_internals import set_study_attr, study_attrs
 from biotune_optuna.app.storage_urls import ENV_VAR, has_secret, masked, storage_file
 
 ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact metadata
@@ -42,7 +43,7 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
     """The ``biotune-optuna search`` command that continues (or recreates) this study."""
     from biotune_optuna.app.config import SearchConfig
 
-    stored = study.user_attrs.get(keys.CONFIG) or {}
+    stored = contents.config(study)
     default = SearchConfig()
     defaults = {f.name: getattr(default, f.name) for f in fields(SearchConfig)}
     parts = ["biotune-optuna search", f"--study-name {study.study_name}",
@@ -57,7 +58,7 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
             parts.append(f"{flag} {','.join(map(str, value))}")
         else:
             parts.append(f"{flag} {value}")
-    trials, epochs = keys.stored_budget(study)
+    trials, epochs = contents.stored_budget(study)
     if trials:
         parts.append(f"--trials {trials}")
     if epochs:
@@ -67,28 +68,28 @@ def reproduce_command(study: optuna.Study, storage_url: str) -> str:
 
 def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ()) -> str:
     """Markdown for the study's note in optuna-dashboard."""
-    config = study.user_attrs.get(keys.CONFIG) or {}
+    config = contents.config(study)
     lines = [f"# {study.study_name}", ""]
     if config:
         lines += ["## Configuration", "", "| option | value |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in config.items()]
         lines.append("")
-    ranked = keys.ranked_plans(study)
+    ranked = contents.ranked_plans(study)
     if ranked:
         best = ranked[0].trial
-        multipliers = best.user_attrs.get(keys.LR_MULTIPLIERS, {})
+        multipliers = contents.lr_multipliers(best)
         base = config.get("lr", 1e-3)
         lines += ["## Best plan", "",
                   f"Trial {best.number}, validation {config.get('metric', 'value')} "
-                  f"**{keys.describe_value(ranked[0])}**, trainable parameters "
-                  f"{100 * best.user_attrs.get(keys.TRAINABLE_FRACTION, float('nan')):.2f} %.", "",
+                  f"**{contents.describe_value(ranked[0])}**, trainable parameters "
+                  f"{100 * (contents.trainable_fraction(best) or float('nan')):.2f} %.", "",
                   "| block | learning rate |", "|---|---|"]
         for block in config.get("blocks", multipliers):
             rate = f"{base * multipliers[block]:.3g} ({multipliers[block]:.3g}x)" \
                 if block in multipliers else "frozen"
             lines.append(f"| {block} | {rate} |")
         lines.append("")
-    spent = keys.compute_spent(study.get_trials(deepcopy=False))
+    spent = contents.compute_spent(study.get_trials(deepcopy=False))
     if spent.seed_runs:
         lines += ["## Compute", "", f"The trials trained {spent.describe()}.", ""]
     lines += ["## Reproduce", ""]
@@ -106,15 +107,14 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
 def _replace_artifact(study: optuna.Study, store: FileSystemArtifactStore, path: Path) -> None:
     """Upload ``path``, first removing an earlier artifact of the same file name (the way
     optuna-dashboard deletes: the metadata attr becomes null)."""
-    storage = study._storage
-    for key, raw in storage.get_study_system_attrs(study._study_id).items():
+    for key, raw in study_attrs(study).items():
         meta = json.loads(raw) if key.startswith(ARTIFACT_PREFIX) and raw else None
         if meta and meta.get("filename") == path.name:
             try:
                 store.remove(meta["artifact_id"])
             except ArtifactNotFound:  # only the metadata was left
                 pass
-            storage.set_study_system_attr(study._study_id, key, json.dumps(None))
+            set_study_attr(study, key, json.dumps(None))
     upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study,
                     mimetype="image/png" if path.suffix == ".png" else None)
 
@@ -133,7 +133,7 @@ def publish(study: optuna.Study, storage_url: str, files: Sequence[Path] = ()) -
 def artifacts(study: optuna.Study) -> list[dict]:
     """The study's live artifacts' metadata (deleted ones skipped)."""
     items = []
-    for key, raw in study._storage.get_study_system_attrs(study._study_id).items():
+    for key, raw in study_attrs(study).items():
         if key.startswith(ARTIFACT_PREFIX) and raw:
             meta = json.loads(raw)
             if meta:

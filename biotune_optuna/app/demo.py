@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from biotune_optuna.app import keys as keys
+from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import search, task_for, train_best
 
@@ -36,7 +36,7 @@ def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
     table = train_best(study, seeds, compare=True, quiet=quiet, task=task)
     elapsed = time.perf_counter() - start
     summary = {"trials": len(study.trials), "seconds": round(elapsed, 1)}
-    study.set_user_attr(keys.DEMO, summary)
+    study.set_user_attr(contents.DEMO, summary)
     return (f"\n{config.model} pretrained on MNIST-5k -> digits, {config.shots} labels per "
             f"class; BioTune search of {config.n_trials} trials in {config.storage_label}\n\n"
             f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "

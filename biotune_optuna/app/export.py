@@ -7,15 +7,15 @@ from collections import Counter
 
 import optuna
 
+from biotune_optuna import contents
 from biotune_optuna.analysis._table import block_names
-from biotune_optuna.app import keys as keys
 from biotune_optuna.app.config import ConfigError
-from biotune_optuna.app.keys import trial_plan
+from biotune_optuna.contents import trial_plan
 
 
-def best(study: optuna.Study) -> keys.RankedPlan:
-    """The plan the study hands over (:func:`keys.ranked_plans`)."""
-    ranked = keys.ranked_plans(study)
+def best(study: optuna.Study) -> contents.RankedPlan:
+    """The plan the study hands over (:func:`contents.ranked_plans`)."""
+    ranked = contents.ranked_plans(study)
     if not ranked:
         raise ConfigError(no_plan(study))
     return ranked[0]
@@ -28,8 +28,8 @@ def no_plan(study: optuna.Study) -> str:
         return f"study {study.study_name!r} has no trial yet; run biotune-optuna search first"
     states = Counter(t.state.name.lower() for t in trials)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    reasons = [t.user_attrs[keys.FAILED_REASON] for t in trials
-               if keys.FAILED_REASON in t.user_attrs]
+    reasons = [contents.failed_reason(t) for t in trials
+               if contents.FAILED_REASON in t.user_attrs]
     finished = sum(states[s] for s in ("fail", "pruned"))
     if finished < len(trials):
         return (f"study {study.study_name!r} has no completed trial yet ({counts}); let its "
@@ -47,7 +47,7 @@ def best_plan(study: optuna.Study) -> dict:
     trial = ranked.trial
     names = block_names(study)
     plan = trial_plan(study, trial, names)
-    config = study.user_attrs.get(keys.CONFIG) or {}
+    config = contents.config(study)
     return {"study": study.study_name, "trial": trial.number, "value": ranked.value,
             "evaluations": ranked.evaluations, "fidelity": ranked.fidelity,
             "metric": config.get("metric", "value"), "base_lr": config.get("lr"),
@@ -55,9 +55,9 @@ def best_plan(study: optuna.Study) -> dict:
             "weights": config.get("weights"), "dataset": config.get("dataset"),
             **plan.as_dict(),
             "learning_rates": plan.learning_rates(config.get("lr") or 1e-3),
-            "block_modules": study.user_attrs.get(keys.BLOCKS, {}),
+            "block_modules": contents.blocks(study),
             "params": trial.params,
-            keys.TRAINABLE_FRACTION: trial.user_attrs.get(keys.TRAINABLE_FRACTION)}
+            contents.TRAINABLE_FRACTION: contents.trainable_fraction(trial)}
 
 
 def torch_snippet(plan: dict) -> str:
@@ -77,7 +77,7 @@ def torch_snippet(plan: dict) -> str:
         "",
         "def biotune_param_groups(model):",
         f"    base_lr = {plan['base_lr']!r}",
-        f"    multipliers = {json.dumps(plan[keys.LR_MULTIPLIERS])}",
+        f"    multipliers = {json.dumps(plan[contents.LR_MULTIPLIERS])}",
         f"    block_modules = {json.dumps({b: modules[b] for b in modules if b not in own})}",
         f"    block_params = {json.dumps(own)}",
         "    def params_of(block):",

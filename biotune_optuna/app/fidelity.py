@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from biotune_optuna.sampler.population import FULL, LOW
+from biotune_optuna.sampler.records import FULL, LOW
 
 if TYPE_CHECKING:  # torch stays out of the commands that only read studies
     from biotune_optuna.finetuning.train import TrainConfig

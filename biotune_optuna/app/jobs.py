@@ -4,24 +4,23 @@ plan, and the offline demo."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import optuna
 
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.config import ConfigError, SearchConfig
 from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
 from biotune_optuna.app.export import no_plan
-from biotune_optuna.app.keys import trial_plan
 from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.runner import Budget, StopRequests, run_search
 from biotune_optuna.app.storage_urls import storage_file
 from biotune_optuna.app.studies import config_of, describe_study, open_study, reports_epochs
+from biotune_optuna.contents import trial_plan
 from biotune_optuna.finetuning.baselines import baseline
 from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.finetuning.evaluation import (
@@ -91,7 +90,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     study = open_study(config, task.block_names)
     describe_study(study, task, None)
     budget = budget_of(config)
-    keys.set_budget(study, budget.trials, budget.epochs)
+    contents.set_budget(study, budget.trials, budget.epochs)
     for line in notices(config, task):
         print(f"biotune-optuna: note: {line}", file=sys.stderr, flush=True)
     if not quiet:
@@ -132,9 +131,9 @@ def describe_budget(budget: Budget) -> str:
 
 
 def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    """The first trials of the ``k`` best distinct plans, as :func:`keys.ranked_plans`
+    """The first trials of the ``k`` best distinct plans, as :func:`contents.ranked_plans`
     ranks them (full-fidelity evaluations first, by their mean)."""
-    return [plan.trial for plan in keys.ranked_plans(study)[:k]]
+    return [plan.trial for plan in contents.ranked_plans(study)[:k]]
 
 
 def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k: int,
@@ -173,7 +172,7 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     best-epoch weights (to ``out``, else beside the study's SQLite or journal file at
     ``storage_url``), and (with ``compare``) put full fine-tuning and linear probing beside
     it on the same seeds."""
-    if not keys.ranked_plans(study):
+    if not contents.ranked_plans(study):
         raise ConfigError(no_plan(study))
     config = config_of(study, device=device, data_root=data_root, threads=threads)
     resolve_device(config.device)
@@ -194,7 +193,7 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     save_checkpoint(path, result, plan=plan.as_dict(), params=trial.params,
                     classes=list(task.data.classes), model=config.model, head=task.model.heads,
                     config=config.fingerprint(), test=result.as_dict())
-    study.set_user_attr(keys.FINAL, [e.as_dict() for e in evaluations])
+    study.set_user_attr(contents.FINAL, [e.as_dict() for e in evaluations])
     return (results_table(evaluations) + f"\nBioTune's plan: the best of the top {top_k} "
             f"trials by mean validation over these seeds; checkpoint of seed {seeds[0]} "
             f"saved to {path}")
@@ -205,7 +204,7 @@ def _beside_study(study: optuna.Study, storage_url: str, suffix: str) -> Path:
     file = storage_file(storage_url)
     folder = file.parent if file else Path("studies")
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{keys.file_name(study.study_name)}{suffix}"
+    return folder / f"{contents.file_name(study.study_name)}{suffix}"
 
 
 REVALIDATION_SEEDS = (100, 101, 102)  # fresh seeds to pick each search's plan by validation
@@ -235,85 +234,3 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
         evaluations.append(evaluate_plan(task, plan, train, seeds, label, method=method,
                                          quiet=quiet))
     return evaluations
-
-
-def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[int],
-                     target: float | None = None, out_dir: str = "plots",
-                     quiet: bool = False) -> str:
-    """One study per sampler and seed in one storage, at equal compute: the first sampler
-    runs the budget given (trials, or ``--compute-budget``), and every other sampler gets
-    the epochs the first one trained on the same seed, with the same fidelity machinery
-    (under multi-fidelity, Hyperband from BioTune's low fidelity). Reports the best
-    validation value, the test accuracy of each study's plan (picked as train-best does:
-    the best of its top 5 plans re-validated with fresh seeds), the compute spent, the
-    compute needed to reach ``target`` (default: the lowest best value, which every study
-    reached) and a convergence plot against trials and compute."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    from biotune_optuna.analysis import best_so_far, plot_convergence
-
-    configs = {s: config.replace(sampler=s, storage=config.storage_url) for s in samplers}
-    if len(seeds) == 1 and not quiet:
-        print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
-              "--seeds is a list of seeds, such as 0,1,2,3,4", file=sys.stderr, flush=True)
-    task = task_for(config)
-    studies: dict[str, list[optuna.Study]] = {}
-    for seed in seeds:
-        first = None
-        for sampler in samplers:
-            own = configs[sampler].replace(study_name=f"{config.study_name}-{sampler}-s{seed}",
-                                           seed=seed)
-            if first is not None and config.compute_budget is None:
-                spent = keys.compute_spent(first.get_trials(deepcopy=False)).epochs
-                own = own.replace(trials=None, compute_budget=max(spent, 1))
-            elif config.compute_budget is None:  # BioTune's budget, its extra trials included
-                own = own.replace(trials=config.n_trials)
-            if not quiet:
-                print(f"{own.study_name}: {describe_budget(budget_of(own))}", flush=True)
-            study = search(own, quiet=quiet, task=task)
-            first = first or study
-            studies.setdefault(sampler, []).append(study)
-    best = {sampler: np.array([keys.ranked_plans(s)[0].value if keys.ranked_plans(s) else np.nan
-                               for s in group]) for sampler, group in studies.items()}
-    target = target if target is not None else float(np.nanmin(np.concatenate(list(best.values()))))
-    rows = []
-    for sampler, group in studies.items():
-        tests, spent, reach = [], [], []
-        for study in group:
-            _, plan, _ = select_plan(study, task, config.train_config(),
-                                     list(REVALIDATION_SEEDS), top_k=5, quiet=True,
-                                     trainable_penalty=config.trainable_penalty)
-            evaluation = evaluate_plan(task, plan, config.train_config(),
-                                       config.train_seeds, study.study_name)
-            tests.append(evaluation.mean())
-            spent.append(keys.compute_spent(study.get_trials(deepcopy=False)).epochs)
-            compute, values = best_so_far(study)
-            hit = np.nonzero(values >= target)[0]
-            reach.append(compute[hit[0]] if len(hit) else None)
-        rows.append((sampler, best[sampler], np.array(tests), np.array(spent), reach))
-    figure = plot_convergence(studies, title=f"{config.study_name}: samplers at equal compute")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    plot = Path(out_dir) / f"{config.study_name}_convergence.png"
-    figure.savefig(plot)
-    header = (f"{'sampler':<8} {'best validation':>17} {'test (retrained best)':>22} "
-              f"{'epochs trained':>15} {'epochs to reach ' + format(target, '.4f'):>24}")
-    lines = [header, "-" * len(header)]
-    for sampler, values, tests, spent, reach in rows:
-        reached = [r for r in reach if r is not None]
-        needed = f"median {int(np.median(reached))} ({len(reached)}/{len(reach)} reach)" \
-            if reached else f"never (0/{len(reach)})"
-        lines.append(f"{sampler:<8} {np.nanmean(values):>8.4f} ± {np.nanstd(values):.4f} "
-                     f"{tests.mean():>12.4f} ± {tests.std():.4f} {spent.mean():>15,.0f} "
-                     f"{needed:>24}")
-    fidelity = (f"multi-fidelity, low fidelity {config.low_fidelity.epochs} epochs of one "
-                "seed run" if config.multi_fidelity else "every trial at the full protocol")
-    per = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per sampler"
-    lines.append(f"({per}, {fidelity}; the others matched to "
-                 f"{samplers[0]}'s compute per seed, in {config.storage_label}; best "
-                 f"validation: the plan each search hands over; convergence plot {plot})"
-                 if config.compute_budget is None else
-                 f"({per}, {fidelity}, {config.compute_budget:,} "
-                 f"epochs each, in {config.storage_label}; convergence plot {plot})")
-    return "\n".join(lines)

@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 import optuna
 
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.fidelity import FULL, Fidelity, training_at
+from biotune_optuna.app.optuna_internals import study_key, trial_attrs
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import FineTunePlan
-from biotune_optuna.sampler.population import TrialRecord, fidelity_of, rescore_round
+from biotune_optuna.sampler.records import TrialRecord, fidelity_of, rescore_round
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
 
@@ -37,8 +38,8 @@ def plan_attrs(plan: FineTunePlan, task: Task) -> dict[str, object]:
     sizes = {b.name: b.n_params for b in task.blocks}
     trainable = sum(sizes[b] for b in plan.trained_blocks)
     total = sum(sizes.values())
-    return {**plan.as_dict(), keys.TRAINABLE_PARAMS: trainable,
-            keys.TRAINABLE_FRACTION: round(trainable / total, 6)}
+    return {**plan.as_dict(), contents.TRAINABLE_PARAMS: trainable,
+            contents.TRAINABLE_FRACTION: round(trainable / total, 6)}
 
 
 @dataclass
@@ -88,31 +89,31 @@ class FineTuneObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         study = trial.study
-        if (id(study._storage), study._study_id) not in self._described:  # made in Python?
+        if study_key(study) not in self._described:  # made in Python?
             from biotune_optuna.app.studies import config_of_objective, describe_study
 
-            if keys.CONFIG not in study.user_attrs:
+            if contents.CONFIG not in study.user_attrs:
                 describe_study(study, self.task, config_of_objective(study, self))
-            self._described.add((id(study._storage), study._study_id))
+            self._described.add(study_key(study))
         names = self.task.block_names
         plan = genome.decode(genome.suggest_genome(trial, names), names, self.train_head)
         attrs = plan_attrs(plan, self.task)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        penalty = self.trainable_penalty * attrs[keys.TRAINABLE_FRACTION]
+        penalty = self.trainable_penalty * attrs[contents.TRAINABLE_FRACTION]
         if plan.is_empty:
-            trial.set_user_attr(keys.EMPTY_PLAN, True)
+            trial.set_user_attr(contents.EMPTY_PLAN, True)
             return EMPTY_PLAN_VALUE
-        system_attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+        system_attrs = trial_attrs(trial)
         task = self.task
         if self.n_folds > 1:
             record = TrialRecord.from_attrs(system_attrs)
             fold = max((record.generation if record else 0) - 1, 0) % self.n_folds
-            trial.set_user_attr(keys.FOLD, fold)
+            trial.set_user_attr(contents.FOLD, fold)
             task = task.for_fold(fold, self.n_folds)
         seeds = training_seeds(system_attrs, self.seeds)
         if seeds != list(self.seeds):
-            trial.set_user_attr(keys.RESCORE_SEEDS, seeds)
+            trial.set_user_attr(contents.RESCORE_SEEDS, seeds)
         fidelity = fidelity_of(system_attrs) if self.low_fidelity else FULL
         config, seeds = training_at(fidelity, self.config, seeds, self.low_fidelity)
         run = _Runs(trial, task, time.perf_counter(), fidelity, self.report_epochs, penalty)
@@ -127,7 +128,7 @@ class FineTuneObjective:
             run.finished(result)
             if result.diverged:
                 run.record()
-                trial.set_user_attr(keys.FAILED_REASON, result.diverged)
+                trial.set_user_attr(contents.FAILED_REASON, result.diverged)
                 return math.nan  # Optuna fails the trial and the study goes on
         run.record()
         return run.value()
@@ -179,15 +180,15 @@ class _Runs:
         """The runs' figures and cost as user attrs (learning curves too when epochs were
         not reported)."""
         epochs = [r.epochs_run for r in self.runs] + ([len(self.current)] if self.current else [])
-        attrs = {keys.SECONDS: round(time.perf_counter() - self.start, 3),
-                 keys.EPOCHS: epochs, keys.IMAGE_EPOCHS: sum(epochs) * self.train_images,
-                 keys.FIDELITY: self.fidelity}
+        attrs = {contents.SECONDS: round(time.perf_counter() - self.start, 3),
+                 contents.EPOCHS: epochs, contents.IMAGE_EPOCHS: sum(epochs) * self.train_images,
+                 contents.FIDELITY: self.fidelity}
         finished = [r for r in self.runs if r.val is not None]
         if finished:
-            attrs[keys.VALUE_STD] = float(np.std([r.value for r in finished]))
-            attrs |= {keys.validation_key(m): float(np.mean([r.val.get(m) for r in finished]))
+            attrs[contents.VALUE_STD] = float(np.std([r.value for r in finished]))
+            attrs |= {contents.validation_key(m): float(np.mean([r.val.get(m) for r in finished]))
                       for m in METRICS}
         curves = [r.history for r in self.runs] + ([self.current] if self.current else [])
-        attrs[keys.LEARNING_CURVES] = [[round(v, 6) for v in c] for c in curves]
+        attrs[contents.LEARNING_CURVES] = [[round(v, 6) for v in c] for c in curves]
         for key, value in attrs.items():
             self.trial.set_user_attr(key, value)

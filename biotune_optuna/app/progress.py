@@ -9,9 +9,9 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.runner import Budget
-from biotune_optuna.sampler.population import RETRY_OF, TrialRecord
+from biotune_optuna.sampler.records import TrialRecord, is_retry
 
 
 class SearchProgress:
@@ -24,11 +24,11 @@ class SearchProgress:
         trials = study.get_trials(deepcopy=False)
         self.by_compute = budget.trials is None
         if self.by_compute:
-            total, done = budget.epochs, keys.compute_spent(trials).epochs
+            total, done = budget.epochs, contents.compute_spent(trials).epochs
         else:
             total = budget.trials
             done = sum(1 for t in trials
-                       if t.state.is_finished() and RETRY_OF not in t.system_attrs)
+                       if t.state.is_finished() and not is_retry(t))
         self.quiet = quiet
         self.started = time.monotonic()
         # In a log file (no terminal) a line every 30 s instead of a redrawn bar.
@@ -43,9 +43,9 @@ class SearchProgress:
         self._describe(study)
 
     def _describe(self, study: optuna.Study) -> None:
-        ranked = keys.ranked_plans(study)
+        ranked = contents.ranked_plans(study)
         best = "-" if not ranked else f"{ranked[0].value:.4f}" + (
-            " (low fidelity)" if ranked[0].fidelity == keys.LOW else "")
+            " (low fidelity)" if ranked[0].fidelity == contents.LOW else "")
         trials = study.get_trials(deepcopy=False)
         generations = [TrialRecord.of(t) for t in trials]
         if any(generations):  # a BioTune study
@@ -56,10 +56,10 @@ class SearchProgress:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.by_compute:
-            self.trials.update(keys.trial_compute(trial).epochs)
-        elif RETRY_OF not in trial.system_attrs:
+            self.trials.update(contents.trial_compute(trial).epochs)
+        elif not is_retry(trial):
             self.trials.update(1)
-        reason = trial.user_attrs.get(keys.FAILED_REASON)
+        reason = contents.failed_reason(trial)
         if trial.state == TrialState.FAIL and reason:
             self.trials.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
         self._describe(study)

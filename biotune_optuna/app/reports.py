@@ -8,21 +8,23 @@ from collections import Counter
 import optuna
 from optuna.trial import TrialState
 
-from biotune_optuna.app import keys as keys
-from biotune_optuna.sampler.population import RETRY_OF, Layout, Progress, with_records
+from biotune_optuna import contents
+from biotune_optuna.sampler import records
+from biotune_optuna.sampler.population import Layout, Progress
+from biotune_optuna.sampler.records import is_retry, with_records
 
 
 def status_report(study: optuna.Study) -> str:
     """Trials by state, generation progress, best so far, elapsed and remaining time."""
     trials = study.get_trials(deepcopy=False)
-    config = study.user_attrs.get(keys.CONFIG) or {}
+    config = contents.config(study)
     states = Counter(t.state.name for t in trials)
     lines = [f"study {study.study_name}: {len(trials)} trials (" +
              ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) + ")"]
     if config:
         lines.append(f"  {config.get('sampler')} sampler, {config.get('model')} on "
                      f"{config.get('dataset')}, seeds {config.get('train_seeds')}")
-    slots = [t for t in trials if RETRY_OF not in t.system_attrs]
+    slots = [t for t in trials if not is_retry(t)]
     if config.get("sampler") == "biotune":
         progress = Progress.of(with_records(trials))
         layout = Layout(config["population"], config["elite"], config.get("rescore_elites", False),
@@ -30,15 +32,15 @@ def status_report(study: optuna.Study) -> str:
         size = layout.generation_size(progress.generation)
         lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
                      "trials finished")
-    ranked = keys.ranked_plans(study)
+    ranked = contents.ranked_plans(study)
     if ranked:
         best = ranked[0].trial
         lines.append(f"  best so far: trial {best.number}, value "
-                     f"{keys.describe_value(ranked[0])}, trains "
-                     f"{', '.join(best.user_attrs.get(keys.TRAINED_BLOCKS, [])) or '-'}")
+                     f"{contents.describe_value(ranked[0])}, trains "
+                     f"{', '.join(contents.trained_blocks(best)) or '-'}")
     else:
         lines.append("  best so far: none completed yet")
-    spent = keys.compute_spent(trials)
+    spent = contents.compute_spent(trials)
     if spent.seed_runs:
         lines.append(f"  compute: {spent.describe()}")
     busy = busy_seconds(trials)
@@ -47,7 +49,7 @@ def status_report(study: optuna.Study) -> str:
     if busy:
         lines.append(f"  elapsed: {_duration(busy)} of searching (time with a trial "
                      "running; pauses between runs are not counted)")
-    budget, epochs = keys.stored_budget(study)
+    budget, epochs = contents.stored_budget(study)
     if durations and budget:
         left = max(budget - len(slots), 0) + states.get("RUNNING", 0)
         workers = max(states.get("RUNNING", 0), 1)
@@ -65,11 +67,11 @@ def busy_seconds(trials) -> float:
     """The time at least one trial was running (the union of the trials' intervals). A
     trial whose worker died is left out: it was failed once its heartbeat expired, so its
     interval ends long after the worker stopped."""
-    retried = {t.system_attrs.get(RETRY_OF) for t in trials}
+    retried = records.retried(trials)
     intervals = sorted((t.datetime_start, t.datetime_complete) for t in trials
                        if t.datetime_start and t.datetime_complete and not (
                            t.number in retried and t.state == TrialState.FAIL
-                           and not t.user_attrs.get(keys.INTERRUPTED)))
+                           and not contents.interrupted(t)))
     total, end = 0.0, None
     for start, stop in intervals:
         if end is None or start > end:

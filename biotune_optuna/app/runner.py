@@ -13,15 +13,21 @@ import warnings
 from dataclasses import dataclass
 
 import optuna
-from optuna.storages import RDBStorage
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from biotune_optuna.app import keys as keys
-from biotune_optuna.app.keys import INTERRUPTED
+from biotune_optuna import contents
+from biotune_optuna.app.optuna_internals import (
+    beating_trial_ids,
+    fail_running_trial,
+    heartbeat_enabled,
+    heartbeat_rdb,
+    lock_for,
+    storage_of,
+    trial_id_of,
+)
 from biotune_optuna.app.storage import retry_callback
-from biotune_optuna.sampler.coordination import study_lock
-from biotune_optuna.sampler.population import RETRY_OF
+from biotune_optuna.contents import INTERRUPTED
+from biotune_optuna.sampler.records import is_retry
 
 logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -46,10 +52,10 @@ class Budget:
         trials = study.get_trials(deepcopy=False)
         if any(t.state == TrialState.WAITING for t in trials):
             return True
-        slots = sum(1 for t in trials if RETRY_OF not in t.system_attrs)
+        slots = sum(1 for t in trials if not is_retry(t))
         if self.trials is not None and slots >= self.trials:
             return False
-        return self.epochs is None or keys.compute_spent(trials).epochs < self.epochs
+        return self.epochs is None or contents.compute_spent(trials).epochs < self.epochs
 
 
 class BudgetedStudy(optuna.Study):
@@ -60,11 +66,11 @@ class BudgetedStudy(optuna.Study):
     trial in flight may end past it)."""
 
     def __init__(self, study: optuna.Study, budget: Budget) -> None:
-        super().__init__(study.study_name, study._storage, study.sampler, study.pruner)
+        super().__init__(study.study_name, storage_of(study), study.sampler, study.pruner)
         self.budget = budget
 
     def ask(self, fixed_distributions=None) -> optuna.Trial:
-        with study_lock(self._storage, self._study_id):
+        with lock_for(self):
             if not self.budget.has_room(self):
                 raise BudgetReached
             return super().ask(fixed_distributions)
@@ -134,27 +140,22 @@ def fail_orphaned_trials(study: optuna.Study) -> int:
     """Fail and retry RUNNING trials that never sent a heartbeat and started longer than the
     grace period ago. Optuna's heartbeat check skips them, yet a worker killed between
     creating a trial and starting its heartbeat thread leaves exactly such a trial."""
-    rdb = getattr(study._storage, "_backend", study._storage)
-    if not isinstance(rdb, RDBStorage) or not is_heartbeat_enabled(rdb):
+    rdb = heartbeat_rdb(study)
+    if rdb is None:
         return 0
-    from optuna.storages._rdb import models
-
     grace = rdb.grace_period or 2 * rdb.heartbeat_interval
-    with rdb.scoped_session() as session:
-        beating = {tid for (tid,) in session.query(models.TrialHeartbeatModel.trial_id)}
+    beating = beating_trial_ids(rdb)
     now = datetime.datetime.now()
     failed = 0
     for trial in running_trials(study):
-        if trial._trial_id in beating or trial.datetime_start is None:
+        if trial_id_of(trial) in beating or trial.datetime_start is None:
             continue
         if (now - trial.datetime_start).total_seconds() <= grace:
             continue
-        try:
-            if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+        failed_trial = fail_running_trial(study, trial)
+        if failed_trial is None:
             continue
-        retry_callback()(study, study._storage.get_trial(trial._trial_id))
+        retry_callback()(study, failed_trial)
         failed += 1
     return failed
 
@@ -191,7 +192,7 @@ def run_search(study: optuna.Study, objective, budget: Budget, n_jobs: int = 1,
                     pass
                 continue
             running = running_trials(study)
-            if not running or not is_heartbeat_enabled(study._storage):
+            if not running or not heartbeat_enabled(storage_of(study)):
                 return
             if on_wait is not None:
                 on_wait(running)

@@ -13,7 +13,6 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 
-from biotune_optuna.app import keys as keys
 from biotune_optuna.app.storage_urls import masked, remember, scrubbed, storage_file
 
 STORAGE_ATTEMPTS = 5

@@ -10,15 +10,16 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from biotune_optuna.app import keys as keys
+from biotune_optuna import contents
 from biotune_optuna.app.config import ConfigError, SearchConfig, differences, with_legacy_options
 from biotune_optuna.app.fidelity import rung_pruner
-from biotune_optuna.app.keys import INTERRUPTED, study_config
-from biotune_optuna.app.storage import open_storage, retry_callback
-from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.coordination import study_lock
-from biotune_optuna.sampler.core import SEED, BioTuneSampler
-from biotune_optuna.sampler.population import RETRY_OF
+from biotune_optuna.app.optuna_internals import lock_for, study_attrs
+from biotune_optuna.app.storage import StorageError, open_storage, retry_callback
+from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked
+from biotune_optuna.contents import study_config
+from biotune_optuna.sampler import genome, records
+from biotune_optuna.sampler.core import BioTuneSampler
+from biotune_optuna.sampler.records import SEED
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,13 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
         study_name=config.study_name, storage=storage, direction="maximize",
         sampler=make_sampler(config, space), pruner=make_pruner(config),
         load_if_exists=True)
-    with study_lock(study._storage, study._study_id):  # workers starting together agree
+    with lock_for(study):  # workers starting together agree
         stored = study_config(study)
         if stored is None:
             if study.get_trials(deepcopy=False):
                 raise ConfigError(f"study {config.study_name!r} exists but was not created by "
                                   "biotune-optuna; pick another --study-name")
-            study.set_user_attr(keys.CONFIG, fingerprint)
+            study.set_user_attr(contents.CONFIG, fingerprint)
             if config.enqueue_baselines:
                 for name in genome.RECIPES:  # full fine-tuning, linear probing
                     study.enqueue_trial(genome.recipe(name, block_names))
@@ -98,11 +99,10 @@ def retry_interrupted(study: optuna.Study) -> int:
     """Re-enqueue trials that failed because their worker was interrupted (Ctrl-C), once,
     with their parameters and BioTune slot, so resuming loses nothing."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get(RETRY_OF) for t in trials} | {
-        n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = records.retried(trials)
     count = 0
     for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED) and \
+        if t.state == TrialState.FAIL and contents.interrupted(t) and \
                 t.number not in retried:
             retry_callback()(study, t)
             count += 1
@@ -111,10 +111,72 @@ def retry_interrupted(study: optuna.Study) -> int:
     return count
 
 
+def storage_url(study_name: str | None, storage: str | None) -> str:
+    """The storage given, else $BIOTUNE_OPTUNA_STORAGE, else the study's default SQLite
+    file."""
+    url = storage or from_environment()
+    if url:
+        return url
+    if study_name:
+        return SearchConfig(study_name=study_name).storage_url
+    raise ConfigError(f"give --storage URL (or set {ENV_VAR}) and --study-name")
+
+
+def existing_study(study_name: str, url: str) -> optuna.Study | None:
+    """The study, when its storage exists and holds it (nothing is created)."""
+    try:
+        storage = open_storage(url, heartbeat=None, create=False)
+    except StorageError:
+        return None
+    if study_name not in optuna.get_all_study_names(storage):
+        return None
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def load_study(url: str, study_name: str | None) -> optuna.Study:
+    """The named study, or the storage's only one; a one-line error naming the fix."""
+    storage = open_storage(url, heartbeat=None, create=False)
+    names = optuna.get_all_study_names(storage)
+    name = study_name
+    if name is None:
+        if len(names) != 1:
+            raise ConfigError(f"the storage holds {len(names)} studies; pick one with "
+                              f"--study-name ({', '.join(names) or 'none'})")
+        name = names[0]
+    if name not in names:
+        shown = masked(url)
+        raise ConfigError(f"no study named {name!r} in {shown}; list them with "
+                          f"biotune-optuna studies --storage {shown}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def load_searched_study(url: str, study_name: str | None, command: str) -> optuna.Study:
+    """A study holding fine-tuning plans: one made by a search (or a study whose trials
+    suggest ``gene:<block>`` parameters)."""
+    study = load_study(url, study_name)
+    if not contents.blocks(study) and not any(
+            name.startswith(genome.GENE_PREFIX) for trial in study.get_trials(deepcopy=False)
+            for name in trial.params):
+        raise ConfigError(f"study {study.study_name!r} holds no fine-tuning plans (no "
+                          f"{genome.GENE_PREFIX}<block> parameters); {command} reads studies "
+                          "made by biotune-optuna search")
+    return study
+
+
+def stored_options(study: optuna.Study | None) -> dict:
+    """A biotune-optuna study's stored configuration as options, with the budget it last
+    asked for (a resume without options keeps them); empty for other studies."""
+    stored = contents.stored_options(study) if study else {}
+    if stored:
+        trials, epochs = contents.stored_budget(study)
+        stored |= {name: value for name, value in (("trials", trials),
+                                                    ("compute_budget", epochs)) if value}
+    return with_legacy_options(stored) if stored else {}
+
+
 def config_of(study: optuna.Study, **runtime) -> SearchConfig:
     """The study's stored configuration with run-time options (device, data root)."""
-    stored = dict(study.user_attrs.get(keys.CONFIG) or {})
-    stored.pop("blocks", None)
+    stored = contents.stored_options(study)
     if not stored:
         raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
                           "its configuration is unknown")
@@ -128,16 +190,16 @@ def describe_study(study: optuna.Study, task, config: SearchConfig | None) -> No
     :class:`~biotune_optuna.app.objective.FineTuneObjective`) then works with ``best``,
     ``export``, ``status``, ``plot`` and ``train-best`` like one made by ``search``."""
     attrs = study.user_attrs
-    if config is not None and keys.CONFIG not in attrs:
-        study.set_user_attr(keys.CONFIG, {**config.fingerprint(), "blocks": task.block_names})
-    if keys.BLOCKS not in attrs:
-        study.set_user_attr(keys.BLOCKS, {b.name: {"modules": list(b.modules),
+    if config is not None and contents.CONFIG not in attrs:
+        study.set_user_attr(contents.CONFIG, {**config.fingerprint(), "blocks": task.block_names})
+    if contents.BLOCKS not in attrs:
+        study.set_user_attr(contents.BLOCKS, {b.name: {"modules": list(b.modules),
                                                    "n_params": b.n_params,
                                                    **({"params": list(b.params)}
                                                       if not b.modules else {})}
                                           for b in task.blocks})
-    if keys.INPUT not in attrs:
-        study.set_user_attr(keys.INPUT, task.model.input.as_dict())
+    if contents.INPUT not in attrs:
+        study.set_user_attr(contents.INPUT, task.model.input.as_dict())
 
 
 SAMPLER_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "CmaEsSampler": "cmaes",
@@ -160,8 +222,7 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
                         exploration_rate=settings["exploration_rate"],
                         rescore_elites=settings["rescore_elites"],
                         elite_pair_mean=settings["elite_pair_mean"],
-                        seed=study._storage.get_study_system_attrs(study._study_id).get(
-                            SEED, sampler._seed or 0))
+                        seed=study_attrs(study).get(SEED, sampler.seed or 0))
     elif type(sampler).__name__ in SAMPLER_NAMES:
         options["sampler"] = SAMPLER_NAMES[type(sampler).__name__]
     else:
@@ -178,7 +239,7 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
                     multi_fidelity=low is not None, pruner=PRUNER_NAMES[pruner],
                     **({"low_epochs": low.epochs} if low is not None else {}))
     try:
-        return SearchConfig(study_name=keys.file_name(study.study_name), **options)
+        return SearchConfig(study_name=contents.file_name(study.study_name), **options)
     except ConfigError as error:
         logger.debug("study %s keeps no configuration: %s", study.study_name, error)
         return None

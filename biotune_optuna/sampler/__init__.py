@@ -1,11 +1,13 @@
 """BioTuneSampler: BioTune's evolutionary selective fine-tuning as an Optuna sampler.
 
-This package needs Optuna and NumPy only (never torch): it can be used, and published as an
-OptunaHub sampler, on its own. See README.md beside this file.
+This package needs Optuna and NumPy only (never torch) and imports only its own modules,
+relatively: the folder is an OptunaHub package (``optunahub.load_local_module`` loads it from
+a registry tree). See README.md beside this file.
 """
 
-from biotune_optuna.sampler.core import BioTuneSampler
-from biotune_optuna.sampler.genome import (
+from . import synthetic
+from .core import BioTuneSampler
+from .genome import (
     FineTunePlan,
     decode,
     encode,
@@ -13,7 +15,7 @@ from biotune_optuna.sampler.genome import (
     search_space,
     suggest_genome,
 )
-from biotune_optuna.sampler.population import fidelity_of, rescore_round
+from .records import fidelity_of, rescore_round
 
 __all__ = [
     "BioTuneSampler",
@@ -25,4 +27,5 @@ __all__ = [
     "rescore_round",
     "search_space",
     "suggest_genome",
+    "synthetic",
 ]

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
+from optuna.study import Study
+
+from .storage_io import backend_of, journal_file, storage_of, study_id_of
 
 try:
     import fcntl
@@ -123,6 +126,11 @@ _registry_lock = threading.Lock()
 _warned: set[str] = set()
 
 
+def lock_for(study: Study) -> StudyLock:
+    """The process's lock for this study (see :func:`study_lock`)."""
+    return study_lock(storage_of(study), study_id_of(study))
+
+
 def study_lock(storage: BaseStorage, study_id: int) -> StudyLock:
     """The process's lock for this study: the same object for every caller that names the
     same study, so nesting (a runner's budget check around the sampler's decision) never
@@ -144,7 +152,7 @@ def _system_lock(storage: BaseStorage, study_id: int) -> tuple[tuple | None, Any
     """(a process-wide identity of the storage, its cross-process lock or None)."""
     if isinstance(storage, InMemoryStorage):
         return None, None  # only this process can see it
-    backend = getattr(storage, "_backend", storage)
+    backend = backend_of(storage)
     if isinstance(backend, RDBStorage):
         url = backend.engine.url
         dialect = url.get_backend_name()
@@ -163,7 +171,7 @@ def _system_lock(storage: BaseStorage, study_id: int) -> tuple[tuple | None, Any
                                           "SELECT RELEASE_LOCK(:n)")
         _warn_once(f"{dialect} databases")
         return None, None
-    path = getattr(backend, "_file_path", None)  # optuna.storages.journal.JournalFileBackend
+    path = journal_file(storage)
     if path is not None:
         return _file_lock(Path(path))
     _warn_once(type(backend).__name__)

@@ -19,16 +19,26 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from biotune_optuna.sampler import operators
-from biotune_optuna.sampler import population as pop
-from biotune_optuna.sampler.coordination import StudyLock, study_lock
-from biotune_optuna.sampler.population import Individual, Layout, Progress, TrialRecord
-from biotune_optuna.sampler.storage_io import TrialView, record_writer
+from . import population as pop
+from . import records
+from .coordination import StudyLock, lock_for
+from .evolution import INDEPENDENT_STREAM, Evolution, Proposal
+from .population import Layout, Progress
+from .records import SEED, SETTINGS, Individual, TrialRecord
+from .storage_io import (
+    TrialView,
+    fail_trial,
+    is_multi_objective,
+    record_writer,
+    set_study_attr,
+    storage_of,
+    stored_trial,
+    study_attrs,
+    study_id_of,
+    trial_id_of,
+)
 
 logger = logging.getLogger(__name__)
-SETTINGS = pop.ATTR + "settings"
-SEED = pop.ATTR + "seed"
-_SLOT_STREAM, _ELITE_STREAM, _INDEPENDENT_STREAM = 0, 1, 2
 MULTI_OBJECTIVE = ("BioTuneSampler supports single-objective studies only; use "
                    "optuna.samplers.NSGAIISampler for several objectives")
 NO_FLOAT = "no float parameter to evolve"
@@ -198,15 +208,13 @@ class BioTuneSampler(BaseSampler):
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         self._layout = Layout(population_size, elite_size, rescore_elites, multi_fidelity)
+        self._evolution = Evolution(exploration_rate, threshold_param, clip_elite_genes,
+                                    resample_empty)
         self._elite_pair_mean = elite_pair_mean
-        self._exploration_rate = exploration_rate
-        self._threshold_param = threshold_param
         self._seed = seed
         self._search_space = _evolvable(search_space) if search_space is not None else None
         self._ideal_value = ideal_value
-        self._clip_elite_genes = clip_elite_genes
         self._extinction_after_init = extinction_after_init
-        self._resample_empty = resample_empty
         self._independent_sampler = independent_sampler
         self._intersection = IntersectionSearchSpace(include_pruned=True)
         self._init_process_state()
@@ -231,6 +239,11 @@ class BioTuneSampler(BaseSampler):
         return self._layout.population_size
 
     @property
+    def seed(self) -> int | None:
+        """The seed given (a study keeps the seed it started with)."""
+        return self._seed
+
+    @property
     def elite_size(self) -> int:
         return self._layout.elite_size
 
@@ -243,12 +256,12 @@ class BioTuneSampler(BaseSampler):
         return {
             "population_size": self.population_size,
             "elite_size": self.elite_size,
-            "exploration_rate": self._exploration_rate,
-            "threshold_param": self._threshold_param,
+            "exploration_rate": self._evolution.exploration_rate,
+            "threshold_param": self._evolution.threshold_param,
             "ideal_value": self._ideal_value,
-            "clip_elite_genes": self._clip_elite_genes,
+            "clip_elite_genes": self._evolution.clip_elite_genes,
             "extinction_after_init": self._extinction_after_init,
-            "resample_empty": self._resample_empty,
+            "resample_empty": self._evolution.resample_empty,
             "rescore_elites": self._layout.rescore,
             "elite_pair_mean": self._elite_pair_mean,
             "multi_fidelity": self._layout.promote,
@@ -274,10 +287,9 @@ class BioTuneSampler(BaseSampler):
         _refuse_multi_objective(study)
         if not search_space:
             return {}
-        proposal = self._proposals.pop(trial._trial_id, None)
+        proposal = self._proposals.pop(trial_id_of(trial), None)
         if proposal is None:  # a retry, or a trial begun by another sampler object
-            record = TrialRecord.of(trial) or TrialRecord.of(study._storage.get_trial(
-                trial._trial_id))
+            record = TrialRecord.of(trial) or TrialRecord.of(stored_trial(study, trial))
             if record is None:  # never passed through before_trial: nothing was decided
                 return {name: self.sample_independent(study, trial, name, dist)
                         for name, dist in search_space.items()}
@@ -292,13 +304,13 @@ class BioTuneSampler(BaseSampler):
         if sampler is None:
             stream = zlib.crc32(param_name.encode())
             seed = self._state(study, trial).seed
-            sampler = RandomSampler(seed=_derive_seed(seed, _INDEPENDENT_STREAM, trial.number,
+            sampler = RandomSampler(seed=_derive_seed(seed, INDEPENDENT_STREAM, trial.number,
                                                       stream))
         return sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        if study._is_multi_objective():
-            _fail(study, trial)
+        if is_multi_objective(study):
+            fail_trial(study, trial)
             raise ValueError(MULTI_OBJECTIVE)
         state = self._state(study, trial)
         if TrialRecord.of(trial) is not None:  # a retry keeps its original's record
@@ -307,12 +319,12 @@ class BioTuneSampler(BaseSampler):
         try:
             with state.lock:
                 record = self._decide(study, trial, state, state.view.trials(study))
-                state.write_record(trial._trial_id, record.to_json())
+                state.write_record(trial_id_of(trial), record.to_json())
                 state.view.decided(trial, record)
         except BaseException:  # storage failure or Ctrl-C: leave nothing RUNNING
-            _fail(study, trial)
+            fail_trial(study, trial)
             raise
-        self._proposals[trial._trial_id] = record.proposal
+        self._proposals[trial_id_of(trial)] = record.proposal
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
@@ -321,18 +333,18 @@ class BioTuneSampler(BaseSampler):
     # -- the algorithm -------------------------------------------------------------------
 
     def _decide(self, study: Study, trial: FrozenTrial, state: _StudyState,
-                trials: Sequence[pop.Known]) -> TrialRecord:
+                trials: Sequence[records.Known]) -> TrialRecord:
         """The trial's record; called under the study lock, with a fresh view of the trials."""
         progress = Progress.of(trials)
         generation, position = progress.next_position(self._layout)
-        if pop.RETRY_OF in trial.system_attrs:  # a retry of a trial the sampler never saw
+        if records.is_retry(trial):  # a retry of a trial the sampler never saw
             slot = -1 - trial.number
         else:
             slot = pop.slot_of(trial.number, state.view.retries)
         base = TrialRecord(slot, generation, self._layout.role(generation, position),
                            position=position)
         if self._layout.promote:  # everything but a promotion evolves at the low fidelity
-            base = replace(base, fidelity=pop.LOW)
+            base = replace(base, fidelity=records.LOW)
         space = self.infer_relative_search_space(study, trial)
         if not space:
             return _independent(base, NO_FLOAT)
@@ -344,70 +356,55 @@ class BioTuneSampler(BaseSampler):
             return _independent(base, f"sampler error: {error!r}")
 
     def _propose(self, study: Study, trial: FrozenTrial, state: _StudyState,
-                 trials: Sequence[pop.Known], progress: Progress, base: TrialRecord,
+                 trials: Sequence[records.Known], progress: Progress, base: TrialRecord,
                  space: dict[str, BaseDistribution]) -> TrialRecord:
-        def with_genes(genes: np.ndarray, **fields: Any) -> TrialRecord:
-            proposal = {n: pop.denormalize(float(g), space[n]) for n, g in zip(space, genes)}
-            return replace(base, proposal=proposal, **fields)
-
-        if "fixed_params" in trial.system_attrs or pop.RETRY_OF in trial.system_attrs:
-            return with_genes(self._random_genome(state, base.slot, space), role=pop.ENQUEUED)
-        if base.generation == 0:
-            return with_genes(self._random_genome(state, base.slot, space))
+        """The trial's genome, by the strategy of its position's role."""
         names = list(space)
+        evolution, seed = self._evolution, state.seed
+
+        def record(proposal: Proposal) -> TrialRecord:
+            values = {n: pop.denormalize(float(g), space[n])
+                      for n, g in zip(names, proposal.genes)}
+            return replace(base, proposal=values, **proposal.fields)
+
+        if records.is_enqueued(trial):
+            return record(evolution.random(seed, base.slot, names, role=records.ENQUEUED))
+        if base.generation == 0:
+            return record(evolution.random(seed, base.slot, names))
         parents = self._population(study, state, trials, progress, base.generation, space)
         if not any(p.has(names) and np.isfinite(p.fitness) for p in parents):
             return _independent(base, NO_PARENT)
+        if base.role in records.ELITE_ROLES:
+            index = base.position // 2
+            if index < len(parents) and parents[index].has(names):
+                return record(evolution.explore_elite(seed, parents[index], names, base))
+        elite = self._elite_at(base, parents, names)
+        if base.role == records.RESCORE and elite is not None:
+            return record(evolution.rescore(elite, names))
+        if base.role == records.PROMOTE:
+            if elite is not None and elite.trial not in self._promoted_before(
+                    study, state, base.generation):
+                return record(evolution.promote(elite, names))
+            base = replace(base, role=records.CHILD)  # promoted already: the position breeds
         members = progress.members if base.generation == progress.generation else []
         current = pop.group_generation(members, (), study.direction, space,
                                        state.known_genes(space))
-        if base.role in pop.ELITE_ROLES:
-            index = base.position // 2
-            if index < len(parents) and parents[index].has(names):
-                genes, fields = self._explore_elite(state, parents[index], names, base)
-                return with_genes(genes, **fields)
-        if base.role == pop.RESCORE:
-            elite = parents[base.position - self._layout.rescore_start]
-            if elite.has(names) and np.isfinite(elite.fitness):
-                return with_genes(elite.vector(names), elite=elite.trial)
-        if base.role == pop.PROMOTE:
-            elite = parents[base.position - self._layout.promote_start]
-            if elite.has(names) and np.isfinite(elite.fitness) and elite.trial not in \
-                    self._promoted_before(study, state, base.generation):
-                return with_genes(elite.vector(names), elite=elite.trial, fidelity=pop.FULL)
-            base = replace(base, role=pop.CHILD)  # promoted already: the position breeds
         pool = [p for p in pop.mating_pool(parents, self.elite_size, current,
                                            self._elite_pair_mean) if p.has(names)]
-        rng = self._rng(state, _SLOT_STREAM, base.slot)
-        if len(pool) <= 2:
-            return with_genes(self._random_genome(state, base.slot, space), role=pop.IMMIGRANT)
-        first, second, proto = operators.select_parents(rng, len(pool))
-        p1, p2, prototype = (pool[i].vector(names) for i in (first, second, proto))
-        extinction = (pool[first].extinction + pool[second].extinction) / 2.0
-        threshold = self._threshold_index(names)
-        for _ in range(operators.MAX_REDRAWS):
-            child = operators.make_child(rng, p1, p2, prototype, extinction)
-            if not self._resample_empty or operators.selects_any_block(child, threshold):
-                break
-        return with_genes(child, role=pop.CHILD, parents=[pool[first].trial, pool[second].trial],
-                          prototype=pool[proto].trial)
+        return record(evolution.breed(seed, base.slot, pool, names))
 
-    def _explore_elite(self, state: _StudyState, elite: Individual, names: list[str],
-                       base: TrialRecord) -> tuple[np.ndarray, dict[str, Any]]:
-        # Both trials of a pair draw from the same stream: same gene, opposite steps.
-        genes = elite.vector(names)
-        rng = self._rng(state, _ELITE_STREAM, base.generation, base.position // 2)
-        gene, delta = operators.elite_move(rng, genes, self._threshold_index(names),
-                                           self._exploration_rate)
-        step = delta if base.role == pop.ELITE_PLUS else -delta
-        moved = genes.copy()
-        moved[gene] += step
-        fields: dict[str, Any] = {"elite": elite.trial, "gene": names[gene], "delta": step}
-        if not self._clip_elite_genes:
-            fields["unclipped_genes"] = dict(zip(names, map(float, moved)))
-        return np.clip(moved, 0.0, 1.0), fields
+    def _elite_at(self, base: TrialRecord, parents: Sequence[Individual],
+                  names: list[str]) -> Individual | None:
+        """The elite a re-scoring or promotion position evaluates again (None when it has
+        nothing to evaluate)."""
+        start = {records.RESCORE: self._layout.rescore_start,
+                 records.PROMOTE: self._layout.promote_start}.get(base.role)
+        if start is None:
+            return None
+        elite = parents[base.position - start]
+        return elite if elite.has(names) and np.isfinite(elite.fitness) else None
 
-    def _population(self, study: Study, state: _StudyState, trials: Sequence[pop.Known],
+    def _population(self, study: Study, state: _StudyState, trials: Sequence[records.Known],
                     progress: Progress, generation: int,
                     space: dict[str, BaseDistribution]) -> list[Individual]:
         """The population entering a generation: read once per process, or fixed (and
@@ -422,11 +419,9 @@ class BioTuneSampler(BaseSampler):
         starting = generation > progress.generation
         stored: Mapping[str, Any] = {}
         if not starting or unseen or (previous and previous not in state.populations):
-            stored = study._storage.get_study_system_attrs(study._study_id)
-            for key, value in stored.items():
-                g = key.removeprefix(pop.POPULATION_PREFIX)
-                if g != key and int(g) not in state.populations:
-                    state.populations[int(g)] = [Individual.from_json(d) for d in value]
+            stored = study_attrs(study)
+            for g, population in records.stored_populations(stored).items():
+                state.populations.setdefault(g, population)
             if not starting and generation in state.populations:
                 return state.populations[generation]
         members = progress.members if previous == progress.generation else [
@@ -445,11 +440,9 @@ class BioTuneSampler(BaseSampler):
                                              self._elite_pair_mean)
         joined = sorted({t.number for t in adopted} & {i.trial for i in closed.newcomers})
         if joined:
-            study._storage.set_study_system_attr(study._study_id,
-                                                 f"{pop.ADOPTED_PREFIX}{previous}", joined)
-        study._storage.set_study_system_attr(study._study_id,
-                                             f"{pop.POPULATION_PREFIX}{generation}",
-                                             [i.to_json() for i in population])
+            set_study_attr(study, f"{records.ADOPTED_PREFIX}{previous}", joined)
+        set_study_attr(study, f"{records.POPULATION_PREFIX}{generation}",
+                       [i.to_json() for i in population])
         state.populations[generation] = population
         return population
 
@@ -459,21 +452,9 @@ class BioTuneSampler(BaseSampler):
         stored populations alone, so every worker agrees."""
         earlier = range(1, generation)
         if any(g not in state.populations for g in earlier):
-            stored = study._storage.get_study_system_attrs(study._study_id)
-            for g in earlier:
-                value = stored.get(f"{pop.POPULATION_PREFIX}{g}")
-                if g not in state.populations and value is not None:
-                    state.populations[g] = [Individual.from_json(d) for d in value]
+            for g, population in records.stored_populations(study_attrs(study)).items():
+                state.populations.setdefault(g, population)
         return {i.trial for g in earlier for i in state.populations.get(g, [])[:self.elite_size]}
-
-    def _random_genome(self, state: _StudyState, slot: int,
-                       space: Mapping[str, BaseDistribution]) -> np.ndarray:
-        names = list(space)
-        return operators.random_genome(self._rng(state, _SLOT_STREAM, slot), len(names),
-                                       self._threshold_index(names))
-
-    def _threshold_index(self, names: list[str]) -> int | None:
-        return names.index(self._threshold_param) if self._threshold_param in names else None
 
     def _signed_ideal(self, study: Study) -> float | None:
         if self._ideal_value is None:
@@ -481,46 +462,42 @@ class BioTuneSampler(BaseSampler):
         return self._ideal_value if study.direction == StudyDirection.MINIMIZE \
             else -self._ideal_value
 
-    @staticmethod
-    def _rng(state: _StudyState, *key: int) -> np.random.Generator:
-        return np.random.default_rng([state.seed, *key])
-
     # -- per-study state -----------------------------------------------------------------
 
     def _state(self, study: Study, trial: FrozenTrial) -> _StudyState:
         """The study's seed and lock, and its settings checked: read from storage once per
         process (and written by the first worker)."""
-        key = (study._study_id, study.study_name)
+        storage = storage_of(study)
+        key = (study_id_of(study), study.study_name)
         with self._states_lock:
-            state = self._states.setdefault(study._storage, {}).get(key)
+            state = self._states.setdefault(storage, {}).get(key)
         if state is not None:
             return state
-        lock = study_lock(study._storage, study._study_id)
+        lock = lock_for(study)
         with lock:
-            attrs = study._storage.get_study_system_attrs(study._study_id)
+            attrs = study_attrs(study)
             self._check_settings(study, trial, attrs)
             seed = attrs.get(SEED)
             if seed is None:
                 seed = self._seed if self._seed is not None else _fresh_seed()
-                study._storage.set_study_system_attr(study._study_id, SEED, seed)
+                set_study_attr(study, SEED, seed)
             elif self._seed is not None and seed != self._seed:
                 logger.warning("study %r keeps the seed it started with (%d), not %d",
                                study.study_name, seed, self._seed)
         with self._states_lock:
-            return self._states[study._storage].setdefault(
-                key, _StudyState(lock, seed, TrialView(study._storage),
-                                 record_writer(study._storage)))
+            return self._states[storage].setdefault(
+                key, _StudyState(lock, seed, TrialView(storage), record_writer(storage)))
 
-    def _check_settings(self, study: Study, trial: FrozenTrial, study_attrs: dict) -> None:
-        stored = study_attrs.get(SETTINGS)
+    def _check_settings(self, study: Study, trial: FrozenTrial, attrs: dict) -> None:
+        stored = attrs.get(SETTINGS)
         mine = self.settings()
         if stored is None:
-            study._storage.set_study_system_attr(study._study_id, SETTINGS, mine)
+            set_study_attr(study, SETTINGS, mine)
             return
         stored = {**_ADDED_SETTINGS, **stored}  # studies from before a setting existed
         differ = {k: (stored.get(k), v) for k, v in mine.items() if stored.get(k) != v}
         if differ:
-            _fail(study, trial)
+            fail_trial(study, trial)
             described = ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new)
                                   in differ.items())
             raise ValueError(f"study {study.study_name!r} was started with {described}; "
@@ -559,39 +536,30 @@ def _evolvable(space: Mapping[str, BaseDistribution]) -> dict[str, BaseDistribut
             if isinstance(dist, FloatDistribution) and not dist.single()}
 
 
-def _unseen_finished(trials: Sequence[pop.Known],
+def _unseen_finished(trials: Sequence[records.Known],
                      populations: Mapping[int, list[Individual]]) -> list[FrozenTrial]:
     """Finished trials without a record that no known population holds."""
-    unseen = [t for t, r in trials if r is None and t.state in pop.FINISHED]
+    unseen = [t for t, r in trials if r is None and t.state in records.FINISHED]
     if unseen:
         used = {i.trial for population in populations.values() for i in population}
         unseen = [t for t in unseen if t.number not in used]
     return unseen
 
 
-def _adoptable(unseen: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
+def _adoptable(unseen: Sequence[FrozenTrial], attrs: Mapping[str, Any],
                ) -> list[FrozenTrial]:
     """The unseen trials no generation has adopted yet."""
-    adopted = {n for key, value in study_attrs.items() if key.startswith(pop.ADOPTED_PREFIX)
-               for n in value}
+    adopted = records.adopted_trials(attrs)
     return [t for t in unseen if t.number not in adopted]
 
 
 def _independent(base: TrialRecord, reason: str) -> TrialRecord:
-    return replace(base, role=pop.INDEPENDENT, fallback=reason)
+    return replace(base, role=records.INDEPENDENT, fallback=reason)
 
 
 def _refuse_multi_objective(study: Study) -> None:
-    if study._is_multi_objective():
+    if is_multi_objective(study):
         raise ValueError(MULTI_OBJECTIVE)
-
-
-def _fail(study: Study, trial: FrozenTrial) -> None:
-    """Close a trial that cannot run, so a refused start leaves nothing RUNNING."""
-    try:
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    except Exception:  # already finished, or the storage itself is failing
-        logger.debug("could not fail trial %d", trial.number, exc_info=True)
 
 
 def _fresh_seed() -> int:

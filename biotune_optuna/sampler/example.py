@@ -1,20 +1,26 @@
-"""BioTuneSampler on a synthetic fine-tuning objective: python -m biotune_optuna.sampler.example"""
+"""BioTuneSampler on a synthetic fine-tuning objective, loaded the way OptunaHub loads a
+package: ``python example.py`` in this folder, in a registry checkout or in the toolkit."""
+
+from pathlib import Path
 
 import optuna
+import optunahub
 
-from biotune_optuna.sampler import BioTuneSampler, decode, search_space
-from biotune_optuna.sampler.synthetic import TASKS
+# A published package loads with optunahub.load_module("samplers/biotune"); offline, the same
+# folder loads from a local registry tree (here: this folder and its parent).
+here = Path(__file__).resolve().parent
+biotune = optunahub.load_local_module(here.name, registry_root=str(here.parent))
 
 
 def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = TASKS["near-domain"]  # stands in for "fine-tune the plan, return val. accuracy"
+    task = biotune.synthetic.TASKS["near-domain"]  # stands in for "fine-tune, return val. accuracy"
     blocks = list(task.blocks)
-    sampler = BioTuneSampler(population_size=10, elite_size=3, seed=0,
-                             search_space=search_space(blocks), ideal_value=1.0)
+    sampler = biotune.BioTuneSampler(population_size=10, elite_size=3, seed=0,
+                                     search_space=biotune.search_space(blocks), ideal_value=1.0)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(task, n_trials=sampler.n_trials(generations=10))  # 140 trials
-    plan = decode(study.best_params, blocks)
+    plan = biotune.decode(study.best_params, blocks)
     print(f"best {study.best_value:.4f}: trains {plan.trained_blocks}")
 
 

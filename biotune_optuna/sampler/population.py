@@ -1,8 +1,6 @@
-"""BioTune's population, rebuilt from the trials in storage.
-
-Everything the sampler knows comes from here: the record each trial carries (its generation,
-position, role, parents and proposed genome), each trial's fitness, the generation a new trial
-joins, the population entering a generation, elite local-search outcomes and the mating pool.
+"""BioTune's population, rebuilt from the trials and their records: the generation structure,
+each trial's fitness and genes, the generation a new trial joins, the population entering a
+generation (elitism with elite local search, generational replacement) and the mating pool.
 Nothing here keeps state between calls.
 """
 
@@ -10,29 +8,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
-import numpy as np
 from optuna.distributions import FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from biotune_optuna.sampler import operators
-
-ATTR = "biotune:"
-RECORD = ATTR + "trial"  # the trial's TrialRecord
-POPULATION_PREFIX = ATTR + "population:"  # + g: the population entering generation g
-ADOPTED_PREFIX = ATTR + "adopted:"  # + g: trials the sampler never saw, counted in generation g
-RETRY_OF = "failed_trial"  # set by optuna.storages.RetryFailedTrialCallback
-
-INITIAL, ELITE_PLUS, ELITE_MINUS = "initial", "elite+", "elite-"
-CHILD, IMMIGRANT, ENQUEUED, INDEPENDENT = "child", "immigrant", "enqueued", "independent"
-RESCORE = "rescore"  # an elite evaluated once more, to average out its lucky draw
-PROMOTE = "promote"  # a new elite evaluated at the objective's full fidelity
-ELITE_ROLES = (ELITE_PLUS, ELITE_MINUS)
-LOW, FULL = "low", "full"  # the fidelity a trial asks its objective for
-FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+from . import operators
+from .records import (
+    CHILD,
+    ELITE_MINUS,
+    ELITE_PLUS,
+    ELITE_ROLES,
+    ENQUEUED,
+    FINISHED,
+    INITIAL,
+    PROMOTE,
+    RESCORE,
+    Individual,
+    Known,
+    TrialRecord,
+)
 
 
 @dataclass(frozen=True)
@@ -81,138 +77,10 @@ class Layout:
         return self.population_size + generations * self.generation_size(1)
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    """What the sampler decided for a trial, kept in one system attr (``biotune:trial``).
-
-    ``slot`` numbers the trials that are not retries (a retry copies its original's record);
-    it keys the trial's random stream. ``position`` is the trial's place in its generation:
-    below ``2E`` an elite exploration, from ``N + E`` on an extra child. ``proposal`` holds the
-    genome as parameter values; ``fallback`` says why a trial was sampled independently.
-    """
-
-    slot: int
-    generation: int
-    role: str
-    proposal: dict[str, float] = field(default_factory=dict)
-    position: int | None = None
-    parents: list[int] | None = None
-    prototype: int | None = None
-    elite: int | None = None
-    gene: str | None = None
-    delta: float | None = None
-    unclipped_genes: dict[str, float] | None = None
-    fallback: str | None = None
-    fidelity: str | None = None  # LOW or FULL in a multi-fidelity search
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def of(cls, trial: FrozenTrial) -> TrialRecord | None:
-        """The trial's record, None for trials the sampler never decided."""
-        return cls.from_attrs(trial.system_attrs)
-
-    @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord | None:
-        stored = attrs.get(RECORD)
-        if stored is not None:
-            return cls(**stored)
-        if ATTR + "generation" not in attrs:
-            return None
-        # biotune-optuna 0.1 wrote one system attr per field
-        legacy = {name: attrs[ATTR + key] for name, key in _LEGACY_KEYS.items()
-                  if ATTR + key in attrs}
-        return cls(**legacy)
-
-
-def generation_of(trial: FrozenTrial) -> int:
-    """The generation a trial joined (0 for trials the sampler never decided)."""
-    record = TrialRecord.of(trial)
-    return record.generation if record else 0
-
-
-def rescore_round(trial: FrozenTrial | Mapping[str, Any]) -> int:
-    """0 for a trial evaluated for the first time; for a re-scoring trial (an elite evaluated
-    again) its generation, which no earlier evaluation of that genome has, so an objective
-    can derive fresh seeds from it. Takes a trial or its system attrs."""
-    attrs = trial if isinstance(trial, Mapping) else trial.system_attrs
-    record = TrialRecord.from_attrs(attrs)
-    return record.generation if record is not None and record.role == RESCORE else 0
-
-
-def fidelity_of(trial: FrozenTrial | Mapping[str, Any]) -> str:
-    """``"low"`` for a trial a multi-fidelity search evaluates cheaply (the objective decides
-    what that means: fewer epochs, fewer seeds), else ``"full"``: promotions, trials of a
-    search without multi-fidelity and trials the sampler never decided. Takes a trial or its
-    system attrs."""
-    attrs = trial if isinstance(trial, Mapping) else trial.system_attrs
-    record = TrialRecord.from_attrs(attrs)
-    return LOW if record is not None and record.fidelity == LOW else FULL
-
-
-def role_of(trial: FrozenTrial) -> str | None:
-    record = TrialRecord.of(trial)
-    return record.role if record else None
-
-
-_LEGACY_KEYS = {"slot": "slot", "generation": "generation", "role": "role",
-                "proposal": "proposal", "parents": "parents", "prototype": "prototype",
-                "elite": "elite", "gene": "gene", "delta": "delta",
-                "unclipped_genes": "unclipped_genes"}
-
-
-Known = tuple[FrozenTrial, "TrialRecord | None"]  # a trial with its record, read once
-
-
-def with_records(trials: Sequence[FrozenTrial]) -> list[Known]:
-    return [(t, TrialRecord.of(t)) for t in trials]
-
-
 def slot_of(number: int, retries: Iterable[int]) -> int:
     """The slot of a new trial: how many trials that are not retries precede it (trial
     numbers are dense from 0 and assigned atomically, so every worker agrees on it)."""
     return number - sum(1 for r in retries if r < number)
-
-
-@dataclass
-class Individual:
-    """A genome in [0, 1]^n with its fitness (minimised; inf when its trial failed): the mean
-    of ``evaluations`` values (its trial's, then re-scoring runs and, with the pair mean, its
-    local-search neighbours')."""
-
-    trial: int
-    genes: dict[str, float]
-    fitness: float
-    extinction: float = 0.0
-    evaluations: int = 1
-
-    def averaged_with(self, values: Sequence[float]) -> Individual:
-        """This individual with ``values`` folded into its mean fitness."""
-        if not values:
-            return self
-        total = self.evaluations + len(values)
-        fitness = (self.fitness * self.evaluations + sum(values)) / total \
-            if math.isfinite(self.fitness) and all(map(math.isfinite, values)) else math.inf
-        return Individual(self.trial, self.genes, fitness, self.extinction, total)
-
-    def vector(self, names: Sequence[str]) -> np.ndarray:
-        return np.array([self.genes[n] for n in names])
-
-    def has(self, names: Sequence[str]) -> bool:
-        return all(n in self.genes for n in names)
-
-    def to_json(self) -> dict:
-        data = {"trial": self.trial, "genes": self.genes,
-                "fitness": self.fitness if math.isfinite(self.fitness) else None,
-                "extinction": self.extinction}
-        return data | ({"evaluations": self.evaluations} if self.evaluations > 1 else {})
-
-    @classmethod
-    def from_json(cls, data: Mapping) -> Individual:
-        fitness = math.inf if data["fitness"] is None else float(data["fitness"])
-        return cls(int(data["trial"]), dict(data["genes"]), fitness, float(data["extinction"]),
-                   int(data.get("evaluations", 1)))
 
 
 def normalize(value: float, dist: FloatDistribution) -> float:
@@ -426,33 +294,3 @@ def mating_pool(parents: Sequence[Individual], elite_size: int,
         pool = [p for p in pool if not (p.trial in child_parents and p.fitness > child.fitness)]
     return pool
 
-
-def audit(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],
-          population_size: int) -> list[str]:
-    """The invariants parallel workers must keep, as a list of violations (empty when all
-    hold): no slot or position of a generation taken twice (and so no elite exploration,
-    re-scoring run or child), no elite promoted twice in the whole study, both explorations
-    of an elite move the same gene by opposite steps, and every stored population has N
-    members."""
-    decided = [r for t, r in with_records(trials)
-               if r is not None and RETRY_OF not in t.system_attrs]
-    problems = []
-    for what, keys in (("slot", [r.slot for r in decided]),
-                       ("position", [(r.generation, r.position) for r in decided]),
-                       ("exploration", [(r.generation, r.elite, r.role) for r in decided
-                                        if r.role in ELITE_ROLES]),
-                       ("re-scoring", [(r.generation, r.elite) for r in decided
-                                       if r.role == RESCORE]),
-                       ("promotion of trial", [r.elite for r in decided if r.role == PROMOTE])):
-        seen: set = set()
-        problems += [f"{what} {k} taken twice" for k in keys if k in seen or seen.add(k)]
-    pairs: dict[tuple[int, int], list[TrialRecord]] = {}
-    for r in decided:
-        if r.role in ELITE_ROLES:
-            pairs.setdefault((r.generation, r.elite), []).append(r)
-    problems += [f"elite pair {k} moves {a.gene} by {a.delta} and {b.gene} by {b.delta}"
-                 for k, (a, b) in ((k, v) for k, v in pairs.items() if len(v) == 2)
-                 if a.gene != b.gene or a.delta != -b.delta]
-    problems += [f"{key} has {len(value)} members" for key, value in study_attrs.items()
-                 if key.startswith(POPULATION_PREFIX) and len(value) != population_size]
-    return problems

@@ -1,5 +1,11 @@
 """How the sampler reads and writes a study: its view of the trials, read as little as
-possible, and its one write per trial.
+possible, and its one write per trial. This is the sampler's only door to Optuna's private
+API; each use says why no public one serves.
+
+A sampler's hooks receive a ``Study`` and a ``FrozenTrial``; Optuna's own samplers reach the
+storage through the study's private storage and the trial's private id because the public
+``Study`` offers no way to read or write *system* attrs (where a sampler keeps its state, hidden from users'
+attrs) or to read one trial without copying them all.
 
 Each of BioTune's decisions needs every trial's state and record, fresh, under the study lock.
 Reading them through Optuna's RDB storage costs several SQL statements per call (about as
@@ -29,7 +35,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from biotune_optuna.sampler.population import RECORD, RETRY_OF, Known, TrialRecord
+from .records import RECORD, Individual, Known, TrialRecord, is_retry, stored_populations
 
 logger = logging.getLogger(__name__)
 Probe = Callable[[int, int], Sequence[tuple[int, int, TrialState]]]
@@ -57,12 +63,12 @@ class TrialView:
         rows = self._changes(study)
         with self._lock:
             if rows is None or not all(self._knows(*row) for row in rows):
-                trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+                trials = storage_of(study).get_all_trials(study_id_of(study), deepcopy=False)
                 self._trials = {t.number: self._pair(t) for t in trials}
                 self.retries = set()
                 for t in trials:
                     self._note_retry(t)
-                rows = [(t._trial_id, t.number, t.state) for t in trials]
+                rows = [(trial_id_of(t), t.number, t.state) for t in trials]
             self._confirm(rows)
             return [self._trials[n] for n in sorted(self._trials)]
 
@@ -93,12 +99,12 @@ class TrialView:
             (trial, TrialRecord.of(trial))
 
     def _note_retry(self, trial: FrozenTrial) -> None:
-        if RETRY_OF in trial.system_attrs:
+        if is_retry(trial):
             self.retries.add(trial.number)
 
     def _knows(self, trial_id: int, number: int, state: TrialState) -> bool:
         trial, record = self._trials.get(number, (None, None))
-        if trial is None or trial._trial_id != trial_id or trial.state != state:
+        if trial is None or trial_id_of(trial) != trial_id or trial.state != state:
             return False
         # a running trial of another worker may have been decided since it was read
         return state != TrialState.RUNNING or record is not None or number in self._pending
@@ -113,22 +119,91 @@ class TrialView:
         if self._probe is None or not self._trials:
             return None
         try:
-            return self._probe(study._study_id, self._confirmed)
+            return self._probe(study_id_of(study), self._confirmed)
         except Exception:  # a schema this code does not know: read through Optuna
             logger.debug("trial probe failed; reading every trial", exc_info=True)
             self._probe = None
             return None
 
 
+def storage_of(study: Study) -> BaseStorage:
+    # Study exposes no storage; samplers' hooks need it (as Optuna's own samplers do).
+    return study._storage
+
+
+def study_id_of(study: Study) -> int:
+    # the storage API is keyed by study id, which Study does not expose
+    return study._study_id
+
+
+def trial_id_of(trial: FrozenTrial) -> int:
+    # the storage API is keyed by trial id; FrozenTrial exposes only the number
+    return trial._trial_id
+
+
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage behind Optuna's cache wrapper (``_CachedStorage`` has no public accessor),
+    to tell an RDB or journal file apart for locking and direct SQL."""
+    return getattr(storage, "_backend", storage)
+
+
+def journal_file(storage: BaseStorage) -> str | None:
+    # JournalFileBackend keeps its path private; the lock file lives beside it
+    return getattr(backend_of(storage), "_file_path", None)
+
+
+def is_multi_objective(study: Study) -> bool:
+    # public study.directions works too, but reading it on every hook costs a storage call
+    return study._is_multi_objective()
+
+
+def study_attrs(study: Study) -> dict[str, Any]:
+    """The study's system attrs (no public reader: Study.system_attrs is deprecated)."""
+    return storage_of(study).get_study_system_attrs(study_id_of(study))
+
+
+def set_study_attr(study: Study, key: str, value: Any) -> None:
+    # Study.set_system_attr is deprecated; system attrs keep the sampler's state out of the
+    # users' attrs, as Optuna's GA samplers do
+    storage_of(study).set_study_system_attr(study_id_of(study), key, value)
+
+
+def stored_trial(study: Study, trial: FrozenTrial) -> FrozenTrial:
+    """The trial as stored now (a trial handed to a hook may predate its record)."""
+    return storage_of(study).get_trial(trial_id_of(trial))
+
+
+def populations_of(study: Study) -> dict[int, list[Individual]]:
+    """Generation -> the population entering it, as the sampler stored it."""
+    return stored_populations(study_attrs(study))
+
+
+def trial_attrs(trial: Any) -> dict[str, Any]:
+    """The stored system attrs of a running ``optuna.Trial`` (an objective asking what the
+    sampler decided for it; Trial offers no reader of system attrs)."""
+    return trial.study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def fail_trial(study: Study, trial: FrozenTrial) -> None:
+    """Close a trial that cannot run, so a refused start leaves nothing RUNNING (no public API
+    finishes a trial from inside a sampler's hook)."""
+    try:
+        storage_of(study).set_trial_state_values(trial_id_of(trial), TrialState.FAIL)
+    except Exception:  # already finished, or the storage itself is failing
+        logger.debug("could not fail trial %d", trial.number, exc_info=True)
+
+
 def record_writer(storage: BaseStorage) -> Callable[[int, dict[str, Any]], None]:
     """A function that stores a new trial's record."""
-    backend = getattr(storage, "_backend", storage)
+    backend = backend_of(storage)
 
     def through_optuna(trial_id: int, record: dict[str, Any]) -> None:
         storage.set_trial_system_attr(trial_id, RECORD, record)
 
     if not isinstance(backend, RDBStorage):
         return through_optuna
+    # one INSERT, where set_trial_system_attr re-reads the trial first; Optuna's ORM models
+    # are private but their table is the storage's schema
     from optuna.storages._rdb.models import TrialSystemAttributeModel
     from sqlalchemy import insert
 
@@ -145,9 +220,10 @@ def record_writer(storage: BaseStorage) -> Callable[[int, dict[str, Any]], None]
 
 
 def _rdb_probe(storage: BaseStorage) -> Probe | None:
-    backend = getattr(storage, "_backend", storage)
+    backend = backend_of(storage)
     if not isinstance(backend, RDBStorage):
         return None
+    # no public API lists trials' states without reading them whole
     from optuna.storages._rdb.models import TrialModel
     from sqlalchemy import select
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.population import LOW, fidelity_of
+from . import genome
+from .records import LOW, fidelity_of
+from .storage_io import trial_attrs
 
 CHANCE = 0.1
 
@@ -63,7 +64,7 @@ class FineTuneTask:
 
 def genome_fidelity(trial: optuna.Trial) -> str:
     """The fidelity the sampler asked a running trial for."""
-    return fidelity_of(trial.study._storage.get_trial_system_attrs(trial._trial_id))
+    return fidelity_of(trial_attrs(trial))
 
 
 BLOCKS = ("stem", "stage1", "stage2", "stage3", "stage4", "head")

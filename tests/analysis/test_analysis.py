@@ -17,8 +17,7 @@ import optuna
 import pytest
 from PIL import Image
 
-from biotune_optuna import analysis
-from biotune_optuna.app import keys
+from biotune_optuna import analysis, contents
 from biotune_optuna.app.dashboard import artifacts, publish, study_note
 from tests.conftest import REPO, run_cli
 
@@ -111,7 +110,7 @@ def test_convergence_against_compute_skips_low_fidelity_values():
     for value, fidelity, epochs in [(0.5, "full", 10), (0.9, "low", 2), (0.6, "full", 8),
                                     (0.4, "full", 6)]:
         study.add_trial(optuna.trial.create_trial(
-            value=value, user_attrs={keys.FIDELITY: fidelity, keys.EPOCHS: [epochs]}))
+            value=value, user_attrs={contents.FIDELITY: fidelity, contents.EPOCHS: [epochs]}))
     compute, best = analysis.best_so_far(study)
     assert compute.tolist() == [10, 12, 20, 26]
     assert best.tolist() == [0.5, 0.5, 0.6, 0.6]

@@ -12,9 +12,9 @@ from collections import Counter
 import optuna
 import pytest
 
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.studies import config_of
-from biotune_optuna.sampler.population import RETRY_OF, TrialRecord
+from biotune_optuna.sampler.records import RETRY_OF, TrialRecord
 
 EXAMPLE = {"study-name": "k", "dataset": "digits", "model": "tiny", "trials": 12, "epochs": 2,
            "population": 4, "elite": 1, "seed": 0}
@@ -60,10 +60,10 @@ def test_a_multi_fidelity_search_spends_its_compute_budget_and_resumes_with_it(c
             "--multi-fidelity", "--compute-budget", "30", "-q"]
     cli(*argv, check=True)
     study = load(storage, "m")
-    spent = keys.compute_spent(study.trials).epochs
-    assert keys.compute_spent(study.trials[:-1]).epochs < 30 <= spent
-    assert {t.user_attrs[keys.FIDELITY] for t in study.trials if keys.EPOCHS in t.user_attrs} \
-        == {"low", "full"}
+    spent = contents.compute_spent(study.trials).epochs
+    assert contents.compute_spent(study.trials[:-1]).epochs < 30 <= spent
+    assert {contents.fidelity(t) for t in study.trials
+            if contents.EPOCHS in t.user_attrs} == {"low", "full"}
     status = cli("status", "--storage", storage, "--study-name", "m", check=True).stdout
     assert f"compute: {spent} epochs" in status and "compute budget: 30 of 30" in status
     # the same study resumed with no option but its name keeps its compute budget
@@ -71,7 +71,7 @@ def test_a_multi_fidelity_search_spends_its_compute_budget_and_resumes_with_it(c
     assert len(load(storage, "m").trials) == len(study.trials)
     cli("search", "--study-name", "m", "--storage", storage, "--compute-budget", "40", "-q",
         check=True)
-    assert keys.compute_spent(load(storage, "m").trials).epochs >= 40
+    assert contents.compute_spent(load(storage, "m").trials).epochs >= 40
 
 
 def test_inspection_commands(cli, tmp_path):

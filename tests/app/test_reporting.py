@@ -12,13 +12,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from biotune_optuna import cli
-from biotune_optuna.app import keys
+from biotune_optuna import cli, contents
 from biotune_optuna.app.config import ConfigError, SearchConfig, load_toml
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.reports import busy_seconds
 from biotune_optuna.app.runner import Budget
-from biotune_optuna.sampler.population import RECORD, RETRY_OF
+from biotune_optuna.sampler.records import RECORD, RETRY_OF
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DIST = {"x": optuna.distributions.FloatDistribution(0, 1)}
@@ -34,11 +33,11 @@ def test_a_lucky_rescoring_run_is_never_the_best_plan():
     study.add_trial(create_trial(params={"x": 0.7}, distributions=DIST, value=0.6))
     study.add_trial(create_trial(params={"x": 0.2}, distributions=DIST, value=0.71,
                                  system_attrs=record("rescore", 0)))
-    best, second = keys.ranked_plans(study)
+    best, second = contents.ranked_plans(study)
     assert (best.trial.number, best.value, best.evaluations) == (1, 0.6, 1)
     assert (second.trial.number, second.value, second.evaluations) == (0, 0.53, 2)
     assert study.best_trial.number == 2  # Optuna's: the single highest trial
-    assert keys.describe_value(second) == "0.5300 (mean of 2 evaluations)"
+    assert contents.describe_value(second) == "0.5300 (mean of 2 evaluations)"
 
 
 def test_toml_top_level_keys_and_a_search_table_are_both_used(tmp_path):
@@ -57,17 +56,17 @@ def test_toml_top_level_keys_and_a_search_table_are_both_used(tmp_path):
 def test_a_study_name_that_is_not_a_file_name_is_refused(name):
     with pytest.raises(ConfigError, match="cannot name a file"):
         SearchConfig(study_name=name)
-    assert keys.file_name(name) not in ("", ".", "..") and "/" not in keys.file_name(name)
+    assert contents.file_name(name) not in ("", ".", "..") and "/" not in contents.file_name(name)
 
 
 def test_a_study_whose_trials_all_failed_says_so_and_why(tmp_path):
     storage = f"sqlite:///{tmp_path}/f.db"
     study = optuna.create_study(study_name="f", storage=storage)
-    study.set_user_attr(keys.BLOCKS, {"head": {"modules": ["fc"], "n_params": 1}})
+    study.set_user_attr(contents.BLOCKS, {"head": {"modules": ["fc"], "n_params": 1}})
     for _ in range(3):
         study.add_trial(create_trial(state=TrialState.FAIL, params={"gene:head": 0.5},
                                      distributions={"gene:head": DIST["x"]},
-                                     user_attrs={keys.FAILED_REASON: "training loss became "
+                                     user_attrs={contents.FAILED_REASON: "training loss became "
                                                  "nan; lower the base learning rate"}))
     for command in ("best", "export", "plot", "train-best"):
         code, _, err = run(command, "--storage", storage, "--study-name", "f", cwd=tmp_path)
@@ -186,10 +185,10 @@ def test_a_study_made_in_python_is_readable_by_the_command_line(tmp_path):
                                 study_name="py", pruner=optuna.pruners.NopPruner())
     study.optimize(FineTuneObjective(task, TrainConfig(epochs=1), seeds=(0,), train_head=True),
                    n_trials=4)
-    config = study.user_attrs[keys.CONFIG]
+    config = study.user_attrs[contents.CONFIG]
     assert (config["model"], config["dataset"], config["sampler"], config["pruner"],
             config["population"], config["epochs"]) == ("tiny", "digits", "biotune", "none", 3, 1)
-    assert study.user_attrs[keys.INPUT]["size"] == 28
+    assert study.user_attrs[contents.INPUT]["size"] == 28
     code, out, _ = run("export", "--storage", storage, "--format", "python")
     assert code == 0 and "base_lr = 0.001" in out and "block_modules = {}" not in out
     code, out, _ = run("best", "--storage", storage)

@@ -9,9 +9,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from biotune_optuna.app.keys import EPOCHS, INTERRUPTED
 from biotune_optuna.app.runner import Budget, StopRequests, fail_orphaned_trials, run_search
 from biotune_optuna.app.storage import open_storage
+from biotune_optuna.contents import EPOCHS, INTERRUPTED
 from biotune_optuna.finetuning import train as finetune
 from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.sampler.genome import decode, encode

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from biotune_optuna.app import keys
+from biotune_optuna import contents
 from biotune_optuna.app.studies import config_of, make_pruner
 from biotune_optuna.finetuning import baselines
 from biotune_optuna.finetuning.baselines import (
@@ -135,7 +135,7 @@ def test_unknown_baseline_is_a_one_line_error(cli):
 
 
 def spent(study, last=None):
-    return keys.compute_spent(study.get_trials(deepcopy=False)[:last]).epochs
+    return contents.compute_spent(study.get_trials(deepcopy=False)[:last]).epochs
 
 
 def test_compare_command_runs_every_sampler_and_seed_at_equal_compute(cli, tmp_path):
@@ -173,8 +173,8 @@ def test_compare_under_multi_fidelity_prunes_the_others_from_the_same_first_rung
                     for s in ("biotune", "tpe"))
     pruner = make_pruner(config_of(tpe))  # what the search used (storage keeps no pruner)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._min_resource == 1
-    assert all(t.intermediate_values for t in tpe.trials if t.user_attrs.get(keys.EPOCHS))
-    fidelities = {t.user_attrs.get(keys.FIDELITY) for t in biotune.trials} - {None}
+    assert all(t.intermediate_values for t in tpe.trials if t.user_attrs.get(contents.EPOCHS))
+    fidelities = {t.user_attrs.get(contents.FIDELITY) for t in biotune.trials} - {None}
     assert fidelities == {"low", "full"}
     for study in (biotune, tpe):
         assert spent(study, -1) < 40 <= spent(study)

@@ -20,7 +20,7 @@ from biotune_optuna.finetuning.models import load_model
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import TrainConfig, apply_plan, fine_tune
 from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.population import generation_of
+from biotune_optuna.sampler.records import generation_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.sampler import fidelity_of
+from biotune_optuna.sampler import fidelity_of, records
 from biotune_optuna.sampler import population as pop
 from biotune_optuna.sampler.synthetic import TASKS
 from tests.sampler.test_noise_aware import stored_populations
@@ -30,8 +30,8 @@ def search(n_generations=6, n_jobs=1, **options):
     return study
 
 
-def records(study):
-    return {t.number: pop.TrialRecord.of(t) for t in study.trials}
+def records_of(study):
+    return {t.number: records.TrialRecord.of(t) for t in study.trials}
 
 
 def test_a_generation_has_e_promotion_positions_after_the_rescoring_ones():
@@ -46,7 +46,7 @@ def test_a_generation_has_e_promotion_positions_after_the_rescoring_ones():
 
 def test_each_elite_is_promoted_once_at_the_first_generation_it_is_an_elite():
     study = search()
-    kept = records(study)
+    kept = records_of(study)
     populations = stored_populations(study)
     expected, seen = [], set()
     for generation in sorted(populations):
@@ -54,18 +54,18 @@ def test_each_elite_is_promoted_once_at_the_first_generation_it_is_an_elite():
             if individual.trial not in seen:
                 seen.add(individual.trial)
                 expected.append((generation, individual.trial))
-    promotions = [(r.generation, r.elite) for r in kept.values() if r.role == pop.PROMOTE]
+    promotions = [(r.generation, r.elite) for r in kept.values() if r.role == records.PROMOTE]
     assert sorted(promotions) == sorted(expected) and len(promotions) >= 4
     for trial in study.trials:
         record = kept[trial.number]
-        if record.role == pop.PROMOTE:
+        if record.role == records.PROMOTE:
             assert trial.params == study.trials[record.elite].params
             assert fidelity_of(trial) == "full"
         else:
             assert fidelity_of(trial) == "low"
     # a promotion position whose elite was promoted already breeds a child
-    assert any(r.role == pop.CHILD and r.position in (4, 5) for r in kept.values())
-    assert pop.audit(study.trials, study._storage.get_study_system_attrs(study._study_id),
+    assert any(r.role == records.CHILD and r.position in (4, 5) for r in kept.values())
+    assert records.audit(study.trials, study._storage.get_study_system_attrs(study._study_id),
                      6) == []
 
 
@@ -73,11 +73,11 @@ def test_selection_compares_low_fidelity_values_only():
     """The synthetic task scores a low-fidelity trial 0.05 lower: were a promotion's
     full-fidelity value to enter a population, that member would carry it."""
     study = search()
-    kept = records(study)
+    kept = records_of(study)
     values = {t.number: t.value for t in study.trials}
     for population in stored_populations(study).values():
         for individual in population:
-            assert kept[individual.trial].role != pop.PROMOTE
+            assert kept[individual.trial].role != records.PROMOTE
             assert individual.fitness == pytest.approx(-values[individual.trial])
 
 
@@ -85,9 +85,9 @@ def test_without_the_option_nothing_is_promoted_and_the_search_is_todays():
     plain = BioTuneSampler(6, 2, seed=0, search_space=TASK.search_space, ideal_value=1.0)
     study = optuna.create_study(sampler=plain, direction="maximize")
     study.optimize(TASK, n_trials=plain.n_trials(4))
-    assert all(fidelity_of(t) == "full" and pop.role_of(t) != pop.PROMOTE
+    assert all(fidelity_of(t) == "full" and records.role_of(t) != records.PROMOTE
                for t in study.trials)
-    assert pop.TrialRecord.of(study.trials[0]).fidelity is None
+    assert records.TrialRecord.of(study.trials[0]).fidelity is None
 
 
 def test_same_seed_same_trials():
@@ -106,8 +106,8 @@ def test_an_interrupted_multi_fidelity_search_resumes_exactly(tmp_path):
     loaded = [optuna.load_study(study_name="resume", storage=s) for s in (split, whole)]
     assert [len(s.trials) for s in loaded] == [62, 62]
     assert [t.params for t in loaded[0].trials] == [t.params for t in loaded[1].trials]
-    assert [pop.TrialRecord.of(t) for t in loaded[0].trials] == \
-        [pop.TrialRecord.of(t) for t in loaded[1].trials]
+    assert [records.TrialRecord.of(t) for t in loaded[0].trials] == \
+        [records.TrialRecord.of(t) for t in loaded[1].trials]
     assert stored_populations(loaded[0]) == stored_populations(loaded[1])
 
 
@@ -117,9 +117,9 @@ def test_parallel_threads_never_promote_an_elite_twice():
         study = optuna.create_study(sampler=s, direction="maximize")
         study.optimize(TASK, n_trials=s.n_trials(5), n_jobs=4)
         attrs = study._storage.get_study_system_attrs(study._study_id)
-        assert pop.audit(study.trials, attrs, 6) == [], seed
-        roles = Counter(pop.role_of(t) for t in study.trials)
-        assert roles[pop.PROMOTE] >= 2 and len(study.trials) == s.n_trials(5)
+        assert records.audit(study.trials, attrs, 6) == [], seed
+        roles = Counter(records.role_of(t) for t in study.trials)
+        assert roles[records.PROMOTE] >= 2 and len(study.trials) == s.n_trials(5)
 
 
 def test_multi_fidelity_needs_an_elite_to_promote():

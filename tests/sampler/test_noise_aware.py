@@ -9,7 +9,7 @@ import pytest
 
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import population as pop
-from biotune_optuna.sampler import rescore_round
+from biotune_optuna.sampler import records, rescore_round, storage_io
 from biotune_optuna.sampler.synthetic import TASKS
 from tests.sampler.test_sampler import resume_worker
 
@@ -30,9 +30,7 @@ def search(n_generations=5, n_jobs=1, **options):
 
 
 def stored_populations(study):
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    return {int(k.removeprefix(pop.POPULATION_PREFIX)): [pop.Individual.from_json(i) for i in v]
-            for k, v in attrs.items() if k.startswith(pop.POPULATION_PREFIX)}
+    return storage_io.populations_of(study)
 
 
 def test_a_generation_with_rescoring_has_n_plus_2e_positions():
@@ -47,18 +45,18 @@ def test_a_generation_with_rescoring_has_n_plus_2e_positions():
 
 def test_each_elite_is_rescored_once_per_generation_with_its_own_parameters():
     study = search(rescore_elites=True)
-    records = {t.number: pop.TrialRecord.of(t) for t in study.trials}
-    rescores = [t for t in study.trials if records[t.number].role == pop.RESCORE]
+    by_number = {t.number: records.TrialRecord.of(t) for t in study.trials}
+    rescores = [t for t in study.trials if by_number[t.number].role == records.RESCORE]
     assert len(rescores) == 2 * 5
     for trial in rescores:
-        record = records[trial.number]
+        record = by_number[trial.number]
         assert record.position in (4, 5)
         assert trial.params == study.trials[record.elite].params
         population = stored_populations(study)[record.generation]
         assert record.elite == population[record.position - 4].trial  # the g-th elite
         assert rescore_round(trial) == record.generation > 0
     assert all(rescore_round(t) == 0 for t in study.trials if t not in rescores)
-    assert pop.audit(study.trials, study._storage.get_study_system_attrs(study._study_id),
+    assert records.audit(study.trials, study._storage.get_study_system_attrs(study._study_id),
                      6) == []
 
 
@@ -67,8 +65,8 @@ def test_a_rescored_elite_is_ranked_by_the_mean_of_its_evaluations():
     values = {t.number: t.value for t in study.trials}
     rescored = Counter()
     for t in study.trials:
-        record = pop.TrialRecord.of(t)
-        if record.role == pop.RESCORE:
+        record = records.TrialRecord.of(t)
+        if record.role == records.RESCORE:
             rescored[record.elite] += 1
     checked = 0
     for generation, population in stored_populations(study).items():
@@ -77,9 +75,9 @@ def test_a_rescored_elite_is_ranked_by_the_mean_of_its_evaluations():
                 continue
             runs = [values[individual.trial]] + [
                 t.value for t in study.trials
-                if pop.TrialRecord.of(t).role == pop.RESCORE
-                and pop.TrialRecord.of(t).elite == individual.trial
-                and pop.TrialRecord.of(t).generation < generation]
+                if records.TrialRecord.of(t).role == records.RESCORE
+                and records.TrialRecord.of(t).elite == individual.trial
+                and records.TrialRecord.of(t).generation < generation]
             assert individual.evaluations == len(runs)
             assert individual.fitness == pytest.approx(-np.mean(runs))
             checked += 1
@@ -87,8 +85,8 @@ def test_a_rescored_elite_is_ranked_by_the_mean_of_its_evaluations():
 
 
 def test_pair_mean_ranks_a_kept_elite_by_its_neighbourhood():
-    elite = pop.Individual(0, {"g": 0.5}, -0.9, 0.2)
-    worse = [pop.Individual(7, {"g": 0.6}, -0.8), pop.Individual(8, {"g": 0.4}, -0.7)]
+    elite = records.Individual(0, {"g": 0.5}, -0.9, 0.2)
+    worse = [records.Individual(7, {"g": 0.6}, -0.8), records.Individual(8, {"g": 0.4}, -0.7)]
     generation = pop.Generation(explorations={0: worse}, rescores={0: [-0.8]})
     plain, = pop.resolve_elites([elite], 1, generation)
     assert (plain.trial, plain.fitness, plain.evaluations) == (0, pytest.approx(-0.85), 2)
@@ -96,16 +94,16 @@ def test_pair_mean_ranks_a_kept_elite_by_its_neighbourhood():
     assert (paired.trial, paired.fitness, paired.evaluations) == (0, pytest.approx(-0.8), 4)
     assert paired.extinction == 0.2
     # a re-scored elite's mean is what an exploration must beat
-    better = pop.Generation(explorations={0: [pop.Individual(7, {"g": 0.6}, -0.82)]},
+    better = pop.Generation(explorations={0: [records.Individual(7, {"g": 0.6}, -0.82)]},
                             rescores={0: [-0.7]})
     moved, = pop.resolve_elites([elite], 1, better, pair_mean=True)
     assert (moved.trial, moved.fitness, moved.evaluations) == (7, -0.82, 1)
 
 
 def test_a_failed_rescoring_run_makes_the_elite_worst():
-    elite = pop.Individual(0, {"g": 0.5}, -0.9)
+    elite = records.Individual(0, {"g": 0.5}, -0.9)
     assert elite.averaged_with([float("inf")]).fitness == float("inf")
-    assert pop.Individual.from_json(elite.averaged_with([-0.7]).to_json()).evaluations == 2
+    assert records.Individual.from_json(elite.averaged_with([-0.7]).to_json()).evaluations == 2
 
 
 def test_without_the_options_the_search_is_todays():
@@ -136,7 +134,7 @@ def test_parallel_threads_keep_one_rescoring_run_per_elite_and_generation():
         study = optuna.create_study(sampler=s, direction="maximize")
         study.optimize(TASK, n_trials=s.n_trials(4), n_jobs=4)
         attrs = study._storage.get_study_system_attrs(study._study_id)
-        assert pop.audit(study.trials, attrs, 6) == [], seed
+        assert records.audit(study.trials, attrs, 6) == [], seed
         assert len(study.trials) == 46
 
 

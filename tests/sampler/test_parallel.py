@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 
 from benchmarks.sampler_parallel import WORKER, ask_tell
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.sampler import population as pop
-from biotune_optuna.sampler.core import SEED
+from biotune_optuna.sampler import records, storage_io
+from biotune_optuna.sampler.records import SEED
 from biotune_optuna.sampler.synthetic import TASKS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -30,12 +30,11 @@ def sampler(seed=0, population_size=6, elite_size=2, **kwargs):
 
 def audit(study, population_size):
     attrs = study._storage.get_study_system_attrs(study._study_id)
-    return pop.audit(study.get_trials(deepcopy=False), attrs, population_size)
+    return records.audit(study.get_trials(deepcopy=False), attrs, population_size)
 
 
 def populations(study):
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    return {k: v for k, v in attrs.items() if k.startswith(pop.POPULATION_PREFIX)}
+    return storage_io.populations_of(study)
 
 
 def slow_task(trial):
@@ -60,7 +59,7 @@ def test_unseeded_threads_share_one_study_seed():
         study = optuna.create_study(sampler=s, direction="maximize")
         study.optimize(TASK, n_trials=s.n_trials(5), n_jobs=4)
         assert audit(study, 6) == []
-        explored = [t for t in study.trials if pop.role_of(t) in pop.ELITE_ROLES]
+        explored = [t for t in study.trials if records.role_of(t) in records.ELITE_ROLES]
         assert len(explored) >= 12  # pairs were formed, and all of them are opposite
         assert isinstance(study._storage.get_study_system_attrs(study._study_id)[SEED], int)
 
@@ -80,9 +79,9 @@ def test_batches_asked_together_are_extra_members_not_immigrants():
         batch = [study.ask() for _ in range(20)]
         for trial in batch:
             study.tell(trial, TASK(trial))
-    roles = Counter(pop.role_of(t) for t in study.trials)
-    assert roles[pop.INITIAL] == 20  # the first batch: N initial and N extra
-    assert roles[pop.IMMIGRANT] == 0  # every later batch breeds from a full population
+    roles = Counter(records.role_of(t) for t in study.trials)
+    assert roles[records.INITIAL] == 20  # the first batch: N initial and N extra
+    assert roles[records.IMMIGRANT] == 0  # every later batch breeds from a full population
     assert audit(study, 10) == []
     assert len(populations(study)) == 9
 
@@ -93,9 +92,9 @@ def test_a_straggler_does_not_stall_the_next_generation():
     for _ in range(12):
         trial = study.ask()
         study.tell(trial, TASK(trial))
-    generations = Counter(pop.generation_of(t) for t in study.trials)
+    generations = Counter(records.generation_of(t) for t in study.trials)
     assert generations[0] == 5 and max(generations) >= 1  # an extra member took its place
-    assert pop.generation_of(study.trials[straggler.number]) == 0
+    assert records.generation_of(study.trials[straggler.number]) == 0
     assert audit(study, 4) == []
 
 
@@ -148,8 +147,8 @@ def test_trials_added_by_hand_join_the_next_population():
     study.optimize(TASK, n_trials=4)
     study.optimize(TASK, n_trials=1)  # starts generation 1
     attrs = study._storage.get_study_system_attrs(study._study_id)
-    entering = [d["trial"] for d in attrs[pop.POPULATION_PREFIX + "1"]]
+    entering = [d["trial"] for d in attrs[records.POPULATION_PREFIX + "1"]]
     assert entering[0] == 0  # the added trial, best of all, leads the population
-    assert attrs[pop.ADOPTED_PREFIX + "0"] == [0]
+    assert attrs[records.ADOPTED_PREFIX + "0"] == [0]
     study.optimize(TASK, n_trials=20)
     assert audit(study, 4) == []

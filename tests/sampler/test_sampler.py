@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from biotune_optuna import BioTuneSampler, encode
 from biotune_optuna.sampler import population as pop
+from biotune_optuna.sampler import records, storage_io
 from biotune_optuna.sampler.synthetic import FUNCTIONS, TASKS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -35,7 +36,7 @@ def run(sampler, n_trials, objective=TASK, direction="maximize", storage=None, *
 
 
 def record(trial):
-    return pop.TrialRecord.of(trial)
+    return records.TrialRecord.of(trial)
 
 
 def attrs(study, field):
@@ -54,10 +55,10 @@ def test_budget_and_roles_per_generation():
     by_generation = Counter(attrs(study, "generation"))
     assert by_generation == {0: 6, 1: 8, 2: 8, 3: 8, 4: 8}
     roles = Counter(zip(attrs(study, "generation"), attrs(study, "role")))
-    assert roles[(0, pop.INITIAL)] == 6
+    assert roles[(0, records.INITIAL)] == 6
     for g in range(1, generations + 1):
-        assert roles[(g, pop.ELITE_PLUS)] == 2 and roles[(g, pop.ELITE_MINUS)] == 2
-        assert roles[(g, pop.CHILD)] + roles[(g, pop.IMMIGRANT)] == 4
+        assert roles[(g, records.ELITE_PLUS)] == 2 and roles[(g, records.ELITE_MINUS)] == 2
+        assert roles[(g, records.CHILD)] + roles[(g, records.IMMIGRANT)] == 4
 
 
 def test_paper_budget_is_140():
@@ -68,7 +69,7 @@ def test_elite_pairs_move_one_gene_by_opposite_steps():
     study = run(biotune(), 30)
     pairs = {}
     for t in study.trials:
-        if record(t).role in pop.ELITE_ROLES:
+        if record(t).role in records.ELITE_ROLES:
             key = (record(t).generation, record(t).elite)
             pairs.setdefault(key, []).append(t)
     assert pairs
@@ -90,10 +91,10 @@ def test_initial_genomes_select_a_block_and_children_name_their_parents():
     study = run(biotune(), 40)
     for t in study.trials:
         role = record(t).role
-        if role in (pop.INITIAL, pop.IMMIGRANT):
+        if role in (records.INITIAL, records.IMMIGRANT):
             genes = [v for k, v in t.params.items() if k != "threshold"]
             assert max(genes) > t.params["threshold"]
-        if role == pop.CHILD:
+        if role == records.CHILD:
             p1, p2 = record(t).parents
             assert p1 != p2 and record(t).prototype is not None
             assert max(p1, p2) < t.number
@@ -160,7 +161,7 @@ def test_both_directions_improve(direction):
     initial = np.mean(values[:8])
     assert min(values) < 0.25 * initial
     # the population entering the last generation is sorted best first in the study's terms
-    last = study._storage.get_study_system_attrs(study._study_id)[pop.POPULATION_PREFIX + "12"]
+    last = study._storage.get_study_system_attrs(study._study_id)[records.POPULATION_PREFIX + "12"]
     fitness = [d["fitness"] for d in last]
     assert fitness == sorted(fitness)
 
@@ -191,7 +192,7 @@ def test_failed_nan_and_pruned_trials_count_as_documented():
             assert fitness == -t.intermediate_values[1]
     entering = study._storage.get_study_system_attrs(study._study_id)
     for key, population in entering.items():
-        if key.startswith(pop.POPULATION_PREFIX):
+        if key.startswith(records.POPULATION_PREFIX):
             finite = [d["fitness"] for d in population if d["fitness"] is not None]
             assert finite == sorted(finite)
             # failures sort last
@@ -207,18 +208,18 @@ def test_enqueued_genome_joins_the_initial_population():
     study.optimize(TASK, n_trials=9)
     first = study.trials[0]
     assert first.params == pytest.approx(full)
-    assert record(first).role == pop.ENQUEUED
+    assert record(first).role == records.ENQUEUED
     assert record(first).generation == 0
-    entering = study._storage.get_study_system_attrs(study._study_id)[pop.POPULATION_PREFIX + "1"]
-    assert 0 in [d["trial"] for d in entering]
+    entering = storage_io.populations_of(study)[1]
+    assert 0 in [i.trial for i in entering]
 
 
 def test_elite_local_search_keeps_a_strictly_better_side():
     study = run(biotune(), 6 + 8 * 3)
     stored = study._storage.get_study_system_attrs(study._study_id)
     for g in (1, 2):
-        before = stored[pop.POPULATION_PREFIX + str(g)]
-        after = {d["trial"] for d in stored[pop.POPULATION_PREFIX + str(g + 1)]}
+        before = stored[records.POPULATION_PREFIX + str(g)]
+        after = {d["trial"] for d in stored[records.POPULATION_PREFIX + str(g + 1)]}
         for elite in before[:2]:
             tried = [t for t in study.trials if record(t).elite == elite["trial"]
                      and record(t).generation == g]
@@ -233,7 +234,7 @@ def test_elite_local_search_keeps_a_strictly_better_side():
 def test_unclipped_elite_genes_option_reproduces_the_authors_quirk():
     study = run(biotune(clip_elite_genes=False), 40)
     for t in study.trials:
-        if record(t).role in pop.ELITE_ROLES:
+        if record(t).role in records.ELITE_ROLES:
             unclipped = record(t).unclipped_genes
             gene = record(t).gene
             assert t.params[gene] == pytest.approx(min(max(unclipped[gene], 0), 1))
@@ -255,7 +256,7 @@ def test_mixed_distributions():
     for t in study.trials:
         assert 1e-5 <= t.params["lr"] <= 1e-1
         assert round(t.params["wd"] / 0.01, 6) == round(t.params["wd"] / 0.01)
-    evolved = [t for t in study.trials if record(t).role == pop.CHILD]
+    evolved = [t for t in study.trials if record(t).role == records.CHILD]
     assert evolved and set(record(evolved[-1]).proposal) == {"lr", "wd", "x"}
     # independent parameters are reproducible too
     again = run(BioTuneSampler(population_size=5, elite_size=1, seed=0), 40,
@@ -341,7 +342,7 @@ def test_only_int_and_categorical_parameters_fall_back_to_independent_sampling()
                                                           == "a"), n_trials=20)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     later = [record(t) for t in study.trials[1:]]
-    assert {r.role for r in later} == {pop.INDEPENDENT}
+    assert {r.role for r in later} == {records.INDEPENDENT}
     assert {r.fallback for r in later} == {"no float parameter to evolve"}
     assert len({tuple(t.params.values()) for t in study.trials}) > 5  # still explores
 
@@ -378,7 +379,7 @@ def test_a_population_of_failures_is_sampled_independently_and_says_why():
     study = run(biotune(), 20, objective=objective, catch=(RuntimeError,))
     assert no_trial_left_running(study)
     first_generation = [record(t) for t in study.trials if record(t).generation == 1]
-    assert {r.role for r in first_generation} == {pop.INDEPENDENT}
+    assert {r.role for r in first_generation} == {records.INDEPENDENT}
     assert all("finite value" in r.fallback for r in first_generation)
     assert study.trials[-1].state == TrialState.COMPLETE
 
@@ -402,7 +403,7 @@ def test_a_storage_failure_in_before_trial_leaves_no_trial_running(monkeypatch):
     original = study._storage.set_trial_system_attr
 
     def refuse(trial_id, key, value):
-        if key == pop.RECORD:
+        if key == records.RECORD:
             raise OSError("disk full")
         return original(trial_id, key, value)
 

@@ -1,5 +1,7 @@
-"""What biotune_optuna writes into a study, named once: the study's user attrs (readable in
-optuna-dashboard) and the trials' user attrs, with the readers analysis and jobs share."""
+"""What biotune_optuna writes into a study and reads back: the study's user attrs (readable in
+optuna-dashboard) and the trials' user attrs, named once, with their readers. No other module
+outside the sampler reads a study's or a trial's attrs; the sampler's own records are read
+through :mod:`biotune_optuna.sampler.records`."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import optuna
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import LR_MULTIPLIERS as LR_MULTIPLIERS  # FineTunePlan.as_dict
 from biotune_optuna.sampler.genome import TRAINED_BLOCKS as TRAINED_BLOCKS
-from biotune_optuna.sampler.population import FULL, LOW
+from biotune_optuna.sampler.records import FULL, LOW
 
 CONFIG = "biotune_optuna:config"  # the search configuration (its fingerprint) and blocks
 BLOCKS = "biotune_optuna:blocks"  # block -> modules and parameter count
@@ -58,12 +60,62 @@ def trial_plan(study: optuna.Study, trial: optuna.trial.FrozenTrial,
 
 
 def study_config(study: optuna.Study) -> dict[str, Any] | None:
+    """The stored configuration (None for a study biotune-optuna did not make)."""
     return study.user_attrs.get(CONFIG)
+
+
+def config(study: optuna.Study) -> dict[str, Any]:
+    """The stored configuration, empty for a study biotune-optuna did not make."""
+    return dict(study_config(study) or {})
+
+
+def stored_options(study: optuna.Study) -> dict[str, Any]:
+    """The stored configuration as search options: without the block listing, in today's
+    option names (:func:`biotune_optuna.app.config.with_legacy_options` renames older ones)."""
+    options = config(study)
+    options.pop("blocks", None)
+    return options
+
+
+def blocks(study: optuna.Study) -> dict[str, Any]:
+    """Block -> its modules and parameter count, as stored by the search."""
+    return dict(study.user_attrs.get(BLOCKS) or {})
+
+
+def study_input(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get(INPUT)
+
+
+def trained_blocks(trial: optuna.trial.FrozenTrial) -> list[str]:
+    return list(trial.user_attrs.get(TRAINED_BLOCKS, []))
+
+
+def lr_multipliers(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    return dict(trial.user_attrs.get(LR_MULTIPLIERS, {}))
+
+
+def trainable_fraction(trial: optuna.trial.FrozenTrial) -> float | None:
+    return trial.user_attrs.get(TRAINABLE_FRACTION)
+
+
+def failed_reason(trial: optuna.trial.FrozenTrial) -> str | None:
+    return trial.user_attrs.get(FAILED_REASON)
+
+
+def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Failed by Ctrl-C (the next run retries it)."""
+    return bool(trial.user_attrs.get(INTERRUPTED))
+
+
+def fidelity(trial: optuna.trial.FrozenTrial) -> str:
+    """What the trial trained: LOW in a multi-fidelity search, else FULL."""
+    return trial.user_attrs.get(FIDELITY, FULL)
+
 
 
 def set_budget(study: optuna.Study, trials: int | None, epochs: int | None) -> None:
     """The budget the last search command asked for (a resume without options keeps it)."""
-    for key, value in ((BUDGET, trials), (COMPUTE_BUDGET, epochs)):
+    for key, value in ((BUDGET, trials), (COMPUTE_BUDGET, epochs)):  # one write per change
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
 
@@ -138,11 +190,11 @@ def ranked_plans(study: optuna.Study,
     for t in study.get_trials(deepcopy=False) if trials is None else trials:
         if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
             key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
-            plans.setdefault(key, {}).setdefault(t.user_attrs.get(FIDELITY, FULL), []).append(t)
+            plans.setdefault(key, {}).setdefault(fidelity(t), []).append(t)
     ranked = []
     for by_fidelity in plans.values():
-        fidelity = FULL if FULL in by_fidelity else LOW
-        trials = by_fidelity[fidelity]
+        level = FULL if FULL in by_fidelity else LOW
+        trials = by_fidelity[level]
         ranked.append(RankedPlan(trials[0], sum(t.value for t in trials) / len(trials),
-                                 len(trials), fidelity))
+                                 len(trials), level))
     return sorted(ranked, key=lambda p: (p.fidelity != FULL, sign * p.value, p.trial.number))

@@ -1,0 +1,143 @@
+"""``compare``: samplers on the same objective and genome, at equal compute. Three steps, each
+its own function: run the searches, score them (retrain and test what each hands over), and
+render the table."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from biotune_optuna import contents
+from biotune_optuna.app.config import SearchConfig
+from biotune_optuna.app.jobs import (
+    REVALIDATION_SEEDS,
+    budget_of,
+    describe_budget,
+    search,
+    select_plan,
+    task_for,
+)
+from biotune_optuna.finetuning.evaluation import evaluate_plan
+from biotune_optuna.finetuning.task import Task
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One sampler's searches, one entry per seed."""
+
+    sampler: str
+    best: np.ndarray  # validation value of the plan each search hands over
+    tests: np.ndarray  # test value of that plan, retrained
+    epochs: np.ndarray  # epochs trained
+    reach: list[int | None]  # epochs until the target was reached (None: never)
+
+
+def run_searches(config: SearchConfig, samplers: Sequence[str], seeds: Sequence[int],
+                 task: Task, quiet: bool = False) -> dict[str, list[optuna.Study]]:
+    """One study per sampler and seed in one storage. The first sampler runs the budget
+    given (trials, or ``--compute-budget``); every other sampler gets the epochs the first
+    one trained on the same seed, with the same fidelity machinery (under multi-fidelity,
+    Hyperband from BioTune's low fidelity)."""
+    configs = {s: config.replace(sampler=s, storage=config.storage_url) for s in samplers}
+    studies: dict[str, list[optuna.Study]] = {}
+    for seed in seeds:
+        first = None
+        for sampler in samplers:
+            own = configs[sampler].replace(study_name=f"{config.study_name}-{sampler}-s{seed}",
+                                           seed=seed)
+            if first is not None and config.compute_budget is None:
+                spent = contents.compute_spent(first.get_trials(deepcopy=False)).epochs
+                own = own.replace(trials=None, compute_budget=max(spent, 1))
+            elif config.compute_budget is None:  # BioTune's budget, its extra trials included
+                own = own.replace(trials=config.n_trials)
+            if not quiet:
+                print(f"{own.study_name}: {describe_budget(budget_of(own))}", flush=True)
+            study = search(own, quiet=quiet, task=task)
+            first = first or study
+            studies.setdefault(sampler, []).append(study)
+    return studies
+
+
+def score(studies: dict[str, list[optuna.Study]], config: SearchConfig, task: Task,
+          target: float | None) -> tuple[list[Scores], float]:
+    """Each search's hand-over (picked as train-best does: the best of its top 5 plans
+    re-validated with fresh seeds) retrained and tested, its compute, and the compute it
+    needed to reach ``target`` (default: the lowest best value, which every study
+    reached)."""
+    from biotune_optuna.analysis import best_so_far
+
+    best = {sampler: np.array([plans[0].value if (plans := contents.ranked_plans(s))
+                               else np.nan for s in group])
+            for sampler, group in studies.items()}
+    if target is None:
+        target = float(np.nanmin(np.concatenate(list(best.values()))))
+    rows = []
+    for sampler, group in studies.items():
+        tests, spent, reach = [], [], []
+        for study in group:
+            _, plan, _ = select_plan(study, task, config.train_config(),
+                                     list(REVALIDATION_SEEDS), top_k=5, quiet=True,
+                                     trainable_penalty=config.trainable_penalty)
+            evaluation = evaluate_plan(task, plan, config.train_config(),
+                                       config.train_seeds, study.study_name)
+            tests.append(evaluation.mean())
+            spent.append(contents.compute_spent(study.get_trials(deepcopy=False)).epochs)
+            compute, values = best_so_far(study)
+            hit = np.nonzero(values >= target)[0]
+            reach.append(compute[hit[0]] if len(hit) else None)
+        rows.append(Scores(sampler, best[sampler], np.array(tests), np.array(spent), reach))
+    return rows, target
+
+
+def render(rows: Sequence[Scores], target: float, config: SearchConfig,
+           seeds: Sequence[int], plot: Path) -> str:
+    """The comparison table, with what was compared in one closing line."""
+    header = (f"{'sampler':<8} {'best validation':>17} {'test (retrained best)':>22} "
+              f"{'epochs trained':>15} {'epochs to reach ' + format(target, '.4f'):>24}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        reached = [r for r in row.reach if r is not None]
+        needed = f"median {int(np.median(reached))} ({len(reached)}/{len(row.reach)} reach)" \
+            if reached else f"never (0/{len(row.reach)})"
+        lines.append(f"{row.sampler:<8} {np.nanmean(row.best):>8.4f} ± "
+                     f"{np.nanstd(row.best):.4f} {row.tests.mean():>12.4f} ± "
+                     f"{row.tests.std():.4f} {row.epochs.mean():>15,.0f} {needed:>24}")
+    fidelity = (f"multi-fidelity, low fidelity {config.low_fidelity.epochs} epochs of one "
+                "seed run" if config.multi_fidelity else "every trial at the full protocol")
+    per = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per sampler"
+    lines.append(f"({per}, {fidelity}; the others matched to "
+                 f"{rows[0].sampler}'s compute per seed, in {config.storage_label}; best "
+                 f"validation: the plan each search hands over; convergence plot {plot})"
+                 if config.compute_budget is None else
+                 f"({per}, {fidelity}, {config.compute_budget:,} "
+                 f"epochs each, in {config.storage_label}; convergence plot {plot})")
+    return "\n".join(lines)
+
+
+def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[int],
+                     target: float | None = None, out_dir: str = "plots",
+                     quiet: bool = False) -> str:
+    """Run, score and render a comparison, and save its convergence plot (against trials
+    and compute)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    from biotune_optuna.analysis import plot_convergence
+
+    if len(seeds) == 1 and not quiet:
+        print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
+              "--seeds is a list of seeds, such as 0,1,2,3,4", file=sys.stderr, flush=True)
+    task = task_for(config)
+    studies = run_searches(config, samplers, seeds, task, quiet)
+    rows, target = score(studies, config, task, target)
+    figure = plot_convergence(studies, title=f"{config.study_name}: samplers at equal compute")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    plot = Path(out_dir) / f"{config.study_name}_convergence.png"
+    figure.savefig(plot)
+    return render(rows, target, config, seeds, plot)
