@@ -4,8 +4,8 @@ API; each use says why no public one serves.
 
 A sampler's hooks receive a ``Study`` and a ``FrozenTrial``; Optuna's own samplers reach the
 storage through the study's private storage and the trial's private id because the public
-``Study`` offers no way to read or write *system* attrs (where a sampler keeps its state, hidden from users'
-attrs) or to read one trial without copying them all.
+``Study`` offers no way to read or write *system* attrs (where a sampler keeps its state,
+hidden from users' attrs) or to read one trial without copying them all.
 
 Each of BioTune's decisions needs every trial's state and record, fresh, under the study lock.
 Reading them through Optuna's RDB storage costs several SQL statements per call (about as
