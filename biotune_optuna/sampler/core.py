@@ -3,6 +3,7 @@ in the study's storage."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import warnings
@@ -39,6 +40,9 @@ from .storage_io import (
 )
 
 logger = logging.getLogger(__name__)
+# Optuna 4.2's IntersectionSearchSpace caches by itself; later ones ask for use_cache
+_CACHED = {"use_cache": True} if "use_cache" in inspect.signature(
+    IntersectionSearchSpace.calculate).parameters else {}
 MULTI_OBJECTIVE = ("BioTuneSampler supports single-objective studies only; use "
                    "optuna.samplers.NSGAIISampler for several objectives")
 NO_FLOAT = "no float parameter to evolve"
@@ -280,7 +284,7 @@ class BioTuneSampler(BaseSampler):
                                     ) -> dict[str, BaseDistribution]:
         if self._search_space is not None:
             return dict(self._search_space)
-        return _evolvable(self._intersection.calculate(study, use_cache=True))
+        return _evolvable(self._intersection.calculate(study, **_CACHED))
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
