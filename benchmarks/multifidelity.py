@@ -108,8 +108,8 @@ class Retrainer:
     def validation(self, params: dict) -> float:
         def mean(plan) -> float:
             runs = [fine_tune(self.task, plan, self.train, s) for s in REVALIDATION_SEEDS]
-            return -math.inf if any(r.diverged for r in runs) else \
-                float(np.mean([r.value for r in runs]))
+            return (-math.inf if any(r.diverged for r in runs) else
+                float(np.mean([r.value for r in runs])))
         return self._cached("val", params, mean)
 
     def test(self, params: dict) -> float:

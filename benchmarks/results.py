@@ -36,8 +36,8 @@ def write_section(key: str, title: str, body: str) -> None:
     start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
     section = f"{start}\n## {title}\n\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) \
-        else text.rstrip() + "\n\n" + section + "\n"
+    text = (pattern.sub(lambda _: section, text) if pattern.search(text)
+        else text.rstrip() + "\n\n" + section + "\n")
     RESULTS.write_text(text)
 
 

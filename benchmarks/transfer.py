@@ -62,8 +62,8 @@ def section_of(args: argparse.Namespace) -> str:
     """``transfer`` for the paper's protocol with one training seed per trial and no
     trainable penalty; for another, e.g. ``transfer-b16-p3``, ``transfer-b96-p3-t3`` (3
     training seeds per trial) or ``transfer-b96-p3-l0.1`` (trainable penalty 0.1)."""
-    extras = ("" if args.train_seeds == 1 else f"-t{args.train_seeds}") + \
-        (f"-l{args.trainable_penalty:g}" if args.trainable_penalty else "")
+    extras = (("" if args.train_seeds == 1 else f"-t{args.train_seeds}") +
+        (f"-l{args.trainable_penalty:g}" if args.trainable_penalty else ""))
     if (args.batch_size, args.patience) == tuple(PAPER_PROTOCOL.values()) and not extras:
         return "transfer"
     return f"transfer-b{args.batch_size}-p{args.patience}{extras}"

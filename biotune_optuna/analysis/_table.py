@@ -112,8 +112,8 @@ def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
         if not t.state.is_finished():
             continue
         spent += contents.trial_compute(t).epochs
-        if t.state == TrialState.COMPLETE and t.value is not None and np.isfinite(t.value) \
-                and contents.fidelity(t) != contents.LOW:
+        if (t.state == TrialState.COMPLETE and t.value is not None and np.isfinite(t.value)
+                and contents.fidelity(t) != contents.LOW):
             if np.isnan(best) or (t.value > best if maximize else t.value < best):
                 best = t.value
         values.append(best)

@@ -102,8 +102,8 @@ def render(rows: Sequence[Scores], target: float, config: SearchConfig,
     lines = [header, "-" * len(header)]
     for row in rows:
         reached = [r for r in row.reach if r is not None]
-        needed = f"median {int(np.median(reached))} ({len(reached)}/{len(row.reach)} reach)" \
-            if reached else f"never (0/{len(row.reach)})"
+        needed = (f"median {int(np.median(reached))} ({len(reached)}/{len(row.reach)} reach)"
+            if reached else f"never (0/{len(row.reach)})")
         lines.append(f"{row.sampler:<8} {np.nanmean(row.best):>8.4f} ± "
                      f"{np.nanstd(row.best):.4f} {row.tests.mean():>12.4f} ± "
                      f"{row.tests.std():.4f} {row.epochs.mean():>15,.0f} {needed:>24}")

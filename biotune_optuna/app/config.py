@@ -462,8 +462,8 @@ def with_legacy_options(stored: Mapping[str, Any]) -> dict[str, Any]:
               if spec_of(f).legacy is not ALWAYS}
     completed = {k: v for k, v in {**legacy, **stored}.items() if k not in RETIRED}
     if "weights" in stored and stored["weights"] is None:
-        completed["weights"] = default_weights(stored.get("model", "")) \
-            if stored.get("model") in BUILTIN_MODELS else "none"
+        completed["weights"] = (default_weights(stored.get("model", ""))
+            if stored.get("model") in BUILTIN_MODELS else "none")
     return completed
 
 

@@ -85,8 +85,8 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
                   f"{100 * (contents.trainable_fraction(best) or float('nan')):.2f} %.", "",
                   "| block | learning rate |", "|---|---|"]
         for block in config.get("blocks", multipliers):
-            rate = f"{base * multipliers[block]:.3g} ({multipliers[block]:.3g}x)" \
-                if block in multipliers else "frozen"
+            rate = (f"{base * multipliers[block]:.3g} ({multipliers[block]:.3g}x)"
+                if block in multipliers else "frozen")
             lines.append(f"| {block} | {rate} |")
         lines.append("")
     spent = contents.compute_spent(study.get_trials(deepcopy=False))

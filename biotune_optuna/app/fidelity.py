@@ -35,8 +35,8 @@ def training_at(fidelity: str, config: TrainConfig, seeds: Sequence[int],
     if fidelity != LOW or low is None:
         return config, list(seeds)
     period = config.cosine_t_max or config.epochs
-    return replace(config, epochs=min(low.epochs, config.epochs), cosine_t_max=period), \
-        list(seeds[:low.seeds])
+    return (replace(config, epochs=min(low.epochs, config.epochs), cosine_t_max=period),
+        list(seeds[:low.seeds]))
 
 
 def rung_pruner(low: Fidelity, full: Fidelity) -> optuna.pruners.BasePruner:

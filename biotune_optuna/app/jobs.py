@@ -55,16 +55,16 @@ def notices(config: SearchConfig, task: Task) -> list[str]:
                     f"{task.model.input.describe()}; if it expects another, declare "
                     "biotune_input on the model or give --image-size, --input-mean and "
                     "--input-std")
-    if config.model not in BUILTIN_MODELS and ":" not in config.model and \
-            not is_torchvision_model(config.model):
+    if (config.model not in BUILTIN_MODELS and ":" not in config.model and
+            not is_torchvision_model(config.model)):
         said.append(f"the study records model {config.model!r}, which only this Python "
                     "session can build: name a module:function instead so that train-best, "
                     "baseline and compare can rebuild it")
     if config.weights == "none":
         said.append(f"{config.model} starts from random weights (--weights none); name "
                     "weights to fine-tune a pre-trained network")
-    if config.sampler == "biotune" and config.n_trials is not None and \
-            config.n_trials <= config.population:
+    if (config.sampler == "biotune" and config.n_trials is not None and
+            config.n_trials <= config.population):
         first = config.layout.n_trials(1)
         said.append(f"--trials {config.n_trials} ends inside BioTune's initial population "
                     f"(--population {config.population}): that is random search; give at "
@@ -125,8 +125,8 @@ def budget_of(config: SearchConfig) -> Budget:
 
 
 def describe_budget(budget: Budget) -> str:
-    parts = ([f"{budget.trials} trials"] if budget.trials is not None else []) + \
-        ([f"{budget.epochs:,} epochs of compute"] if budget.epochs is not None else [])
+    parts = (([f"{budget.trials} trials"] if budget.trials is not None else []) +
+        ([f"{budget.epochs:,} epochs of compute"] if budget.epochs is not None else []))
     return " or ".join(parts)
 
 
@@ -153,8 +153,8 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
         plan = trial_plan(study, trial, task.block_names)
         evaluation = evaluate_plan(task, plan, train, seeds, f"trial {trial.number}",
                                    keep_first_model=True, quiet=quiet)
-        validation = sum(r.value for r in evaluation.runs) / len(evaluation.runs) - \
-            trainable_penalty * evaluation.trainable_fraction
+        validation = (sum(r.value for r in evaluation.runs) / len(evaluation.runs) -
+            trainable_penalty * evaluation.trainable_fraction)
         scored.append((validation, -trial.number, trial, plan, evaluation))
     validation, _, trial, plan, evaluation = max(scored, key=lambda item: item[:2])
     if not quiet:

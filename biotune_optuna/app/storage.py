@@ -24,8 +24,8 @@ class StorageError(ValueError):
 
 def retry_callback():
     """Optuna's retry of trials whose worker died (renamed in Optuna 4.9)."""
-    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
-        or optuna.storages.RetryFailedTrialCallback
+    cls = (getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        or optuna.storages.RetryFailedTrialCallback)
     return cls(max_retry=3)
 
 

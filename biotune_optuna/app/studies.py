@@ -102,8 +102,8 @@ def retry_interrupted(study: optuna.Study) -> int:
     retried = records.retried(trials)
     count = 0
     for t in trials:
-        if t.state == TrialState.FAIL and contents.interrupted(t) and \
-                t.number not in retried:
+        if (t.state == TrialState.FAIL and contents.interrupted(t) and
+                t.number not in retried):
             retry_callback()(study, t)
             count += 1
     if count:

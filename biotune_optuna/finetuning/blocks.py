@@ -167,8 +167,8 @@ def generic_partition(model: nn.Module, target_blocks: int = 8) -> list[Block]:
         _, index = max(splittable)
         name = blocks[index].modules[0]
         children = _children_with_params(modules[name], f"{name}.")
-        blocks[index:index + 1] = own_block(name, modules[name]) + \
-            [whole_block(n) for n, _ in children]
+        blocks[index:index + 1] = (own_block(name, modules[name]) +
+                                   [whole_block(n) for n, _ in children])
     return _merge_light(blocks, params)
 
 
@@ -241,8 +241,8 @@ def _timm_blocks(model: nn.Module) -> list[Block]:
     named = []
     for position, group in enumerate(ordered):
         modules = [m for m, p in owner.items() if of_param.get(p) == group]
-        label = "stem" if position == 0 else "head" if position == len(ordered) - 1 else \
-            f"stage{position}"
+        label = ("stem" if position == 0 else "head" if position == len(ordered) - 1 else
+            f"stage{position}")
         named.append((label, modules))
     # timm's last group holds the layers after the stages too (conv_head, norms): the head
     # is the classifier alone, so that linear probing trains the classifier only

@@ -400,8 +400,8 @@ def make_splits(data: ImageData, shots: int | None = None, val_shots: int | None
     """
     rng = np.random.default_rng(seed)
     labels = data.labels
-    pool = np.setdiff1d(np.arange(len(labels)), data.test_pool) \
-        if data.test_pool is not None else np.arange(len(labels))
+    pool = (np.setdiff1d(np.arange(len(labels)), data.test_pool)
+        if data.test_pool is not None else np.arange(len(labels)))
     train, val, rest = [], [], []
     for c in range(data.num_classes):
         members = rng.permutation(pool[labels[pool] == c])

@@ -89,8 +89,8 @@ def tune_base_lr(task: Task, plan: FineTunePlan, config: TrainConfig, grid: Sequ
     for lr in grid:
         runs = [fine_tune(task, plan, replace(config, base_lr=lr), seed, method=method)
                 for seed in seeds]
-        scores[lr] = -math.inf if any(r.diverged for r in runs) else \
-            sum(r.value for r in runs) / len(runs)
+        scores[lr] = (-math.inf if any(r.diverged for r in runs) else
+            sum(r.value for r in runs) / len(runs))
     return max(scores, key=scores.get), scores
 
 

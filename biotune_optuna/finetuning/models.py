@@ -57,8 +57,8 @@ class InputSpec:
             if values:
                 values = tuple(float(v) for v in values)
                 if len(values) not in (1, self.channels):
-                    allowed = "1 value" if self.channels == 1 else \
-                        f"1 or {self.channels} values"
+                    allowed = ("1 value" if self.channels == 1 else
+                        f"1 or {self.channels} values")
                     raise ModelError(f"the input {name} takes {allowed} (the model has "
                                      f"{self.channels} input channel(s)), got {len(values)}")
                 changes[name] = values * self.channels if len(values) == 1 else values
@@ -386,14 +386,14 @@ def _module_input(net: nn.Module) -> InputSpec:
     colour, 0.5 and 0.5 otherwise (``declared`` False, so the user is told)."""
     conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
     channels = conv.in_channels if conv is not None else 3
-    guess = InputSpec(3, 224, IMAGENET_MEAN, IMAGENET_STD, resize=256, declared=False) \
-        if channels == 3 else InputSpec(channels, 224, GRAY_MEAN * channels,
-                                        GRAY_STD * channels, resize=256, declared=False)
+    guess = (InputSpec(3, 224, IMAGENET_MEAN, IMAGENET_STD, resize=256, declared=False)
+             if channels == 3 else InputSpec(channels, 224, GRAY_MEAN * channels,
+                                             GRAY_STD * channels, resize=256, declared=False))
     declared = getattr(net, INPUT_ATTRIBUTE, None)
     if declared is None:
         return guess
-    if not isinstance(declared, dict) or "size" not in declared or \
-            set(declared) - {"size", "channels", "mean", "std"}:
+    if (not isinstance(declared, dict) or "size" not in declared or
+            set(declared) - {"size", "channels", "mean", "std"}):
         raise ModelError(f"{type(net).__name__}.{INPUT_ATTRIBUTE} must be a dict with size "
                          "and optionally channels, mean and std, such as {'size': 48, "
                          "'mean': 0.5, 'std': 0.5}")

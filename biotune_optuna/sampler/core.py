@@ -463,8 +463,8 @@ class BioTuneSampler(BaseSampler):
     def _signed_ideal(self, study: Study) -> float | None:
         if self._ideal_value is None:
             return None
-        return self._ideal_value if study.direction == StudyDirection.MINIMIZE \
-            else -self._ideal_value
+        return (self._ideal_value if study.direction == StudyDirection.MINIMIZE
+            else -self._ideal_value)
 
     # -- per-study state -----------------------------------------------------------------
 

@@ -45,8 +45,8 @@ class Evolution:
     resample_empty: bool = False
 
     def threshold_index(self, names: Sequence[str]) -> int | None:
-        return list(names).index(self.threshold_param) if self.threshold_param in names \
-            else None
+        return (list(names).index(self.threshold_param) if self.threshold_param in names
+            else None)
 
     @staticmethod
     def rng(seed: int, *key: int) -> np.random.Generator:

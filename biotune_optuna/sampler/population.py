@@ -47,8 +47,8 @@ class Layout:
     promote: bool = False
 
     def generation_size(self, generation: int) -> int:
-        return self.population_size if generation == 0 else \
-            self.population_size + self.elite_size * (1 + self.rescore + self.promote)
+        return (self.population_size if generation == 0 else
+            self.population_size + self.elite_size * (1 + self.rescore + self.promote))
 
     @property
     def rescore_start(self) -> int:
@@ -213,8 +213,8 @@ def group_generation(members: Sequence[tuple[FrozenTrial, TrialRecord]],
             continue  # another fidelity: it ranks what the search hands over, not parents
         genes = known_genes.get(t.number)
         if genes is None:
-            genes = (record and record.unclipped_genes) or \
-                trial_genes(t, space, record.proposal if record else None)
+            genes = ((record and record.unclipped_genes) or
+                trial_genes(t, space, record.proposal if record else None))
             known_genes[t.number] = genes
         if not genes:
             continue

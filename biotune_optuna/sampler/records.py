@@ -142,8 +142,8 @@ class Individual:
         if not values:
             return self
         total = self.evaluations + len(values)
-        fitness = (self.fitness * self.evaluations + sum(values)) / total \
-            if math.isfinite(self.fitness) and all(map(math.isfinite, values)) else math.inf
+        fitness = ((self.fitness * self.evaluations + sum(values)) / total
+            if math.isfinite(self.fitness) and all(map(math.isfinite, values)) else math.inf)
         return Individual(self.trial, self.genes, fitness, self.extinction, total)
 
     def vector(self, names: Sequence[str]) -> np.ndarray:

@@ -95,8 +95,8 @@ class TrialView:
         """The trial with its record, parsed again only if the storage gave a new object
         (storages hand out the same object until the trial changes)."""
         known = self._trials.get(trial.number)
-        return known if known is not None and known[0] is trial else \
-            (trial, TrialRecord.of(trial))
+        return (known if known is not None and known[0] is trial else
+            (trial, TrialRecord.of(trial)))
 
     def _note_retry(self, trial: FrozenTrial) -> None:
         if is_retry(trial):

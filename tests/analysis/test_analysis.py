@@ -172,8 +172,8 @@ def test_dashboard_serves_the_study_its_trials_and_note(dashboard, searched):
     assert {"gene:stem", "gene:head", "threshold"} <= params
     user_attrs = {a["key"] for a in detail["trials"][0]["user_attrs"]}
     assert {"trained_blocks", "lr_multipliers", "trainable_fraction"} <= user_attrs
-    assert "Best plan" in detail["note"]["body"] and "biotune-optuna search" in \
-        detail["note"]["body"]
+    assert ("Best plan" in detail["note"]["body"] and "biotune-optuna search" in
+        detail["note"]["body"])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

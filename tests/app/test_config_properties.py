@@ -30,8 +30,8 @@ def test_config_parsing_either_succeeds_or_names_the_problem(file_options, flags
             assert getattr(config, name) == value
     assert config.population >= 3 and 0 <= config.elite < config.population
     assert config.epochs >= 1 and config.patience >= 1
-    assert config.n_trials >= 1 if config.compute_budget is None else \
-        config.n_trials is None or config.n_trials >= 1
+    assert (config.n_trials >= 1 if config.compute_budget is None else
+        config.n_trials is None or config.n_trials >= 1)
     assert 0 < config.lr < math.inf and 0 <= config.weight_decay < math.inf
     assert all(isinstance(s, int) for s in config.train_seeds) and config.train_seeds
     config.train_config()  # an accepted configuration always makes a valid TrainConfig

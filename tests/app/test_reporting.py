@@ -71,8 +71,8 @@ def test_a_study_whose_trials_all_failed_says_so_and_why(tmp_path):
     for command in ("best", "export", "plot", "train-best"):
         code, _, err = run(command, "--storage", storage, "--study-name", "f", cwd=tmp_path)
         assert code == 2 and len(err) == 1, (command, err)
-        assert "all 3 failed or were pruned (3 fail); the first failure: training loss " \
-               "became nan" in err[0]
+        assert ("all 3 failed or were pruned (3 fail); the first failure: training loss "
+               "became nan" in err[0])
     assert not (tmp_path / "plots").exists()
 
 

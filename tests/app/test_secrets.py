@@ -33,14 +33,14 @@ def test_masked_hides_passwords_and_secret_parameters(url, shown):
 def test_scrubbed_masks_a_secret_wherever_a_driver_repeats_it():
     url = "postgresql://alice:p%40ss@h/db"
     assert secrets(url) == ["p%40ss", "p@ss"]
-    assert scrubbed(f"failed for {url}: password p@ss rejected", url) == \
-        "failed for postgresql://alice:***@h/db: password *** rejected"
+    assert (scrubbed(f"failed for {url}: password p@ss rejected", url) ==
+        "failed for postgresql://alice:***@h/db: password *** rejected")
 
 
 def test_a_short_password_is_masked_as_a_word_not_inside_other_words():
     url = "postgresql://u:p@127.0.0.1:1/x"
-    assert scrubbed("cannot open postgresql://u:p@127.0.0.1:1/x: port 1 (p)", url) == \
-        "cannot open postgresql://u:***@127.0.0.1:1/x: port 1 (***)"
+    assert (scrubbed("cannot open postgresql://u:p@127.0.0.1:1/x: port 1 (p)", url) ==
+        "cannot open postgresql://u:***@127.0.0.1:1/x: port 1 (***)")
 
 
 def no_secret(result):
@@ -53,8 +53,8 @@ def test_a_refused_connection_fails_in_one_line_without_the_password(cli):
     result = no_secret(cli("search", "--storage", f"postgresql://alice:{SECRET}@127.0.0.1:1/x",
                            "--model", "tiny", "--trials", "1", "-q"))
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "postgresql://alice:***@127.0.0.1:1/x" in \
-        result.stderr
+    assert (result.stderr.count("\n") == 1 and "postgresql://alice:***@127.0.0.1:1/x" in
+        result.stderr)
 
 
 @pytest.mark.slow
@@ -104,5 +104,5 @@ def test_secrets_of_several_opened_urls_do_not_cut_into_each_other(monkeypatch):
     monkeypatch.setattr(storage_urls, "_opened", set())
     storage_urls.remember("postgresql://u:p@127.0.0.1:1/x")
     url = "postgresql://alice:p%40ss@h/db"
-    assert scrubbed(f"failed for {url}: password p@ss rejected", url) == \
-        "failed for postgresql://alice:***@h/db: password *** rejected"
+    assert (scrubbed(f"failed for {url}: password p@ss rejected", url) ==
+        "failed for postgresql://alice:***@h/db: password *** rejected")

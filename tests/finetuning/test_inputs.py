@@ -38,8 +38,8 @@ class Undeclared(FaceNet):
 def test_a_declared_input_format_is_used_and_described():
     task = build_task(FaceNet(), "digits", shots=3, head="classifier")
     spec = task.model.input
-    assert (spec.channels, spec.size, spec.mean, spec.std, spec.declared) == \
-        (3, 48, (0.5, 0.5, 0.5), (0.5, 0.4, 0.3), True)
+    assert ((spec.channels, spec.size, spec.mean, spec.std, spec.declared) ==
+        (3, 48, (0.5, 0.5, 0.5), (0.5, 0.4, 0.3), True))
     assert spec.describe() == "3 channel(s), 48 px, mean (0.5, 0.5, 0.5), std (0.5, 0.4, 0.3)"
     overridden = build_task(FaceNet(), "digits", shots=3, head="classifier", input_mean=[0.1],
                             input_std=[0.2, 0.2, 0.2]).model.input

@@ -106,8 +106,8 @@ def test_an_interrupted_multi_fidelity_search_resumes_exactly(tmp_path):
     loaded = [optuna.load_study(study_name="resume", storage=s) for s in (split, whole)]
     assert [len(s.trials) for s in loaded] == [62, 62]
     assert [t.params for t in loaded[0].trials] == [t.params for t in loaded[1].trials]
-    assert [records.TrialRecord.of(t) for t in loaded[0].trials] == \
-        [records.TrialRecord.of(t) for t in loaded[1].trials]
+    assert ([records.TrialRecord.of(t) for t in loaded[0].trials] ==
+        [records.TrialRecord.of(t) for t in loaded[1].trials])
     assert stored_populations(loaded[0]) == stored_populations(loaded[1])
 
 

@@ -107,10 +107,10 @@ def test_a_failed_rescoring_run_makes_the_elite_worst():
 
 
 def test_without_the_options_the_search_is_todays():
-    assert [t.params for t in search().trials] == \
-        [t.params for t in search(rescore_elites=False, elite_pair_mean=False).trials]
-    assert [t.params for t in search(elite_pair_mean=True).trials] != \
-        [t.params for t in search().trials]
+    assert ([t.params for t in search().trials] ==
+        [t.params for t in search(rescore_elites=False, elite_pair_mean=False).trials])
+    assert ([t.params for t in search(elite_pair_mean=True).trials] !=
+        [t.params for t in search().trials])
 
 
 def test_an_interrupted_noise_aware_search_resumes_exactly(tmp_path):

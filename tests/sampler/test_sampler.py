@@ -85,8 +85,8 @@ def test_elite_pairs_move_one_gene_by_opposite_steps():
         for t in (plus, minus):
             expected = min(max(elite[gene] + record(t).delta, 0.0), 1.0)
             assert t.params[gene] == pytest.approx(expected)
-            assert {k: v for k, v in t.params.items() if k != gene} == \
-                {k: v for k, v in elite.items() if k != gene}
+            assert ({k: v for k, v in t.params.items() if k != gene} ==
+                {k: v for k, v in elite.items() if k != gene})
 
 
 def test_initial_genomes_select_a_block_and_children_name_their_parents():
@@ -198,8 +198,8 @@ def test_failed_nan_and_pruned_trials_count_as_documented():
             finite = [d["fitness"] for d in population if d["fitness"] is not None]
             assert finite == sorted(finite)
             # failures sort last
-            assert [d["fitness"] is None for d in population] == \
-                sorted(d["fitness"] is None for d in population)
+            assert ([d["fitness"] is None for d in population] ==
+                sorted(d["fitness"] is None for d in population))
 
 
 def test_enqueued_genome_joins_the_initial_population():
