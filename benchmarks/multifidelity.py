@@ -45,7 +45,8 @@ from benchmarks import results
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, task_for
-from biotune_optuna.finetuning.train import fine_tune, use_threads
+from biotune_optuna.finetuning.device import use_threads
+from biotune_optuna.finetuning.train import fine_tune
 from biotune_optuna.sampler import genome
 
 OUT = Path(__file__).with_name("out")

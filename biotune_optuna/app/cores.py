@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from biotune_optuna.finetuning.train import use_threads
+from biotune_optuna.finetuning.device import use_threads
 
 
 def cores() -> int:

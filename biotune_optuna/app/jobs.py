@@ -23,6 +23,7 @@ from biotune_optuna.app.studies import config_of, describe_study, open_study, re
 from biotune_optuna.contents import trial_plan
 from biotune_optuna.finetuning.baselines import baseline
 from biotune_optuna.finetuning.build import build_task
+from biotune_optuna.finetuning.device import resolve_device, use_threads
 from biotune_optuna.finetuning.evaluation import (
     evaluate_plan,
     recipe_plans,
@@ -33,7 +34,6 @@ from biotune_optuna.finetuning.evaluation import (
 from biotune_optuna.finetuning.models import is_torchvision_model
 from biotune_optuna.finetuning.names import BUILTIN_DATASETS, BUILTIN_MODELS
 from biotune_optuna.finetuning.task import Task
-from biotune_optuna.finetuning.train import resolve_device, use_threads
 
 
 def task_for(config: SearchConfig) -> Task:

@@ -13,15 +13,12 @@ from torch import nn
 
 from biotune_optuna.finetuning.blocks import partition
 from biotune_optuna.finetuning.cache import DEFAULT_MAX_BYTES, ActivationCache
-from biotune_optuna.finetuning.data import ImageData, load_dataset, make_splits
-from biotune_optuna.finetuning.models import (
-    INPUT_ATTRIBUTE,
-    LoadedModel,
-    attach_head,
-    build_model,
-)
+from biotune_optuna.finetuning.data import ImageData, load_dataset
+from biotune_optuna.finetuning.inputs import INPUT_ATTRIBUTE
+from biotune_optuna.finetuning.models import LoadedModel, attach_head, build_model
 from biotune_optuna.finetuning.names import BUILTIN_MODELS, ModelError, default_weights
 from biotune_optuna.finetuning.pretrain import pretrained_checkpoint
+from biotune_optuna.finetuning.splits import make_splits
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import adapt, split_output
 

@@ -1,6 +1,6 @@
-"""Models: torchvision networks by name with their weights, two built-in CPU networks
-pretrained on an offline source dataset, a new head for the target classes, and the input
-format each model expects."""
+"""Models by name and their weights: torchvision and timm networks, the built-in ones
+(:mod:`.networks`), your own (``module:function``) and checkpoints; a new head for the
+target classes; the input format each model expects (:mod:`.inputs`)."""
 
 from __future__ import annotations
 
@@ -8,128 +8,20 @@ import copy
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+from biotune_optuna.finetuning.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec, module_input
 from biotune_optuna.finetuning.names import BUILTIN_MODELS, ModelError
+from biotune_optuna.finetuning.networks import BUILTIN_CLASSES, BUILTIN_INPUT
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model eats: channels, square size and normalisation of [0, 1] pixels.
-    ``resize`` is the shorter side images are resized to before the centre crop;
-    ``declared`` says whether the model (or the user) stated it, or it is a guess."""
-
-    channels: int
-    size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    resize: int | None = None
-    declared: bool = True
-
-    def describe(self) -> str:
-        def numbers(values) -> str:
-            return ", ".join(f"{v:.4g}" for v in values)
-        return (f"{self.channels} channel(s), {self.size} px, mean ({numbers(self.mean)}), "
-                f"std ({numbers(self.std)})")
-
-    def as_dict(self) -> dict:
-        return {"channels": self.channels, "size": self.size, "mean": list(self.mean),
-                "std": list(self.std)}
-
-    def overridden(self, size: int | None = None, mean: Sequence[float] | None = None,
-                   std: Sequence[float] | None = None) -> InputSpec:
-        """This format with what the user gave instead (one value stands for every
-        channel)."""
-        changes: dict = {}
-        if size:
-            changes |= {"size": size, "resize": None}
-        for name, values in (("mean", mean), ("std", std)):
-            if values:
-                values = tuple(float(v) for v in values)
-                if len(values) not in (1, self.channels):
-                    allowed = ("1 value" if self.channels == 1 else
-                        f"1 or {self.channels} values")
-                    raise ModelError(f"the input {name} takes {allowed} (the model has "
-                                     f"{self.channels} input channel(s)), got {len(values)}")
-                changes[name] = values * self.channels if len(values) == 1 else values
-        if any(v <= 0 for v in changes.get("std", ())):
-            raise ModelError(f"the input std must be positive, got {changes['std']}")
-        return replace(self, **changes, declared=self.declared or bool(changes))
-
-
-# -- built-in networks ---------------------------------------------------------------------
-
-def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
-
-
-class TinyCNN(nn.Module):
-    """About 6k parameters: three conv stages and a linear head, for fast tests."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(_conv_bn(in_channels, 8, 2))
-        self.stage1 = _conv_bn(8, 16, 2)
-        self.stage2 = _conv_bn(16, 32, 2)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(32, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage2(self.stage1(self.stem(x)))
-        return self.head(torch.flatten(self.pool(x), 1))
-
-    def biotune_blocks(self) -> list[tuple[str, list[str]]]:
-        return [(n, [n]) for n in ("stem", "stage1", "stage2", "head")]
-
-
-class BasicBlock(nn.Module):
-    """ResNet's basic residual block with a projection shortcut when the shape changes."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = _conv_bn(c_in, c_out, stride)
-        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-                                   nn.BatchNorm2d(c_out))
-        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
-
-
-class SmallResNet(nn.Module):
-    """About 0.3M parameters, ResNet-style, downsampling at every stage (fast on a CPU)."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
-        super().__init__()
-        self.stem = _conv_bn(in_channels, 16, 2)
-        self.stage1 = BasicBlock(16, 32, 2)
-        self.stage2 = BasicBlock(32, 64, 2)
-        self.stage3 = BasicBlock(64, 128, 2)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(128, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
-        return self.head(torch.flatten(self.pool(x), 1))
-
-    def biotune_blocks(self) -> list[tuple[str, list[str]]]:
-        return [(n, [n]) for n in ("stem", "stage1", "stage2", "stage3", "head")]
-
-
-BUILTIN_CLASSES = {"tiny": TinyCNN, "small": SmallResNet}
-BUILTIN_INPUT = InputSpec(1, 28, GRAY_MEAN, GRAY_STD)
 
 
 # -- heads ---------------------------------------------------------------------------------
@@ -311,7 +203,7 @@ def build_model(model: str | nn.Module, weights: str | None = None, seed: int = 
         torch.manual_seed(seed)
         if isinstance(model, nn.Module):
             net = copy.deepcopy(model)
-            return net, _module_input(net), type(model).__name__
+            return net, module_input(net), type(model).__name__
         if model in BUILTIN_MODELS:
             if checkpoint is None and weights not in (None, "none"):
                 raise ModelError(f"built-in model {model} takes a checkpoint file or none as "
@@ -323,7 +215,7 @@ def build_model(model: str | nn.Module, weights: str | None = None, seed: int = 
                     model)
         if ":" in model:
             net = _from_factory(model)
-            return net, _module_input(net), model
+            return net, module_input(net), model
         net = _torchvision_model(model, None if checkpoint else weights)
         return net, input_spec(model, None if checkpoint else weights), model
 
@@ -374,36 +266,6 @@ def _checkpoint(weights: str | None) -> Path | None:
     if checkpoint is not None and not checkpoint.is_file():
         raise ModelError(f"checkpoint {checkpoint} does not exist; give the path of a .pt file")
     return checkpoint
-
-
-INPUT_ATTRIBUTE = "biotune_input"  # your model's own input format, declared on it
-
-
-def _module_input(net: nn.Module) -> InputSpec:
-    """Your own model's input: what it declares as ``biotune_input`` (a dict of ``size``,
-    and optionally ``channels``, ``mean`` and ``std``, one value or one per channel), else a
-    guess: its first convolution's channels, 224 pixels, ImageNet's normalisation for
-    colour, 0.5 and 0.5 otherwise (``declared`` False, so the user is told)."""
-    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    channels = conv.in_channels if conv is not None else 3
-    guess = (InputSpec(3, 224, IMAGENET_MEAN, IMAGENET_STD, resize=256, declared=False)
-             if channels == 3 else InputSpec(channels, 224, GRAY_MEAN * channels,
-                                             GRAY_STD * channels, resize=256, declared=False))
-    declared = getattr(net, INPUT_ATTRIBUTE, None)
-    if declared is None:
-        return guess
-    if (not isinstance(declared, dict) or "size" not in declared or
-            set(declared) - {"size", "channels", "mean", "std"}):
-        raise ModelError(f"{type(net).__name__}.{INPUT_ATTRIBUTE} must be a dict with size "
-                         "and optionally channels, mean and std, such as {'size': 48, "
-                         "'mean': 0.5, 'std': 0.5}")
-    spec = replace(guess, channels=int(declared.get("channels", channels)))
-    if spec.channels != guess.channels:
-        spec = replace(spec, mean=(spec.mean[0],) * spec.channels,
-                       std=(spec.std[0],) * spec.channels)
-    as_list = [v if isinstance(v, (list, tuple)) else [v] for v in
-               (declared.get("mean", spec.mean), declared.get("std", spec.std))]
-    return replace(spec.overridden(int(declared["size"]), *as_list), declared=True)
 
 
 def _from_factory(reference: str) -> nn.Module:

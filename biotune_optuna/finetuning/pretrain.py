@@ -12,16 +12,11 @@ from pathlib import Path
 import torch
 
 from biotune_optuna.finetuning.blocks import partition
-from biotune_optuna.finetuning.data import load_dataset, make_splits
-from biotune_optuna.finetuning.models import (
-    BUILTIN_CLASSES,
-    BUILTIN_INPUT,
-    LoadedModel,
-    ModelError,
-    cache_dir,
-    head_names,
-)
+from biotune_optuna.finetuning.data import load_dataset
+from biotune_optuna.finetuning.models import LoadedModel, ModelError, cache_dir, head_names
 from biotune_optuna.finetuning.names import BUILTIN_DATASETS
+from biotune_optuna.finetuning.networks import BUILTIN_CLASSES, BUILTIN_INPUT
+from biotune_optuna.finetuning.splits import make_splits
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import TrainConfig, fine_tune
 from biotune_optuna.sampler.genome import FineTunePlan

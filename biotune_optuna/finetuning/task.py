@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, replace
 
 from biotune_optuna.finetuning.blocks import Block
 from biotune_optuna.finetuning.cache import ActivationCache
-from biotune_optuna.finetuning.data import ImageData, Splits
+from biotune_optuna.finetuning.data import ImageData
 from biotune_optuna.finetuning.models import LoadedModel
+from biotune_optuna.finetuning.splits import Splits
 
 
 @dataclass(frozen=True)

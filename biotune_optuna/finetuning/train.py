@@ -17,8 +17,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from biotune_optuna.finetuning.blocks import Block, block_of_module
 from biotune_optuna.finetuning.cache import is_random, stages
-from biotune_optuna.finetuning.models import InputSpec
-from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS, DeviceError
+from biotune_optuna.finetuning.device import resolve_device
+from biotune_optuna.finetuning.inputs import InputSpec
+from biotune_optuna.finetuning.metrics import Metrics, metrics_from
+from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
 from biotune_optuna.sampler.genome import FineTunePlan
 
 StopCheck = Callable[[], bool]
@@ -64,38 +66,6 @@ class TrainConfig:
             raise ValueError(f"base learning rate must be positive, got {self.base_lr}")
         if self.patience < 1:
             raise ValueError(f"patience must be at least 1, got {self.patience}")
-
-
-def use_threads(n: int) -> None:
-    """torch's intra-op threads for this process (the training of every trial)."""
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:1 or mps"
-                          ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {name} asked for but CUDA is not available here; use "
-                          "--device cpu (or auto)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise DeviceError(f"device {name} asked for but this machine has "
-                          f"{torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                     and torch.backends.mps.is_available()):
-        raise DeviceError(f"device {name} asked for but MPS is not available here; use "
-                          "--device cpu (or auto)")
-    return device
 
 
 def adapt(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -179,23 +149,6 @@ def split_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 
 @dataclass
-class Metrics:
-    accuracy: float
-    balanced_accuracy: float
-    loss: float
-
-    def get(self, metric: str) -> float:
-        return getattr(self, metric)
-
-
-def metrics_from(logits: torch.Tensor, labels: torch.Tensor, loss: float) -> Metrics:
-    """Top-1 accuracy and balanced accuracy (mean recall over the classes present)."""
-    predicted = logits.argmax(1)
-    correct = predicted == labels
-    recalls = [correct[labels == c].float().mean().item() for c in labels.unique()]
-    return Metrics(correct.float().mean().item(), float(np.mean(recalls)), loss)
-
-
 class Feed:
     """Where a run's batches come from and which part of the model they enter: the images
     through the whole model, or, for a plan whose leading blocks are frozen, the cached

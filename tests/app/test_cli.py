@@ -86,7 +86,7 @@ def test_inspection_commands(cli, tmp_path):
     snippet = cli("export", "--storage", storage, "--format", "python", check=True).stdout
     namespace = {}
     exec(snippet, namespace)
-    from biotune_optuna.finetuning.models import TinyCNN
+    from biotune_optuna.finetuning.networks import TinyCNN
 
     groups, _ = namespace["biotune_param_groups"](TinyCNN(num_classes=10))
     assert {g["name"] for g in groups} == set(best["trained_blocks"])

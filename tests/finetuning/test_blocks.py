@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from biotune_optuna.finetuning.blocks import coverage_problem, generic_partition, partition
-from biotune_optuna.finetuning.models import SmallResNet, TinyCNN
+from biotune_optuna.finetuning.networks import SmallResNet, TinyCNN
 
 FAMILIES = {
     "resnet50": 6, "resnext50_32x4d": 6, "wide_resnet50_2": 6, "densenet121": 9, "vgg19": 6,

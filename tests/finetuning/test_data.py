@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from biotune_optuna.finetuning.data import FASHION_DIR, load_dataset, make_splits
+from biotune_optuna.finetuning.data import FASHION_DIR, load_dataset
 from biotune_optuna.finetuning.names import DataError
+from biotune_optuna.finetuning.splits import make_splits
 
 needs_fashion = pytest.mark.skipif(
     not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),

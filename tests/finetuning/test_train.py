@@ -15,8 +15,9 @@ from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.finetuning import train as ft
 from biotune_optuna.finetuning.blocks import partition
 from biotune_optuna.finetuning.build import build_task
-from biotune_optuna.finetuning.data import ImageData, make_splits
+from biotune_optuna.finetuning.data import ImageData
 from biotune_optuna.finetuning.models import load_model
+from biotune_optuna.finetuning.splits import make_splits
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import TrainConfig, apply_plan, fine_tune
 from biotune_optuna.sampler import genome
