@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import optuna
+import pytest
 import torch
 from PIL import Image
 
@@ -67,8 +68,12 @@ def test_a_dataset_named_relative_or_absolute_is_the_same_on_resume(cli, tmp_pat
     options = ["--model", "tiny", "--shots", "5", "--epochs", "1", "--population", "3",
                "--elite", "1", "-q"]
     search(cli, tmp_path, "--dataset", "mine", *options, "--trials", "2", check=True)
-    search(cli, tmp_path, "--dataset", tmp_path / "mine", *options, "--trials", "3",
-           check=True)
+    resumed = search(cli, tmp_path, "--dataset", tmp_path / "mine", *options, "--trials", "3",
+                     check=True)
+    assert "other settings" not in resumed.stderr
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path}/p.db")
+    assert len(study.trials) == 3  # one study, resumed: not refused, not started again
+    assert study.user_attrs["biotune_optuna:config"]["dataset"] == str(tmp_path / "mine")
 
 
 def test_a_csv_with_a_stray_label_names_the_row(cli, tmp_path):
@@ -83,9 +88,8 @@ def test_a_csv_with_a_stray_label_names_the_row(cli, tmp_path):
                    "class numbers")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
 def test_an_unusable_device_is_refused_before_any_trial(cli, tmp_path):
-    if torch.cuda.is_available():
-        return
     one_line_error(search(cli, tmp_path, "--model", "tiny", "--device", "cuda", *QUICK),
                    "CUDA is not available", "--device cpu")
     one_line_error(search(cli, tmp_path, "--model", "tiny", "--device", "tpu9", *QUICK),
