@@ -110,7 +110,7 @@ def _add_search_options(parser: argparse.ArgumentParser, groups=ALL_GROUPS,
     for f in fields(SearchConfig):
         if spec_of(f).group not in groups or f.name in skip:
             continue
-        if f.type == "bool":
+        if f.type.startswith("bool"):  # bool, or bool | None (None: decided at run time)
             parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
                                 default=None, help=_help(f.name))
         else:

@@ -197,6 +197,12 @@ class SearchConfig:
         low=0, legacy=0.0)
     # running it (not part of the fingerprint)
     device: str = option("auto", "auto, cpu, cuda, cuda:1 or mps", runtime=True, group="run")
+    amp: bool | None = option(None, "mixed precision: float16 with a gradient scaler on CUDA, "
+                              "bfloat16 on the CPU (default: on CUDA only)", runtime=True,
+                              group="run")
+    channels_last: bool | None = option(None, "channels-last memory format for images and "
+                                        "weights (default: on CUDA only)", runtime=True,
+                                        group="run")
     threads: int | None = option(None, "torch threads per worker process (default: the CPU "
                                  "cores shared among this machine's search processes and "
                                  "--n-jobs)", low=1, runtime=True, metavar="N", group="run")
@@ -306,7 +312,8 @@ class SearchConfig:
                            weight_decay=self.weight_decay, epochs=self.epochs,
                            patience=self.patience, batch_size=self.batch_size,
                            cosine_t_max=self.cosine_t_max, metric=self.metric,
-                           augment=self.augment, device=self.device)
+                           augment=self.augment, device=self.device, amp=self.amp,
+                           channels_last=self.channels_last)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed study must share with the one it continues."""

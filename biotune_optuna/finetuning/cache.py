@@ -68,6 +68,11 @@ class ActivationCache:
             dropped = self._boundaries.pop(oldest)
             self._bytes -= sum(r.element_size() * r.nelement() for r in dropped.values())
 
+    def clear(self) -> None:
+        """Forget every row (their memory is freed, on whichever device it was)."""
+        self._boundaries.clear()
+        self._bytes = 0
+
     @property
     def nbytes(self) -> int:
         return self._bytes

@@ -31,6 +31,7 @@ from biotune_optuna.finetuning.names import DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_LIMIT_BYTES = 512 * 2**20  # subsets below this are decoded once and kept in memory
+DEVICE_LIMIT_BYTES = 2 * 2**30  # in-memory images below this are kept on an accelerator
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ImageData:
     workers: int = 0
     notes: list[str] = field(default_factory=list)  # what loading changed (said to the user)
     _cache: dict = field(default_factory=dict, repr=False)
+    _on_device: dict = field(default_factory=dict, repr=False)  # device -> (images, labels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,21 +61,40 @@ class ImageData:
         return next(self.batches(indices, len(indices)))
 
     def batches(self, indices: np.ndarray, batch_size: int,
+                device: torch.device | None = None,
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in the order of ``indices`` (shuffle the indices to shuffle)."""
+        """Batches in the order of ``indices`` (shuffle the indices to shuffle). On an
+        accelerator ``device``, images that fit (``DEVICE_LIMIT_BYTES``) are copied there
+        once and batched there, so no batch crosses from the host; others are batched on the
+        host and copied batch by batch."""
         if self.images is None:
-            yield from self._dataset_batches(np.asarray(indices), batch_size)
+            yield from self._dataset_batches(np.asarray(indices), batch_size, device)
             return
+        images, labels = self.resident(device)
         for start in range(0, len(indices), batch_size):
             idx = torch.as_tensor(indices[start:start + batch_size], dtype=torch.long)
-            yield _to_float(self.images[idx]), torch.as_tensor(self.labels[idx.numpy()])
+            yield _to_float(images[idx.to(images.device)]), labels[idx.to(labels.device)]
 
-    def _dataset_batches(self, indices: np.ndarray, batch_size: int):
+    def resident(self, device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The in-memory images and labels, on ``device`` when they fit there (once)."""
+        labels = torch.as_tensor(self.labels)
+        if (device is None or device.type == "cpu" or self.images is None
+                or self.images.nbytes > DEVICE_LIMIT_BYTES):
+            return self.images, labels
+        if device not in self._on_device:
+            self._on_device[device] = (self.images.to(device), labels.to(device))
+        return self._on_device[device]
+
+    def _dataset_batches(self, indices: np.ndarray, batch_size: int,
+                         device: torch.device | None = None):
         key = hash(np.sort(indices).tobytes())
         if key in self._cache:
             order, (x, y) = self._cache[key]
+            if device is not None and device.type != "cpu" and x.device != device:
+                x, y = x.to(device), y.to(device)  # decoded once, then kept on the device
+                self._cache[key] = (order, (x, y))
             position = {i: p for p, i in enumerate(order)}
-            take = torch.as_tensor([position[i] for i in indices])
+            take = torch.as_tensor([position[i] for i in indices], device=x.device)
             for start in range(0, len(take), batch_size):
                 part = take[start:start + batch_size]
                 yield x[part], y[part]

@@ -17,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from biotune_optuna.finetuning.blocks import Block, block_of_module
 from biotune_optuna.finetuning.cache import is_random, stages
-from biotune_optuna.finetuning.device import resolve_device
+from biotune_optuna.finetuning.device import Precision, precision, resolve_device
 from biotune_optuna.finetuning.inputs import InputSpec
 from biotune_optuna.finetuning.metrics import Metrics, metrics_from
 from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
@@ -52,8 +52,9 @@ class TrainConfig:
     augment: bool = False
     aux_loss_weight: float = 0.4  # Inception's auxiliary classifier
     device: str = "auto"
-    amp: bool | None = None  # None: on CUDA only
+    amp: bool | None = None  # None: on CUDA only (see device.precision)
     channels_last: bool | None = None  # None: on CUDA only
+    amp_dtype: str | None = None  # None: float16 on CUDA, bfloat16 on the CPU
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -155,9 +156,9 @@ class Feed:
     outputs of that frozen prefix through the remaining stages (:mod:`.cache`)."""
 
     def __init__(self, task, model: nn.Module, plan: FineTunePlan, config: TrainConfig,
-                 device: torch.device, use_amp: bool, channels_last: bool) -> None:
-        self.task, self.model, self.device = task, model, device
-        self.use_amp, self.channels_last = use_amp, channels_last
+                 precision: Precision) -> None:
+        self.task, self.model, self.precision = task, model, precision
+        self.device = precision.device
         self.forward: Callable = model
         self.depth, self._stages = 0, None
         cache = getattr(task, "activation_cache", None)
@@ -175,14 +176,15 @@ class Feed:
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] as the model's input, on its device."""
         x = adapt(x.to(self.device, non_blocking=True), self.task.model.input)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return (x.contiguous(memory_format=torch.channels_last) if self.precision.channels_last
+                else x)
 
     def batches(self, indices: np.ndarray, batch_size: int,
                 augment_with: torch.Generator | None = None,
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(input of ``forward``, labels) per batch, in the order of ``indices``."""
         if not self.depth:
-            for x, y in self.task.data.batches(indices, batch_size):
+            for x, y in self.task.data.batches(indices, batch_size, self.device):
                 if augment_with is not None:
                     x = augment(x.to(self.device, non_blocking=True), augment_with)
                 yield self.inputs(x), y.to(self.device, non_blocking=True)
@@ -191,19 +193,20 @@ class Feed:
         for start in range(0, len(indices), batch_size):
             part = np.asarray(indices[start:start + batch_size])
             rows = cache.rows(self.depth - 1, part, self._compute)
-            yield rows, torch.as_tensor(labels[part]).to(self.device)
+            # rows cached under autocast are half precision; the stages after them are not
+            yield rows.float(), torch.as_tensor(labels[part]).to(self.device)
 
     @torch.no_grad()
     def _compute(self, indices: np.ndarray, start: int | None,
                  inputs: torch.Tensor | None) -> torch.Tensor:
         """Outputs of the frozen prefix for ``indices``: from the images, or from the outputs
         at cached boundary ``start``."""
-        with torch.autocast(self.device.type, enabled=self.use_amp):
-            if start is not None:
-                return nn.Sequential(*self._stages[start + 1:self.depth])(inputs)
+        with self.precision.autocast():
+            if start is not None:  # rows cached by a run of another precision: as float32
+                return nn.Sequential(*self._stages[start + 1:self.depth])(inputs.float())
             prefix = nn.Sequential(*self._stages[:self.depth])
             return torch.cat([prefix(self.inputs(x)) for x, _ in
-                              self.task.data.batches(indices, 256)])
+                              self.task.data.batches(indices, 256, self.device)])
 
 
 @torch.no_grad()
@@ -213,7 +216,9 @@ def evaluate(feed: Feed, indices: np.ndarray, batch_size: int = 256,
     logits, labels = [], []
     for x, y in feed.batches(indices, batch_size):
         _stop_point(should_stop)
-        logits.append(split_output(feed.forward(x))[0].float().cpu())
+        with feed.precision.autocast():
+            output = split_output(feed.forward(x))[0]
+        logits.append(output.float().cpu())
         labels.append(y.cpu())
     logits_all, labels_all = torch.cat(logits), torch.cat(labels)
     loss = F.cross_entropy(logits_all, labels_all).item()
@@ -280,22 +285,21 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
     if plan.is_empty:
         raise ValueError("the plan trains no block; nothing to fine-tune")
     start = time.perf_counter()
-    device = resolve_device(config.device)
-    on_cuda = device.type == "cuda"
-    use_amp = on_cuda if config.amp is None else config.amp and on_cuda
-    channels_last = on_cuda if config.channels_last is None else config.channels_last
+    run = precision(resolve_device(config.device), config.amp, config.channels_last,
+                    config.amp_dtype)
+    device = run.device
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = task.model.fresh(seed).to(device)
-    if channels_last:
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     setup = method.prepare(model, task, plan, config)
     optimizer = make_optimizer(setup.param_groups, config)
     period = config.cosine_t_max or config.epochs
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=period)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = run.scaler()  # float16 only; with frozen blocks it scales the trained ones alone
     splits = task.splits
-    feed = Feed(task, model, plan, config, device, use_amp, channels_last)
+    feed = Feed(task, model, plan, config, run)
     best, best_epoch, best_state, history = -math.inf, 0, None, []
     # a loss far above chance's (ln of the class count) has exploded, finite or not
     exploded = EXPLOSION * math.log(max(task.data.num_classes, 2))
@@ -309,7 +313,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
         batches = feed.batches(order, config.batch_size, generator if config.augment else None)
         for step, (x, y) in enumerate(batches):
             _stop_point(should_stop)
-            with torch.autocast(device.type, enabled=use_amp):
+            with run.autocast():
                 logits, aux = split_output(feed.forward(x))
                 loss = F.cross_entropy(logits, y) + config.aux_loss_weight * sum(
                     (F.cross_entropy(a, y) for a in aux), torch.zeros((), device=device))
@@ -347,7 +351,7 @@ def fine_tune(task, plan: FineTunePlan, config: TrainConfig, seed: int,
         model.load_state_dict(best_state)
     model = method.finish(model)
     if evaluate_test:
-        result.test = evaluate(Feed(task, model, plan, config, device, use_amp, channels_last),
+        result.test = evaluate(Feed(task, model, plan, config, run),
                                splits.test, config.eval_batch_size, should_stop)
     if keep_model:
         result.model = model.cpu()
