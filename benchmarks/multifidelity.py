@@ -101,7 +101,8 @@ class Retrainer:
     def _cached(self, kind: str, params: dict, compute) -> float:
         key = f"{kind}|{json.dumps(sorted(params.items()))}"
         if key not in self.cache:
-            plan = genome.decode(params, self.task.block_names, self.config.train_head)
+            plan = genome.decode(params, self.task.block_names, self.config.train_head,
+                                 self.config.genome)
             self.cache[key] = compute(plan)
             self.path.write_text(json.dumps(self.cache))
         return self.cache[key]

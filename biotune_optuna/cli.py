@@ -23,8 +23,10 @@ import optuna
 
 from biotune_optuna import contents
 from biotune_optuna.app.config import (
+    DEFAULT_SAMPLERS,
     LR_GRID,
     SAMPLERS,
+    VARIANTS,
     ConfigError,
     SearchConfig,
     flag,
@@ -71,7 +73,9 @@ EXAMPLES = {
     "compare": """
         biotune-optuna compare --study-name cmp --samplers biotune,tpe,random,cmaes \\
             --seeds 0,1,2,3,4 --trials 46 --population 6 --elite 2 --model small \\
-            --dataset digits""",
+            --dataset digits
+        biotune-optuna compare --study-name abl --variants full,freeze-only,lr-only,no-mutation \
+            --seeds 0,1,2,3,4 --trials 46 --population 6 --elite 2""",
     "studies": "biotune-optuna studies --storage sqlite:///studies/demo.db",
     "plot": """
         biotune-optuna plot --storage sqlite:///studies/demo.db --study-name demo --out plots
@@ -437,9 +441,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from biotune_optuna.app.comparison import compare_samplers
 
     config = _config_from_args(args)
-    samplers = _names(args.samplers, "--samplers", SAMPLERS)
+    variants = _names(args.variants, "--variants", VARIANTS) if args.variants else []
+    samplers = _names(args.samplers or ("biotune" if variants else DEFAULT_SAMPLERS),
+                      "--samplers", SAMPLERS)
     print(compare_samplers(config, samplers, _seeds(args.seeds), args.target, args.out,
-                           quiet=args.quiet))
+                           quiet=args.quiet, variants=variants))
     return 0
 
 
@@ -557,8 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     comparison = command("compare", cmd_compare)
     _add_search_options(comparison, skip=("sampler", "seed"))
-    comparison.add_argument("--samplers", default="biotune,tpe,random,cmaes",
-                            help=f"samplers to compare, comma-separated: {', '.join(SAMPLERS)}")
+    comparison.add_argument("--samplers", default=None,
+                            help=f"samplers to compare, comma-separated: {', '.join(SAMPLERS)} "
+                            f"(default: {DEFAULT_SAMPLERS}, or biotune with --variants)")
+    comparison.add_argument("--variants", default=None,
+                            help="BioTune variants to compare instead (the paper's ablations), "
+                            f"comma-separated: {', '.join(VARIANTS)}; the genome variants "
+                            "(full, freeze-only, lr-only) also apply to other samplers")
     comparison.add_argument("--seeds", default="0,1,2,3,4",
                             help="sampler seeds, a list such as 0,1,2,3,4: one study per "
                             "sampler and seed")

@@ -56,7 +56,8 @@ def trial_plan(study: optuna.Study, trial: optuna.trial.FrozenTrial,
                block_names: list[str]) -> genome.FineTunePlan:
     """The plan a trial of this study trained (decoded as the study's configuration says)."""
     config = study_config(study) or {}
-    return genome.decode(trial.params, block_names, bool(config.get("train_head", False)))
+    return genome.decode(trial.params, block_names, bool(config.get("train_head", False)),
+                         config.get("genome", genome.FULL))
 
 
 def study_config(study: optuna.Study) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
-"""``compare``: samplers on the same objective and genome, at equal compute. Three steps, each
-its own function: run the searches, score them (retrain and test what each hands over), and
-render the table."""
+"""``compare``: samplers, or variants of BioTune (the paper's ablations), on the same objective
+at equal compute. Three steps, each its own function: run the searches, score them (retrain
+and test what each hands over), and render the table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 
 from biotune_optuna import contents
-from biotune_optuna.app.config import SearchConfig
+from biotune_optuna.app.config import VARIANTS, ConfigError, SearchConfig
 from biotune_optuna.app.jobs import (
     REVALIDATION_SEEDS,
     budget_of,
@@ -27,8 +27,34 @@ from biotune_optuna.finetuning.task import Task
 
 
 @dataclass(frozen=True)
+class Run:
+    """What one row of the comparison searches with: a sampler, and a variant's options."""
+
+    label: str
+    options: dict
+
+
+def runs_of(samplers: Sequence[str], variants: Sequence[str] = ()) -> list[Run]:
+    """A run per sampler, or per sampler and variant (labelled ``variant``, or
+    ``sampler:variant`` when several samplers are compared). Operator ablations change
+    BioTune alone; the genome variants apply to every sampler."""
+    if not variants:
+        return [Run(s, {"sampler": s}) for s in samplers]
+    runs = []
+    for sampler in samplers:
+        for variant in variants:
+            options = VARIANTS[variant]
+            if sampler != "biotune" and set(options) - {"genome"}:
+                raise ConfigError(f"variant {variant} changes BioTune's operators; compare "
+                                  "it with --samplers biotune")
+            label = variant if len(samplers) == 1 else f"{sampler}:{variant}"
+            runs.append(Run(label, {"sampler": sampler, **options}))
+    return runs
+
+
+@dataclass(frozen=True)
 class Scores:
-    """One sampler's searches, one entry per seed."""
+    """One run's searches, one entry per seed."""
 
     sampler: str
     best: np.ndarray  # validation value of the plan each search hands over
@@ -37,19 +63,19 @@ class Scores:
     reach: list[int | None]  # epochs until the target was reached (None: never)
 
 
-def run_searches(config: SearchConfig, samplers: Sequence[str], seeds: Sequence[int],
+def run_searches(config: SearchConfig, runs: Sequence[Run], seeds: Sequence[int],
                  task: Task, quiet: bool = False) -> dict[str, list[optuna.Study]]:
-    """One study per sampler and seed in one storage. The first sampler runs the budget
-    given (trials, or ``--compute-budget``); every other sampler gets the epochs the first
-    one trained on the same seed, with the same fidelity machinery (under multi-fidelity,
-    Hyperband from BioTune's low fidelity)."""
-    configs = {s: config.replace(sampler=s, storage=config.storage_url) for s in samplers}
+    """One study per run and seed in one storage. The first run has the budget given
+    (trials, or ``--compute-budget``); every other run gets the epochs the first one trained
+    on the same seed, with the same fidelity machinery (under multi-fidelity, Hyperband from
+    BioTune's low fidelity)."""
+    configs = {r.label: config.replace(**r.options, storage=config.storage_url) for r in runs}
     studies: dict[str, list[optuna.Study]] = {}
     for seed in seeds:
         first = None
-        for sampler in samplers:
-            own = configs[sampler].replace(study_name=f"{config.study_name}-{sampler}-s{seed}",
-                                           seed=seed)
+        for label in configs:
+            name = f"{config.study_name}-{label.replace(':', '-')}-s{seed}"
+            own = configs[label].replace(study_name=name, seed=seed)
             if first is not None and config.compute_budget is None:
                 spent = contents.compute_spent(first.get_trials(deepcopy=False)).epochs
                 own = own.replace(trials=None, compute_budget=max(spent, 1))
@@ -59,7 +85,7 @@ def run_searches(config: SearchConfig, samplers: Sequence[str], seeds: Sequence[
                 print(f"{own.study_name}: {describe_budget(budget_of(own))}", flush=True)
             study = search(own, quiet=quiet, task=task)
             first = first or study
-            studies.setdefault(sampler, []).append(study)
+            studies.setdefault(label, []).append(study)
     return studies
 
 
@@ -97,14 +123,15 @@ def score(studies: dict[str, list[optuna.Study]], config: SearchConfig, task: Ta
 def render(rows: Sequence[Scores], target: float, config: SearchConfig,
            seeds: Sequence[int], plot: Path) -> str:
     """The comparison table, with what was compared in one closing line."""
-    header = (f"{'sampler':<8} {'best validation':>17} {'test (retrained best)':>22} "
+    width = max(8, *(len(r.sampler) for r in rows))
+    header = (f"{'run':<{width}} {'best validation':>17} {'test (retrained best)':>22} "
               f"{'epochs trained':>15} {'epochs to reach ' + format(target, '.4f'):>24}")
     lines = [header, "-" * len(header)]
     for row in rows:
         reached = [r for r in row.reach if r is not None]
         needed = (f"median {int(np.median(reached))} ({len(reached)}/{len(row.reach)} reach)"
             if reached else f"never (0/{len(row.reach)})")
-        lines.append(f"{row.sampler:<8} {np.nanmean(row.best):>8.4f} ± "
+        lines.append(f"{row.sampler:<{width}} {np.nanmean(row.best):>8.4f} ± "
                      f"{np.nanstd(row.best):.4f} {row.tests.mean():>12.4f} ± "
                      f"{row.tests.std():.4f} {row.epochs.mean():>15,.0f} {needed:>24}")
     fidelity = (f"multi-fidelity, low fidelity {config.low_fidelity.epochs} epochs of one "
@@ -121,9 +148,9 @@ def render(rows: Sequence[Scores], target: float, config: SearchConfig,
 
 def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[int],
                      target: float | None = None, out_dir: str = "plots",
-                     quiet: bool = False) -> str:
-    """Run, score and render a comparison, and save its convergence plot (against trials
-    and compute)."""
+                     quiet: bool = False, variants: Sequence[str] = ()) -> str:
+    """Run, score and render a comparison of samplers (or of BioTune's ``variants``), and
+    save its convergence plot (against trials and compute)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,9 +161,10 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
         print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
               "--seeds is a list of seeds, such as 0,1,2,3,4", file=sys.stderr, flush=True)
     task = task_for(config)
-    studies = run_searches(config, samplers, seeds, task, quiet)
+    studies = run_searches(config, runs_of(samplers, variants), seeds, task, quiet)
     rows, target = score(studies, config, task, target)
-    figure = plot_convergence(studies, title=f"{config.study_name}: samplers at equal compute")
+    figure = plot_convergence(studies, title=f"{config.study_name}: "
+                              f"{'variants' if variants else 'samplers'} at equal compute")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     plot = Path(out_dir) / f"{config.study_name}_convergence.png"
     figure.savefig(plot)

@@ -30,11 +30,23 @@ from biotune_optuna.finetuning.names import (
     OPTIMIZERS,
     default_weights,
 )
+from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.core import validate_settings
 from biotune_optuna.sampler.population import Layout
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2")
+DEFAULT_SAMPLERS = "biotune,tpe,random,cmaes"  # what compare runs unless told
 PRUNERS = ("none", "median", "hyperband")
+# compare --variants: BioTune with one part changed (docs/algorithm.md, section 9)
+VARIANTS = {
+    "full": {},
+    "freeze-only": {"genome": genome.FREEZE_ONLY},
+    "lr-only": {"genome": genome.LR_ONLY},
+    "no-mutation": {"mutation": False},
+    "no-elite-search": {"elite_search": False},
+    "no-adoption": {"adoption": False},
+    "no-immigrants": {"immigrants": False},
+}
 STUDIES_DIR = Path("studies")
 # the base learning rates that `baseline --tune-lr` tries
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -154,6 +166,10 @@ class SearchConfig:
     folds: int = option(1, "k-fold rotation across generations (the paper uses 2)", low=1)
     # the search
     sampler: str = option("biotune", "sampler", choices=SAMPLERS)
+    genome: str = option("full", "what the genome searches: full (which blocks to freeze and "
+                         "each trained block's learning rate), freeze-only (trained blocks at "
+                         "1x) or lr-only (every block trained; only the rates)",
+                         choices=genome.VARIANTS, legacy="full")
     population: int = option(10, "BioTune population size N")
     elite: int = option(3, "BioTune elite size E")
     exploration_rate: float = option(0.25, "largest step of elite local search",
@@ -187,6 +203,16 @@ class SearchConfig:
         runtime=True, metavar="EPOCHS")
     seed: int = option(0, "seed of the sampler", low=0)
     pruner: str = option("none", "stops hopeless runs early", choices=PRUNERS)
+    mutation: bool = option(True, "extinction-driven mutation of children (--no-mutation: an "
+                            "ablation)", legacy=True, biotune_only=True)
+    elite_search: bool = option(True, "elite local search (--no-elite-search: an ablation; "
+                                "its positions breed children)", legacy=True,
+                                biotune_only=True)
+    adoption: bool = option(True, "adoption toward the parents' mean and a prototype "
+                            "(--no-adoption: an ablation)", legacy=True, biotune_only=True)
+    immigrants: bool = option(True, "random immigrants when the mating pool runs dry "
+                              "(--no-immigrants: an ablation; the pool is refilled from the "
+                              "population)", legacy=True, biotune_only=True)
     enqueue_baselines: bool = option(False, "start from full fine-tuning and linear probing "
                                      "genomes too")
     train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "
@@ -244,6 +270,9 @@ class SearchConfig:
         if len(set(self.train_seeds)) < len(self.train_seeds):
             raise ConfigError(f"--train-seeds repeats a seed ({self.train_seeds}); give "
                               "distinct seeds, such as 0,1,2")
+        if self.enqueue_baselines and self.genome == genome.LR_ONLY:
+            raise ConfigError("--genome lr-only trains every block, so linear probing cannot "
+                              "be enqueued; drop --enqueue-baselines")
         if self.grace <= self.heartbeat:
             raise ConfigError(f"--grace must be larger than --heartbeat, got {self.grace} and "
                               f"{self.heartbeat}")

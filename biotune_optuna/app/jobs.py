@@ -104,7 +104,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     stops = StopRequests()
     objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
                                   config.folds, on_epoch=progress.epoch,
-                                  train_head=config.train_head,
+                                  train_head=config.train_head, genome=config.genome,
                                   trainable_penalty=config.trainable_penalty,
                                   should_stop=stops.training_should_stop,
                                   report_epochs=reports_epochs(config),

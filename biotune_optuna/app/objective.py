@@ -81,6 +81,7 @@ class FineTuneObjective:
     n_folds: int = 1
     on_epoch: Callable[[int, int, float], None] | None = None
     train_head: bool = False
+    genome: str = genome.FULL  # the genome variant (genome.VARIANTS)
     trainable_penalty: float = 0.0
     should_stop: Callable[[], bool] | None = None
     report_epochs: bool = True
@@ -96,7 +97,8 @@ class FineTuneObjective:
                 describe_study(study, self.task, config_of_objective(study, self))
             self._described.add(study_key(study))
         names = self.task.block_names
-        plan = genome.decode(genome.suggest_genome(trial, names), names, self.train_head)
+        plan = genome.decode(genome.suggest_genome(trial, names, self.genome), names,
+                             self.train_head, self.genome)
         attrs = plan_attrs(plan, self.task)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

@@ -45,7 +45,9 @@ def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.sampl
                               seed=config.seed, search_space=space, ideal_value=1.0,
                               rescore_elites=config.rescore_elites,
                               elite_pair_mean=config.elite_pair_mean,
-                              multi_fidelity=config.multi_fidelity)
+                              multi_fidelity=config.multi_fidelity,
+                              mutation=config.mutation, elite_search=config.elite_search,
+                              adoption=config.adoption, immigrants=config.immigrants)
     return other_sampler(config.sampler, config.seed, config.population)
 
 
@@ -70,7 +72,7 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
     """Create the study, or load it when it exists and its configuration matches."""
     storage = storage or open_storage(config.storage_url, config.heartbeat, config.grace)
     fingerprint = {**config.fingerprint(), "blocks": list(block_names)}
-    space = genome.search_space(block_names)
+    space = genome.search_space(block_names, config.genome)
     study = optuna.create_study(
         study_name=config.study_name, storage=storage, direction="maximize",
         sampler=make_sampler(config, space), pruner=make_pruner(config),
@@ -222,6 +224,8 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
                         exploration_rate=settings["exploration_rate"],
                         rescore_elites=settings["rescore_elites"],
                         elite_pair_mean=settings["elite_pair_mean"],
+                        **{k: settings[k] for k in ("mutation", "elite_search", "adoption",
+                                                    "immigrants")},
                         seed=study_attrs(study).get(SEED, sampler.seed or 0))
     elif type(sampler).__name__ in SAMPLER_NAMES:
         options["sampler"] = SAMPLER_NAMES[type(sampler).__name__]
@@ -234,7 +238,7 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
                     epochs=train.epochs, patience=train.patience, batch_size=train.batch_size,
                     metric=train.metric, augment=train.augment, cosine_t_max=train.cosine_t_max,
                     train_seeds=list(objective.seeds), folds=objective.n_folds,
-                    train_head=objective.train_head,
+                    train_head=objective.train_head, genome=objective.genome,
                     trainable_penalty=objective.trainable_penalty,
                     multi_fidelity=low is not None, pruner=PRUNER_NAMES[pruner],
                     **({"low_epochs": low.epochs} if low is not None else {}))

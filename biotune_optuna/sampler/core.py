@@ -176,6 +176,12 @@ class BioTuneSampler(BaseSampler):
             whose elite was promoted already breeds a child). Selection, extinction and
             elitism compare low-fidelity values only; promotions rank the plans a search
             hands over (docs/algorithm.md, section 8). Needs ``elite_size >= 1``.
+        mutation, elite_search, adoption, immigrants: The paper's ablations, each True
+            by default (docs/algorithm.md, section 9). ``mutation=False``: children skip
+            extinction-driven mutation; ``elite_search=False``: no elite local search, its
+            2E positions breed children; ``adoption=False``: no pull toward the parents'
+            mean and the prototype; ``immigrants=False``: a depleted mating pool is
+            refilled from the whole population instead of drawing random immigrants.
         independent_sampler: Sampler for parameters outside the evolved space. The default
             draws uniformly with a generator derived from the seed and the trial number.
     """
@@ -196,6 +202,10 @@ class BioTuneSampler(BaseSampler):
         rescore_elites: bool = False,
         elite_pair_mean: bool = False,
         multi_fidelity: bool = False,
+        mutation: bool = True,
+        elite_search: bool = True,
+        adoption: bool = True,
+        immigrants: bool = True,
         independent_sampler: BaseSampler | None = None,
     ) -> None:
         if positional:  # the 0.1 signature took these three positionally
@@ -211,9 +221,10 @@ class BioTuneSampler(BaseSampler):
         validate_settings(population_size, elite_size, exploration_rate, multi_fidelity)
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        self._layout = Layout(population_size, elite_size, rescore_elites, multi_fidelity)
+        self._layout = Layout(population_size, elite_size, rescore_elites, multi_fidelity,
+                              elite_search)
         self._evolution = Evolution(exploration_rate, threshold_param, clip_elite_genes,
-                                    resample_empty)
+                                    resample_empty, mutation, adoption, immigrants)
         self._elite_pair_mean = elite_pair_mean
         self._seed = seed
         self._search_space = _evolvable(search_space) if search_space is not None else None
@@ -269,6 +280,10 @@ class BioTuneSampler(BaseSampler):
             "rescore_elites": self._layout.rescore,
             "elite_pair_mean": self._elite_pair_mean,
             "multi_fidelity": self._layout.promote,
+            "mutation": self._evolution.mutation,
+            "elite_search": self._layout.explore,
+            "adoption": self._evolution.adoption,
+            "immigrants": self._evolution.immigrants,
         }
 
     def reseed_rng(self) -> None:
@@ -395,7 +410,8 @@ class BioTuneSampler(BaseSampler):
                                        state.known_genes(space))
         pool = [p for p in pop.mating_pool(parents, self.elite_size, current,
                                            self._elite_pair_mean) if p.has(names)]
-        return record(evolution.breed(seed, base.slot, pool, names))
+        population = [p for p in parents if p.has(names)]  # refills a pool without immigrants
+        return record(evolution.breed(seed, base.slot, pool, names, population))
 
     def _elite_at(self, base: TrialRecord, parents: Sequence[Individual],
                   names: list[str]) -> Individual | None:
@@ -508,7 +524,9 @@ class BioTuneSampler(BaseSampler):
                              "resume it with the same sampler settings or start a new study")
 
 
-_ADDED_SETTINGS = {"rescore_elites": False, "elite_pair_mean": False, "multi_fidelity": False}
+_ADDED_SETTINGS = {"rescore_elites": False, "elite_pair_mean": False, "multi_fidelity": False,
+                   "mutation": True, "elite_search": True, "adoption": True,
+                   "immigrants": True}
 
 
 def validate_settings(population_size: int, elite_size: int, exploration_rate: float,

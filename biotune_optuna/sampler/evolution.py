@@ -43,6 +43,9 @@ class Evolution:
     threshold_param: str | None = "threshold"
     clip_elite_genes: bool = True
     resample_empty: bool = False
+    mutation: bool = True  # the ablations (docs/algorithm.md, section 9) turn these off
+    adoption: bool = True
+    immigrants: bool = True
 
     def threshold_index(self, names: Sequence[str]) -> int | None:
         return (list(names).index(self.threshold_param) if self.threshold_param in names
@@ -83,9 +86,11 @@ class Evolution:
         return Proposal(elite.vector(names), {"elite": elite.trial, "fidelity": FULL})
 
     def breed(self, seed: int, slot: int, pool: Sequence[Individual],
-              names: Sequence[str]) -> Proposal:
+              names: Sequence[str], population: Sequence[Individual] = ()) -> Proposal:
         """A child of two parents of the mating pool, or an immigrant once the pool has two
-        parents or fewer."""
+        parents or fewer (without immigrants, the whole ``population`` is the pool then)."""
+        if len(pool) <= 2 and not self.immigrants and len(population) > 2:
+            pool = population
         if len(pool) <= 2:
             return self.random(seed, slot, names, role=IMMIGRANT)
         rng = self.rng(seed, SLOT_STREAM, slot)
@@ -94,7 +99,8 @@ class Evolution:
         extinction = (pool[first].extinction + pool[second].extinction) / 2.0
         threshold = self.threshold_index(names)
         for _ in range(operators.MAX_REDRAWS):
-            child = operators.make_child(rng, p1, p2, prototype, extinction)
+            child = operators.make_child(rng, p1, p2, prototype, extinction, self.mutation,
+                                         self.adoption)
             if not self.resample_empty or operators.selects_any_block(child, threshold):
                 break
         return Proposal(child, {"role": CHILD, "parents": [pool[first].trial,

@@ -5,6 +5,11 @@ Pure Python (no torch): the sampler, the objective and the analysis share this m
 A genome ``[nu_0, ..., nu_B, eps]`` decodes to a fine-tuning plan (docs/algorithm.md, 1.2):
 block ``b`` is trained when ``nu_b > eps`` (strict), with learning-rate multiplier
 ``10 ** (2 * (nu_b - 0.5))`` (0.1x at 0, 1x at 0.5, 10x at 1); other blocks are frozen.
+
+The paper's ablations are two more variants of the genome (docs/algorithm.md, section 9):
+``freeze-only`` decodes the same genes with every trained block at 1x (only the freezing
+evolves) and ``lr-only`` has no threshold and trains every block (only the multipliers
+evolve).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from optuna.distributions import FloatDistribution
 
 GENE_PREFIX = "gene:"
 THRESHOLD = "threshold"
+FULL, FREEZE_ONLY, LR_ONLY = "full", "freeze-only", "lr-only"
+VARIANTS = (FULL, FREEZE_ONLY, LR_ONLY)
 TRAINED_BLOCKS, FROZEN_BLOCKS, LR_MULTIPLIERS = "trained_blocks", "frozen_blocks", "lr_multipliers"
 
 
@@ -25,23 +32,32 @@ def gene_name(block: str) -> str:
     return f"{GENE_PREFIX}{block}"
 
 
-def search_space(block_names: Sequence[str]) -> dict[str, FloatDistribution]:
-    """The genome's Optuna search space: ``gene:<block>`` per block, then ``threshold``."""
+def search_space(block_names: Sequence[str], variant: str = FULL,
+                 ) -> dict[str, FloatDistribution]:
+    """The genome's Optuna search space: ``gene:<block>`` per block, then ``threshold``
+    (none for ``lr-only``, which trains every block)."""
+    _check_variant(variant)
     if not block_names:
         raise ValueError("a genome needs at least one block")
     if len(set(block_names)) != len(block_names):
         raise ValueError(f"block names must be unique, got {list(block_names)}")
     space = {gene_name(b): FloatDistribution(0.0, 1.0) for b in block_names}
-    space[THRESHOLD] = FloatDistribution(0.0, 1.0)
+    if variant != LR_ONLY:
+        space[THRESHOLD] = FloatDistribution(0.0, 1.0)
     return space
 
 
-def suggest_genome(trial, block_names: Sequence[str]) -> dict[str, float]:
+def suggest_genome(trial, block_names: Sequence[str], variant: str = FULL) -> dict[str, float]:
     """Suggest every gene of the genome on an Optuna trial and return the parameters."""
     return {
         name: trial.suggest_float(name, dist.low, dist.high)
-        for name, dist in search_space(block_names).items()
+        for name, dist in search_space(block_names, variant).items()
     }
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown genome variant {variant!r}; use {', '.join(VARIANTS)}")
 
 
 def lr_multiplier(gene: float) -> float:
@@ -90,22 +106,25 @@ class FineTunePlan:
 
 
 def decode(params: Mapping[str, float], block_names: Sequence[str],
-           train_head: bool = False) -> FineTunePlan:
+           train_head: bool = False, variant: str = FULL) -> FineTunePlan:
     """Decode trial parameters into a plan. Missing genes raise a KeyError naming them.
 
     With ``train_head`` the last block (the new, randomly initialised head) is trained even
     when its gene is below the threshold, at its gene's multiplier: a frozen random head is a
-    fragile plan. False is the paper's decoding.
+    fragile plan. False is the paper's decoding. ``variant`` ``freeze-only`` trains at 1x
+    whatever it trains; ``lr-only`` trains every block (it has no threshold).
     """
-    missing = [n for n in [*map(gene_name, block_names), THRESHOLD] if n not in params]
+    _check_variant(variant)
+    missing = [n for n in search_space(block_names, variant) if n not in params]
     if missing:
         raise KeyError(f"genome parameters missing: {missing}")
-    threshold = params[THRESHOLD]
+    threshold = -math.inf if variant == LR_ONLY else params[THRESHOLD]
     multipliers = []
     for i, block in enumerate(block_names):
         gene = params[gene_name(block)]
         forced = train_head and i == len(block_names) - 1
-        multipliers.append(lr_multiplier(gene) if gene > threshold or forced else 0.0)
+        rate = 1.0 if variant == FREEZE_ONLY else lr_multiplier(gene)
+        multipliers.append(rate if gene > threshold or forced else 0.0)
     return FineTunePlan(tuple(block_names), tuple(multipliers))
 
 

@@ -90,11 +90,13 @@ def adopt(rng: np.random.Generator, child: np.ndarray, p1: np.ndarray, p2: np.nd
 
 
 def make_child(rng: np.random.Generator, p1: np.ndarray, p2: np.ndarray, proto: np.ndarray,
-               extinction: float) -> np.ndarray:
-    """Crossover, then mutation, then adoption: the order of the authors' code."""
+               extinction: float, mutation: bool = True, adoption: bool = True) -> np.ndarray:
+    """Crossover, then mutation, then adoption: the order of the authors' code. An ablation
+    (``mutation`` or ``adoption`` False) skips that operator and its draws."""
     child = blend_crossover(rng, p1, p2)
-    child = mutate(rng, child, extinction)
-    return adopt(rng, child, p1, p2, proto)
+    if mutation:
+        child = mutate(rng, child, extinction)
+    return adopt(rng, child, p1, p2, proto) if adoption else np.clip(child, 0.0, 1.0)
 
 
 def selects_any_block(genes: np.ndarray, threshold_index: int | None) -> bool:

@@ -45,6 +45,7 @@ class Layout:
     elite_size: int
     rescore: bool = False
     promote: bool = False
+    explore: bool = True  # False (an ablation): the explorations' positions breed children
 
     def generation_size(self, generation: int) -> int:
         return (self.population_size if generation == 0 else
@@ -64,6 +65,8 @@ class Layout:
         if generation == 0:
             return INITIAL
         if position < 2 * self.elite_size:
+            if not self.explore:
+                return CHILD
             return ELITE_PLUS if position % 2 == 0 else ELITE_MINUS
         if self.rescore and position < self.promote_start:
             return RESCORE

@@ -1,5 +1,6 @@
 """Optuna's own generic sampler tests (optuna.testing.pytest_samplers), run on BioTuneSampler
-at small and default settings, with the noise-aware options and with multi-fidelity."""
+at small and default settings, with the noise-aware options, with multi-fidelity and with
+every operator ablation."""
 
 import pytest
 from optuna.testing.pytest_samplers import (
@@ -16,6 +17,9 @@ SETTINGS = {"N4-E1": {"population_size": 4, "elite_size": 1},
                                   "rescore_elites": True, "elite_pair_mean": True},
             "N4-E1-multi-fidelity": {"population_size": 4, "elite_size": 1,
                                      "rescore_elites": True, "multi_fidelity": True},
+            "N4-E1-ablations": {"population_size": 4, "elite_size": 1, "mutation": False,
+                                "elite_search": False, "adoption": False,
+                                "immigrants": False},
             "default": {}}
 
 
