@@ -9,7 +9,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import optuna
 
-from biotune_optuna.analysis._table import TrialTable, best_so_far, block_names, trial_table
+from biotune_optuna.analysis._table import (
+    TrialTable,
+    best_so_far,
+    block_names,
+    surrogate_quality,
+    trial_table,
+)
 from biotune_optuna.analysis.plots import (
     pareto_front,
     plot_convergence,
@@ -18,6 +24,7 @@ from biotune_optuna.analysis.plots import (
     plot_lr_heatmap,
     plot_pareto,
     plot_population,
+    plot_surrogate,
 )
 from biotune_optuna.contents import file_name
 
@@ -41,6 +48,8 @@ def plot_all(study: optuna.Study, out_dir: str | Path,
     figures = {name: make(study) for name, make in PLOTS.items()}
     figures["convergence"] = plot_convergence(compare or {study.study_name: [study]},
                                               title=f"{study.study_name}: convergence")
+    if surrogate_quality(study):  # the study pre-selected children with a surrogate
+        figures["surrogate"] = plot_surrogate(study)
     for name, figure in figures.items():
         path = out / f"{file_name(study.study_name)}_{name}.png"
         figure.savefig(path)
@@ -62,5 +71,7 @@ __all__ = [
     "plot_lr_heatmap",
     "plot_pareto",
     "plot_population",
+    "plot_surrogate",
+    "surrogate_quality",
     "trial_table",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from optuna.trial import TrialState
 from biotune_optuna import contents
 from biotune_optuna.contents import trial_plan
 from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.records import Individual, generation_of, role_of
+from biotune_optuna.sampler.records import Individual, TrialRecord, generation_of, role_of
 from biotune_optuna.sampler.storage_io import populations_of
 
 
@@ -119,3 +120,41 @@ def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
         values.append(best)
         compute.append(spent)
     return np.array(compute, dtype=float), np.array(values, dtype=float)
+
+
+def surrogate_points(study: optuna.Study) -> list[tuple[int, float, float]]:
+    """(generation, the surrogate's prediction, the value) of each completed trial whose
+    child or immigrant was pre-selected by the surrogate."""
+    points = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TrialRecord.of(t)
+        if record is not None and record.surrogate is not None and t.value is not None:
+            points.append((record.generation, record.surrogate, t.value))
+    return points
+
+
+def surrogate_quality(study: optuna.Study) -> list[tuple[int, int, float]]:
+    """Per generation: (generation, pre-selected trials, Spearman rank correlation of the
+    surrogate's predictions with the values; nan below 3 trials)."""
+    by_generation: dict[int, list[tuple[float, float]]] = {}
+    for generation, predicted, value in surrogate_points(study):
+        by_generation.setdefault(generation, []).append((predicted, value))
+    return [(g, len(pairs), rank_correlation(*zip(*pairs)) if len(pairs) >= 3 else math.nan)
+            for g, pairs in sorted(by_generation.items())]
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rho (average ranks for ties); nan when either side is constant."""
+    ranks = [_ranks(np.asarray(x, dtype=float)) for x in (a, b)]
+    if any(r.std() == 0 for r in ranks):
+        return math.nan
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = x.argsort(kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    for value in np.unique(x):  # ties share their mean rank
+        ranks[x == value] = ranks[x == value].mean()
+    return ranks

@@ -18,6 +18,8 @@ from biotune_optuna.analysis._table import (
     TrialTable,
     best_so_far,
     populations,
+    surrogate_points,
+    surrogate_quality,
     trial_table,
 )
 from biotune_optuna.sampler import genome
@@ -288,4 +290,32 @@ def plot_population(study: optuna.Study) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"{study.study_name}: BioTune population" +
                  ("" if stored else " (no BioTune populations stored)"))
+    return fig
+
+
+def plot_surrogate(study: optuna.Study) -> Figure:
+    """How well the surrogate that pre-selected children predicted them: predicted against
+    obtained values, and the rank correlation per generation."""
+    points = surrogate_points(study)
+    fig = _figure(10, 4.5)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    if points:
+        generations, predicted, values = map(np.array, zip(*points))
+        shown = left.scatter(predicted, values, c=generations, cmap="viridis", s=14)
+        fig.colorbar(shown, ax=left, label="generation")
+        low, high = min(predicted.min(), values.min()), max(predicted.max(), values.max())
+        left.plot([low, high], [low, high], color="gray", lw=1, ls="--")
+    quality = [(g, rho) for g, _, rho in surrogate_quality(study) if np.isfinite(rho)]
+    if quality:
+        right.plot(*zip(*quality), marker="o")
+    right.axhline(0.0, color="gray", lw=1)
+    left.set_xlabel("surrogate's prediction")
+    left.set_ylabel("value obtained")
+    left.set_title("Pre-selected children and immigrants")
+    right.set_xlabel("generation")
+    right.set_ylabel("Spearman rank correlation")
+    right.set_ylim(-1.05, 1.05)
+    right.set_title("Surrogate quality per generation")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
     return fig

@@ -213,6 +213,10 @@ class SearchConfig:
     immigrants: bool = option(True, "random immigrants when the mating pool runs dry "
                               "(--no-immigrants: an ablation; the pool is refilled from the "
                               "population)", legacy=True, biotune_only=True)
+    surrogate_candidates: int = option(
+        1, "breed this many candidates per child or immigrant and evaluate the one a "
+        "surrogate of the finished trials predicts best (1: the paper's BioTune, no "
+        "surrogate)", low=1, legacy=1, biotune_only=True, metavar="K")
     enqueue_baselines: bool = option(False, "start from full fine-tuning and linear probing "
                                      "genomes too")
     train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "

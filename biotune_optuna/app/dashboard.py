@@ -13,6 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from biotune_optuna import contents
+from biotune_optuna.analysis._table import surrogate_quality
 from biotune_optuna.app.optuna_internals import set_study_attr, study_attrs
 from biotune_optuna.app.storage_urls import ENV_VAR, has_secret, masked, storage_file
 
@@ -88,6 +89,15 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
             rate = (f"{base * multipliers[block]:.3g} ({multipliers[block]:.3g}x)"
                 if block in multipliers else "frozen")
             lines.append(f"| {block} | {rate} |")
+        lines.append("")
+    quality = surrogate_quality(study)
+    if quality:
+        lines += ["## Surrogate", "", "Children and immigrants pre-selected among "
+                  f"{config.get('surrogate_candidates', '?')} candidates; how well the "
+                  "surrogate ranked them (Spearman rank correlation of its predictions with "
+                  "the values):", "", "| generation | pre-selected trials | rank correlation |",
+                  "|---|---|---|"]
+        lines += [f"| {g} | {n} | {rho:.2f} |" for g, n, rho in quality]
         lines.append("")
     spent = contents.compute_spent(study.get_trials(deepcopy=False))
     if spent.seed_runs:

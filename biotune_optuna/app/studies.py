@@ -47,7 +47,8 @@ def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.sampl
                               elite_pair_mean=config.elite_pair_mean,
                               multi_fidelity=config.multi_fidelity,
                               mutation=config.mutation, elite_search=config.elite_search,
-                              adoption=config.adoption, immigrants=config.immigrants)
+                              adoption=config.adoption, immigrants=config.immigrants,
+                              surrogate_candidates=config.surrogate_candidates)
     return other_sampler(config.sampler, config.seed, config.population)
 
 
@@ -225,7 +226,7 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
                         rescore_elites=settings["rescore_elites"],
                         elite_pair_mean=settings["elite_pair_mean"],
                         **{k: settings[k] for k in ("mutation", "elite_search", "adoption",
-                                                    "immigrants")},
+                                                    "immigrants", "surrogate_candidates")},
                         seed=study_attrs(study).get(SEED, sampler.seed or 0))
     elif type(sampler).__name__ in SAMPLER_NAMES:
         options["sampler"] = SAMPLER_NAMES[type(sampler).__name__]

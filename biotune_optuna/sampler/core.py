@@ -21,7 +21,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from . import population as pop
-from . import records
+from . import records, surrogate
 from .coordination import StudyLock, lock_for
 from .evolution import INDEPENDENT_STREAM, Evolution, Proposal
 from .population import Layout, Progress
@@ -182,6 +182,12 @@ class BioTuneSampler(BaseSampler):
             2E positions breed children; ``adoption=False``: no pull toward the parents'
             mean and the prototype; ``immigrants=False``: a depleted mating pool is
             refilled from the whole population instead of drawing random immigrants.
+        surrogate_candidates: K > 1 pre-selects children and immigrants: K candidates are
+            drawn through BioTune's own operators from the position's random stream, and
+            the one a surrogate (:mod:`biotune_optuna.sampler.surrogate`, fitted on the
+            finished trials of the same fidelity) predicts best is evaluated; its record
+            keeps ``candidates`` and the prediction (``surrogate``). 1 (the default) is the
+            paper's algorithm (docs/algorithm.md, section 10).
         independent_sampler: Sampler for parameters outside the evolved space. The default
             draws uniformly with a generator derived from the seed and the trial number.
     """
@@ -206,6 +212,7 @@ class BioTuneSampler(BaseSampler):
         elite_search: bool = True,
         adoption: bool = True,
         immigrants: bool = True,
+        surrogate_candidates: int = 1,
         independent_sampler: BaseSampler | None = None,
     ) -> None:
         if positional:  # the 0.1 signature took these three positionally
@@ -223,8 +230,12 @@ class BioTuneSampler(BaseSampler):
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         self._layout = Layout(population_size, elite_size, rescore_elites, multi_fidelity,
                               elite_search)
+        if surrogate_candidates < 1:
+            raise ValueError(f"surrogate_candidates must be at least 1, got "
+                             f"{surrogate_candidates}")
         self._evolution = Evolution(exploration_rate, threshold_param, clip_elite_genes,
-                                    resample_empty, mutation, adoption, immigrants)
+                                    resample_empty, mutation, adoption, immigrants,
+                                    surrogate_candidates)
         self._elite_pair_mean = elite_pair_mean
         self._seed = seed
         self._search_space = _evolvable(search_space) if search_space is not None else None
@@ -284,6 +295,7 @@ class BioTuneSampler(BaseSampler):
             "elite_search": self._layout.explore,
             "adoption": self._evolution.adoption,
             "immigrants": self._evolution.immigrants,
+            "surrogate_candidates": self._evolution.candidates,
         }
 
     def reseed_rng(self) -> None:
@@ -384,7 +396,12 @@ class BioTuneSampler(BaseSampler):
         def record(proposal: Proposal) -> TrialRecord:
             values = {n: pop.denormalize(float(g), space[n])
                       for n, g in zip(names, proposal.genes)}
-            return replace(base, proposal=values, **proposal.fields)
+            fields = dict(proposal.fields)
+            if "predicted" in fields:  # a fitness (minimised): stored as an objective value
+                predicted = fields.pop("predicted")
+                fields["surrogate"] = (predicted if study.direction == StudyDirection.MINIMIZE
+                                       else -predicted)
+            return replace(base, proposal=values, **fields)
 
         if records.is_enqueued(trial):
             return record(evolution.random(seed, base.slot, names, role=records.ENQUEUED))
@@ -411,7 +428,33 @@ class BioTuneSampler(BaseSampler):
         pool = [p for p in pop.mating_pool(parents, self.elite_size, current,
                                            self._elite_pair_mean) if p.has(names)]
         population = [p for p in parents if p.has(names)]  # refills a pool without immigrants
-        return record(evolution.breed(seed, base.slot, pool, names, population))
+        model = self._surrogate(study, state, trials, base, space)
+        return record(evolution.breed(seed, base.slot, pool, names, population, model))
+
+    def _surrogate(self, study: Study, state: _StudyState, trials: Sequence[records.Known],
+                   base: TrialRecord, space: dict[str, BaseDistribution],
+                   ) -> surrogate.Surrogate | None:
+        """A model of the finished evaluations at the fidelity this trial runs at (promotions
+        and low-fidelity trials are not mixed), when children are pre-selected."""
+        if self._evolution.candidates <= 1:
+            return None
+        names = list(space)
+        # its own cache: the population's may hold an elite's unclipped genes
+        known = state.genes.setdefault(("surrogate", *space.items()), {})
+        genes, fitness = [], []
+        for trial, record in trials:
+            value = pop.trial_fitness(trial, study.direction)
+            if value is None or not np.isfinite(value) or (
+                    record is not None and record.fidelity != base.fidelity):
+                continue
+            if trial.number not in known:
+                known[trial.number] = pop.trial_genes(trial, space,
+                                                      record.proposal if record else None)
+            vector = known[trial.number]
+            if all(n in vector for n in names):
+                genes.append(np.array([vector[n] for n in names]))
+                fitness.append(value)
+        return surrogate.fit(genes, fitness, self._evolution.threshold_index(names))
 
     def _elite_at(self, base: TrialRecord, parents: Sequence[Individual],
                   names: list[str]) -> Individual | None:
@@ -526,7 +569,7 @@ class BioTuneSampler(BaseSampler):
 
 _ADDED_SETTINGS = {"rescore_elites": False, "elite_pair_mean": False, "multi_fidelity": False,
                    "mutation": True, "elite_search": True, "adoption": True,
-                   "immigrants": True}
+                   "immigrants": True, "surrogate_candidates": 1}
 
 
 def validate_settings(population_size: int, elite_size: int, exploration_rate: float,

@@ -9,7 +9,9 @@ proposes the same genome for the same position.
 - re-scoring: the elite's genome again (a fresh evaluation of it);
 - promotion: the elite's genome again, at the full fidelity, unless promoted before;
 - children: rank-linear selection, blend crossover, extinction-driven mutation and adoption
-  toward the parents' mean and a prototype (:func:`.operators.make_child`).
+  toward the parents' mean and a prototype (:func:`.operators.make_child`);
+- with a surrogate, children and immigrants are the best predicted of several candidates
+  (:mod:`.surrogate`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from . import operators
 from .records import CHILD, ELITE_PLUS, FULL, IMMIGRANT, Individual, TrialRecord
+from .surrogate import Surrogate
 
 SLOT_STREAM, ELITE_STREAM, INDEPENDENT_STREAM = 0, 1, 2  # random streams, keyed by the seed
 
@@ -46,6 +49,7 @@ class Evolution:
     mutation: bool = True  # the ablations (docs/algorithm.md, section 9) turn these off
     adoption: bool = True
     immigrants: bool = True
+    candidates: int = 1  # children and immigrants drawn per position (section 10)
 
     def threshold_index(self, names: Sequence[str]) -> int | None:
         return (list(names).index(self.threshold_param) if self.threshold_param in names
@@ -55,11 +59,14 @@ class Evolution:
     def rng(seed: int, *key: int) -> np.random.Generator:
         return np.random.default_rng([seed, *key])
 
-    def random(self, seed: int, slot: int, names: Sequence[str], **fields: Any) -> Proposal:
-        """A random genome, redrawn until it trains some block (a slot's own stream)."""
-        genes = operators.random_genome(self.rng(seed, SLOT_STREAM, slot), len(names),
-                                        self.threshold_index(names))
-        return Proposal(genes, fields)
+    def random(self, seed: int, slot: int, names: Sequence[str], model: Surrogate | None = None,
+               **fields: Any) -> Proposal:
+        """A random genome, redrawn until it trains some block (a slot's own stream); with a
+        surrogate ``model``, the best predicted of ``candidates`` such draws."""
+        rng = self.rng(seed, SLOT_STREAM, slot)
+        draws = [Proposal(operators.random_genome(rng, len(names), self.threshold_index(names)),
+                          fields) for _ in range(self.candidates if model else 1)]
+        return self._preselect(draws, model)
 
     def explore_elite(self, seed: int, elite: Individual, names: Sequence[str],
                       record: TrialRecord) -> Proposal:
@@ -86,14 +93,22 @@ class Evolution:
         return Proposal(elite.vector(names), {"elite": elite.trial, "fidelity": FULL})
 
     def breed(self, seed: int, slot: int, pool: Sequence[Individual],
-              names: Sequence[str], population: Sequence[Individual] = ()) -> Proposal:
+              names: Sequence[str], population: Sequence[Individual] = (),
+              model: Surrogate | None = None) -> Proposal:
         """A child of two parents of the mating pool, or an immigrant once the pool has two
-        parents or fewer (without immigrants, the whole ``population`` is the pool then)."""
+        parents or fewer (without immigrants, the whole ``population`` is the pool then).
+        With a surrogate ``model``, ``candidates`` children are bred from the position's
+        stream one after the other and the best predicted is proposed."""
         if len(pool) <= 2 and not self.immigrants and len(population) > 2:
             pool = population
         if len(pool) <= 2:
-            return self.random(seed, slot, names, role=IMMIGRANT)
+            return self.random(seed, slot, names, model, role=IMMIGRANT)
         rng = self.rng(seed, SLOT_STREAM, slot)
+        children = [self._child(rng, pool, names) for _ in range(self.candidates if model else 1)]
+        return self._preselect(children, model)
+
+    def _child(self, rng: np.random.Generator, pool: Sequence[Individual],
+               names: Sequence[str]) -> Proposal:
         first, second, proto = operators.select_parents(rng, len(pool))
         p1, p2, prototype = (pool[i].vector(names) for i in (first, second, proto))
         extinction = (pool[first].extinction + pool[second].extinction) / 2.0
@@ -106,3 +121,15 @@ class Evolution:
         return Proposal(child, {"role": CHILD, "parents": [pool[first].trial,
                                                            pool[second].trial],
                                 "prototype": pool[proto].trial})
+
+    @staticmethod
+    def _preselect(candidates: list[Proposal], model: Surrogate | None) -> Proposal:
+        """The candidate the surrogate predicts best (the first one without a model); its
+        record says how many there were and what the model predicted for it."""
+        if model is None or len(candidates) == 1:
+            return candidates[0]
+        predicted = model.predict(np.array([c.genes for c in candidates]))
+        best = int(np.argmin(predicted))
+        chosen = candidates[best]
+        return Proposal(chosen.genes, {**chosen.fields, "candidates": len(candidates),
+                                       "predicted": float(predicted[best])})

@@ -59,6 +59,8 @@ class TrialRecord:
     unclipped_genes: dict[str, float] | None = None
     fallback: str | None = None
     fidelity: str | None = None  # LOW or FULL in a multi-fidelity search
+    candidates: int | None = None  # candidates the surrogate chose among (when more than one)
+    surrogate: float | None = None  # the surrogate's prediction of the objective value
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

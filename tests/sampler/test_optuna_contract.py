@@ -1,6 +1,6 @@
 """Optuna's own generic sampler tests (optuna.testing.pytest_samplers), run on BioTuneSampler
-at small and default settings, with the noise-aware options, with multi-fidelity and with
-every operator ablation."""
+at small and default settings, with the noise-aware options, with multi-fidelity, with
+every operator ablation and with surrogate pre-selection."""
 
 import pytest
 from optuna.testing.pytest_samplers import (
@@ -20,6 +20,8 @@ SETTINGS = {"N4-E1": {"population_size": 4, "elite_size": 1},
             "N4-E1-ablations": {"population_size": 4, "elite_size": 1, "mutation": False,
                                 "elite_search": False, "adoption": False,
                                 "immigrants": False},
+            "N4-E1-surrogate": {"population_size": 4, "elite_size": 1,
+                                "surrogate_candidates": 3},
             "default": {}}
 
 

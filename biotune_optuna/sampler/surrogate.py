@@ -1,0 +1,65 @@
+"""A cheap model of the evaluations so far, to pre-select among candidate children
+(docs/algorithm.md, section 10): kernel ridge regression with a Gaussian kernel on the
+genome and the plan it decodes to. NumPy only.
+
+Features of a genome: its genes, and for each block gene how far it lies above the threshold
+(zero when the block is frozen): the decoded plan, which two genomes with close genes but
+opposite sides of the threshold do not share. Targets are fitness values (minimised),
+standardised; the kernel's length scale is the median distance between the training points
+(a rule with no parameter to tune), the ridge term a fixed fraction of the kernel's scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+MIN_POINTS = 8  # fewer finished evaluations than this: no model, the first candidate wins
+RIDGE = 0.1
+
+
+def features(genes: np.ndarray, threshold_index: int | None) -> np.ndarray:
+    """Rows of genes (n x d) and, per block gene, its margin above the threshold."""
+    genes = np.atleast_2d(genes)
+    if threshold_index is None:
+        return genes
+    threshold = genes[:, [threshold_index]]
+    blocks = np.delete(genes, threshold_index, axis=1)
+    return np.hstack([genes, np.maximum(blocks - threshold, 0.0)])
+
+
+class Surrogate:
+    """Predicted fitness (minimised) of genomes, fitted on finished ones."""
+
+    def __init__(self, genes: np.ndarray, fitness: Sequence[float],
+                 threshold_index: int | None) -> None:
+        self.threshold_index = threshold_index
+        self.x = features(np.asarray(genes, dtype=float), threshold_index)
+        y = np.asarray(fitness, dtype=float)
+        self.mean, self.scale = y.mean(), y.std() or 1.0
+        distances = _distances(self.x, self.x)
+        positive = distances[distances > 0]
+        self.length = float(np.median(positive)) if positive.size else 1.0
+        kernel = np.exp(-(distances / self.length) ** 2)
+        self.weights = np.linalg.solve(kernel + RIDGE * np.eye(len(y)),
+                                       (y - self.mean) / self.scale)
+
+    def predict(self, genes: np.ndarray) -> np.ndarray:
+        x = features(np.asarray(genes, dtype=float), self.threshold_index)
+        kernel = np.exp(-(_distances(x, self.x) / self.length) ** 2)
+        return self.mean + self.scale * kernel @ self.weights
+
+
+def fit(genes: Sequence[np.ndarray], fitness: Sequence[float],
+        threshold_index: int | None) -> Surrogate | None:
+    """A surrogate of the finite evaluations, None while there are fewer than MIN_POINTS."""
+    pairs = [(g, f) for g, f in zip(genes, fitness) if np.isfinite(f)]
+    if len(pairs) < MIN_POINTS:
+        return None
+    return Surrogate(np.array([g for g, _ in pairs]), [f for _, f in pairs], threshold_index)
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    squared = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0.0))
