@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import math
 import time
-import warnings
 
 import numpy as np
-import optuna
 
 from benchmarks import results
-from benchmarks.multifidelity import OUT, Retrainer, mean_se, paired, task_config
+from benchmarks.multifidelity import OUT, Retrainer, mean_se, paired, prepare, task_config
 from biotune_optuna import contents
 from biotune_optuna.app.comparison import run_searches, runs_of
 from biotune_optuna.app.config import VARIANTS
-from biotune_optuna.finetuning.device import use_threads
 
 TASKS = ("digits", "mnist", "fashion", "control")
 REFERENCE = "full"
@@ -71,11 +68,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if args.threads:
-        use_threads(args.threads)
-    OUT.mkdir(exist_ok=True)
+    prepare(args.threads)
     variants = [REFERENCE] + [v for v in args.variants.split(",") if v != REFERENCE]
     start = time.perf_counter()
     tasks = args.tasks.split(",")

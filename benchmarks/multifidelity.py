@@ -300,6 +300,15 @@ def fidelity_part(tasks, n_plans: int, threads: int | None) -> str:
             + results.table(header, rows))
 
 
+def prepare(threads: int | None) -> None:
+    """Quiet Optuna, torch's threads as asked, and the folder of studies and caches."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if threads:
+        use_threads(threads)
+    OUT.mkdir(exist_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=(*PARTS, "fidelity"), required=True)
@@ -312,11 +321,7 @@ def main() -> None:
                         help="torch threads (1 when two benchmark processes share 2 cores)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if args.threads:
-        use_threads(args.threads)
-    OUT.mkdir(exist_ok=True)
+    prepare(args.threads)
     if args.part == "fidelity":
         tasks = (args.tasks or ",".join(TRANSFER_TASKS)).split(",")
         command = (f".venv/bin/python -m benchmarks.multifidelity --part fidelity --tasks "

@@ -73,7 +73,14 @@ def synthetic_search(task, sampler: str, options: dict, seed: int) -> tuple[floa
         chosen = other_sampler(sampler, seed)
     study = optuna.create_study(direction="maximize", sampler=chosen)
     study.optimize(task, n_trials=BUDGET)
+    handed = handed_over(task, study)
+    truth = task.accuracy(genome.decode(handed.params, task.blocks))
+    return truth, search_estimate(study, handed.params) - truth
 
+
+def handed_over(task, study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The trial whose plan a synthetic search hands over, picked as train-best picks: its
+    TOP_K best distinct plans re-evaluated RECHECKS times with fresh noise, best mean."""
     def truth(trial) -> float:
         return task.accuracy(genome.decode(trial.params, task.blocks))
 
@@ -85,8 +92,7 @@ def synthetic_search(task, sampler: str, options: dict, seed: int) -> tuple[floa
     rng = np.random.default_rng([task.seed, 10**6])
     rechecked = [np.mean(np.clip(truth(t) + rng.normal(0.0, task.noise, RECHECKS), 0, 1))
                  for t in top[:TOP_K]]
-    chosen = top[int(np.argmax(rechecked))]
-    return truth(chosen), search_estimate(study, chosen.params) - truth(chosen)
+    return top[int(np.argmax(rechecked))]
 
 
 def synthetic_part(seeds: int) -> str:

@@ -21,7 +21,7 @@ import optuna
 
 from benchmarks import results
 from benchmarks.multifidelity import paired
-from benchmarks.noise_aware import RECHECKS, TOP_K, mean_se
+from benchmarks.noise_aware import RECHECKS, TOP_K, handed_over, mean_se
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.app.studies import other_sampler
 from biotune_optuna.sampler import genome
@@ -33,7 +33,7 @@ BUDGETS = {46: (6, 2), 140: (10, 3)}
 NOISE = 0.02
 
 
-def handed_over(task, sampler: str, candidates: int | None, seed: int, trials: int) -> float:
+def search_truth(task, sampler: str, candidates: int | None, seed: int, trials: int) -> float:
     """Noise-free accuracy of the plan a search hands over."""
     if sampler == "biotune":
         population, elite = BUDGETS[trials]
@@ -43,19 +43,7 @@ def handed_over(task, sampler: str, candidates: int | None, seed: int, trials: i
         chosen = other_sampler(sampler, seed)
     study = optuna.create_study(direction="maximize", sampler=chosen)
     study.optimize(task, n_trials=trials)
-
-    def truth(trial) -> float:
-        return task.accuracy(genome.decode(trial.params, task.blocks))
-
-    top, seen = [], set()
-    for t in sorted((t for t in study.trials if t.value is not None), key=lambda t: -t.value):
-        if tuple(t.params.items()) not in seen:
-            seen.add(tuple(t.params.items()))
-            top.append(t)
-    rng = np.random.default_rng([task.seed, 10**6])
-    rechecked = [np.mean(np.clip(truth(t) + rng.normal(0.0, task.noise, RECHECKS), 0, 1))
-                 for t in top[:TOP_K]]
-    return truth(top[int(np.argmax(rechecked))])
+    return task.accuracy(genome.decode(handed_over(task, study).params, task.blocks))
 
 
 def main() -> None:
@@ -71,7 +59,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 task = dataclasses.replace(base, noise=NOISE, seed=seed)
                 for label, sampler, candidates in METHODS:
-                    found[label].append(handed_over(task, sampler, candidates, seed, trials))
+                    found[label].append(search_truth(task, sampler, candidates, seed, trials))
             print(trials, name, {k: round(float(np.mean(v[-args.seeds:])), 4)
                                  for k, v in found.items()}, flush=True)
         n = args.seeds
