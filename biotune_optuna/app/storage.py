@@ -132,6 +132,7 @@ def _lost_creation_race(error: Exception) -> bool:
     import sqlalchemy.exc
 
     message = str(error)
+    # PostgreSQL reports a table created meanwhile as a ProgrammingError (DuplicateTable)
     return isinstance(error, sqlalchemy.exc.IntegrityError) or (
-        isinstance(error, sqlalchemy.exc.OperationalError)
+        isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError))
         and ("already exists" in message or "database is locked" in message))
