@@ -19,8 +19,8 @@ from tests.conftest import REPO
 
 CPU = torch.device("cpu")
 # a plan trained in bfloat16 and in float32 ends within this of the same balanced accuracy
-# (measured: within 0.03 on these seeds; the bound leaves room for other CPUs' kernels)
-AMP_TOLERANCE = 0.08
+# (measured here: within 0.005 on these seeds; the bound leaves room for other CPUs' kernels)
+AMP_TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
