@@ -98,28 +98,27 @@ class Retrainer:
         self.train = config.train_config()
         self.cache = json.loads(path.read_text()) if path.exists() else {}
 
-    def _cached(self, kind: str, params: dict, compute) -> float:
-        key = f"{kind}|{json.dumps(sorted(params.items()))}"
+    def _cached(self, kind: str, plan: genome.FineTunePlan, compute) -> float:
+        # keyed by the decoded plan: the same parameters decode differently per genome variant
+        key = f"{kind}|{json.dumps(plan.multipliers)}"
         if key not in self.cache:
-            plan = genome.decode(params, self.task.block_names, self.config.train_head,
-                                 self.config.genome)
             self.cache[key] = compute(plan)
             self.path.write_text(json.dumps(self.cache))
         return self.cache[key]
 
-    def validation(self, params: dict) -> float:
+    def validation(self, plan: genome.FineTunePlan) -> float:
         def mean(plan) -> float:
             runs = [fine_tune(self.task, plan, self.train, s) for s in REVALIDATION_SEEDS]
             return (-math.inf if any(r.diverged for r in runs) else
                 float(np.mean([r.value for r in runs])))
-        return self._cached("val", params, mean)
+        return self._cached("val", plan, mean)
 
-    def test(self, params: dict) -> float:
+    def test(self, plan: genome.FineTunePlan) -> float:
         def mean(plan) -> float:
             runs = [fine_tune(self.task, plan, self.train, s, evaluate_test=True)
                     for s in TEST_SEEDS]
             return float(np.mean([r.test.balanced_accuracy for r in runs]))
-        return self._cached("test", params, mean)
+        return self._cached("test", plan, mean)
 
     def handover(self, study: optuna.Study, compute: float) -> float | None:
         """Test accuracy of the plan train-best would pick from the trials finished within
@@ -133,9 +132,11 @@ class Retrainer:
         candidates = contents.ranked_plans(study, within)[:TOP_K]
         if not candidates:
             return None
-        chosen = max(candidates, key=lambda p: (self.validation(p.trial.params),
+        plans = {p.trial.number: contents.trial_plan(study, p.trial, self.task.block_names)
+                 for p in candidates}
+        chosen = max(candidates, key=lambda p: (self.validation(plans[p.trial.number]),
                                                 -p.trial.number))
-        return self.test(chosen.trial.params)
+        return self.test(plans[chosen.trial.number])
 
 
 def mean_se(values) -> str:
