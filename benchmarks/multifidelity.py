@@ -1,6 +1,7 @@
-"""Multi-fidelity BioTune against the paper's BioTune, re-scored BioTune, and TPE and CMA-ES
-with Hyperband on the same rungs, at equal compute: anytime curves of the test balanced
-accuracy of the plan ``train-best`` would hand over, against the compute spent.
+"""Multi-fidelity BioTune (and its surrogate-assisted form) against the paper's BioTune,
+re-scored BioTune, and TPE and CMA-ES with Hyperband on the same rungs, at equal compute:
+anytime curves of the test balanced accuracy of the plan ``train-best`` would hand over,
+against the compute spent.
 
     .venv/bin/python -m benchmarks.multifidelity --part transfer --seeds 10   # hours
     .venv/bin/python -m benchmarks.multifidelity --part protocol --seeds 10   # hours
@@ -61,7 +62,12 @@ METHODS = (
                                                  "rescore_elites": True}),
     ("tpe + hyperband", "tpe", "tpe", {"multi_fidelity": True}),
     ("cmaes + hyperband", "cmaes", "cmaes", {"multi_fidelity": True}),
+    ("surrogate biotune (K=3)", "sur", "biotune", {"multi_fidelity": True,
+                                                   "rescore_elites": True,
+                                                   "surrogate_candidates": 3}),
 )
+# the BioTune variants whose paired differences against every other method are tabled
+CHALLENGERS = ("mf", "sur")
 REFERENCE = "paper"
 PARTS = {
     # part: (reference trials, the others' budget as a share of the reference's compute,
@@ -213,19 +219,25 @@ def task_section(part: str, key: str, found: dict, seeds) -> str:
                      f"{np.mean(entry['seconds']):.0f}"])
     header = ["method", *columns, "trials", "epochs trained", "trials completed at full fidelity",
               "training seconds"]
-    mf = found.get("mf")
     diffs = []
-    if mf is not None:
-        mine = dict(zip(mf["points"], zip(*mf["tests"])))
+    for challenger in CHALLENGERS:
+        if challenger not in found:
+            continue
+        mine = dict(zip(found[challenger]["points"], zip(*found[challenger]["tests"])))
+        name = found[challenger]["label"]
         for method, entry in found.items():
-            if method in ("mf",) or method.startswith("_"):
+            later = method in CHALLENGERS and (CHALLENGERS.index(method)
+                                               > CHALLENGERS.index(challenger))
+            if method == challenger or method.startswith("_") or later:  # each pair once
                 continue
             theirs = dict(zip(entry["points"], zip(*entry["tests"])))
-            diffs.append([f"multi-fidelity - {entry['label']}",
+            diffs.append([f"{name} - {entry['label']}",
                           *(paired(mine[c], theirs[c]) if c in mine and c in theirs else "-"
                             for c in checkpoints)])
+        if share == 1.0:  # the full-compute column already says it
+            continue
         reference = dict(zip(found[REFERENCE]["points"], zip(*found[REFERENCE]["tests"])))
-        diffs.append([f"multi-fidelity at {share:.2f} - paper biotune at 1.00",
+        diffs.append([f"{name} at {share:.2f} - paper biotune at 1.00",
                       paired(mine[share], reference[1.0]), *[""] * (len(checkpoints) - 1)])
     return (f"### {key}: {config.model} on {config.dataset} (weights {Path(config.weights).name})"
             f"\n\n{len(seeds)} seeds; {found['_minutes']:.0f} min for this task.\n\n"
@@ -316,7 +328,7 @@ def main() -> None:
     parser.add_argument("--plans", type=int, default=40, help="fidelity part: random plans")
     parser.add_argument("--tasks", default=None, help="comma-separated (default: the part's)")
     parser.add_argument("--methods", default=",".join(m[1] for m in METHODS),
-                        help="method keys besides the reference (mf, rescored, tpe, cmaes)")
+                        help="method keys besides the reference (mf, rescored, tpe, cmaes, sur)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 when two benchmark processes share 2 cores)")
@@ -360,7 +372,9 @@ DESCRIPTION = {
         "fine-tunes); every other search of the same seed gets the epochs it trained. "
         "Multi-fidelity BioTune evolves at 4 epochs of training (the first 4 epochs of a full "
         "run) and promotes each new elite to the full protocol; it also re-scores elites at "
-        "the low fidelity (the command line's defaults). TPE and CMA-ES get Hyperband "
+        "the low fidelity (the command line's defaults). Surrogate-assisted BioTune is "
+        "multi-fidelity BioTune whose children and immigrants are each the best predicted "
+        "of 3 candidates (`--surrogate-candidates 3`). TPE and CMA-ES get Hyperband "
         "pruning with its first rung at 4 epochs (reduction factor 3). At each checkpoint "
         "the hand-over is the plan train-best would pick from the trials finished within "
         "that compute (top 5 re-validated with seeds 100-102), trained with seeds 0-2 and "
