@@ -51,8 +51,9 @@ test: install system-deps $(MIN_VENV)/bin/pytest
 	  --ignore tests/sampler/test_optuna_contract.py
 
 # every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the search's
-# cost, the transfer tasks, the baselines with tuned rates, three protocol variants and the
-# noise-aware BioTune (about 5 hours on 2 CPU cores; run nothing else meanwhile)
+# cost, the transfer tasks, the baselines with tuned rates, three protocol variants, the
+# noise-aware, multi-fidelity and surrogate-assisted BioTune and the ablations (about 18 hours
+# on 2 CPU cores; run nothing else meanwhile; every long one resumes from benchmarks/out)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
 	$(BIN)/python -m benchmarks.sampler_parallel
@@ -66,6 +67,12 @@ benchmark: install system-deps
 	$(BIN)/python -m benchmarks.transfer --tasks digits --trainable-penalty 0.1
 	$(BIN)/python -m benchmarks.noise_aware --part synthetic --seeds 20
 	$(BIN)/python -m benchmarks.noise_aware --part transfer
+	$(BIN)/python -m benchmarks.multifidelity --part fidelity
+	$(BIN)/python -m benchmarks.multifidelity --part transfer --seeds 10
+	$(BIN)/python -m benchmarks.multifidelity --part protocol --seeds 10
+	$(BIN)/python -m benchmarks.surrogate --seeds 20
+	$(BIN)/python -m benchmarks.surrogate --part mnist --seeds 3
+	$(BIN)/python -m benchmarks.ablations --seeds 10
 
 clean-venv:
 	rm -rf $(VENV)
