@@ -43,6 +43,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
+from benchmarks.transfer import search_seconds
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, task_for
@@ -66,9 +67,9 @@ METHODS = (
                                                    "rescore_elites": True,
                                                    "surrogate_candidates": 3}),
 )
-# the BioTune variants whose paired differences against every other method are tabled
-CHALLENGERS = ("mf", "sur")
 REFERENCE = "paper"
+# the BioTune searches whose paired differences against every other method are tabled
+CHALLENGERS = (REFERENCE, "mf", "sur")
 PARTS = {
     # part: (reference trials, the others' budget as a share of the reference's compute,
     #        checkpoints as shares of the reference's compute)
@@ -160,7 +161,7 @@ def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
         storage=f"sqlite:///{OUT}/multifidelity-{key}.db", threads=threads)
     retrainer = Retrainer(config, OUT / f"multifidelity-{key}-retrained.json")
     found: dict[str, dict] = {}
-    start = time.perf_counter()
+    start, searching = time.perf_counter(), 0.0
     for seed in seeds:
         budget = 0  # the reference's epochs: it runs first
         for label, method, sampler, options in sorted(METHODS, key=lambda m: m[1] != REFERENCE):
@@ -173,6 +174,7 @@ def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
             else:
                 own = own.replace(trials=None, compute_budget=max(int(budget * share), 1))
             study = search(own, quiet=True, task=retrainer.task)
+            searching += search_seconds(study)  # from the trials: right after a resume too
             spent = contents.compute_spent(study.get_trials(deepcopy=False))
             if method == REFERENCE:
                 budget = spent.epochs
@@ -193,6 +195,7 @@ def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
                   "tests " + ", ".join("-" if t is None else f"{t:.4f}" for t in tests),
                   flush=True)
     found["_minutes"] = (time.perf_counter() - start) / 60
+    found["_search_minutes"] = searching / 60
     return found
 
 
@@ -242,30 +245,57 @@ def task_section(part: str, key: str, found: dict, seeds) -> str:
     header = ["method", *columns, "trials", "epochs trained", "trials completed at full fidelity",
               "low ~ full rank correlation of the promoted plans", "training seconds"]
     diffs = []
-    for challenger in CHALLENGERS:
-        if challenger not in found:
-            continue
+    for challenger, method in comparisons(found):
         mine = dict(zip(found[challenger]["points"], zip(*found[challenger]["tests"])))
-        name = found[challenger]["label"]
-        for method, entry in found.items():
-            later = method in CHALLENGERS and (CHALLENGERS.index(method)
-                                               > CHALLENGERS.index(challenger))
-            if method == challenger or method.startswith("_") or later:  # each pair once
-                continue
-            theirs = dict(zip(entry["points"], zip(*entry["tests"])))
-            diffs.append([f"{name} - {entry['label']}",
-                          *(paired(mine[c], theirs[c]) if c in mine and c in theirs else "-"
-                            for c in checkpoints)])
-        if share == 1.0:  # the full-compute column already says it
-            continue
+        theirs = dict(zip(found[method]["points"], zip(*found[method]["tests"])))
+        diffs.append([f"{found[challenger]['label']} - {found[method]['label']}",
+                      *(paired(mine[c], theirs[c]) if c in mine and c in theirs else "-"
+                        for c in checkpoints)])
+    if share < 1.0:  # at full compute the last column already says it
         reference = dict(zip(found[REFERENCE]["points"], zip(*found[REFERENCE]["tests"])))
-        diffs.append([f"{name} at {share:.2f} - paper biotune at 1.00",
-                      paired(mine[share], reference[1.0]), *[""] * (len(checkpoints) - 1)])
+        for challenger in CHALLENGERS[1:]:
+            if challenger in found:
+                mine = dict(zip(found[challenger]["points"], zip(*found[challenger]["tests"])))
+                diffs.append([f"{found[challenger]['label']} at {share:.2f} - paper biotune "
+                              "at 1.00", paired(mine[share], reference[1.0]),
+                              *[""] * (len(checkpoints) - 1)])
     return (f"### {key}: {config.model} on {config.dataset} (weights {Path(config.weights).name})"
-            f"\n\n{len(seeds)} seeds; {found['_minutes']:.0f} min for this task.\n\n"
+            f"\n\n{len(seeds)} seeds; the searches took {found['_search_minutes']:.0f} min "
+            f"(this run of the command: {found['_minutes']:.0f} min, the hand-overs' "
+            "retraining included).\n\n"
             + results.table(header, rows) + "\n\nPaired differences of the test balanced "
             "accuracy (mean ± standard error over the seeds):\n\n"
             + results.table(["difference", *columns], diffs))
+
+
+def comparisons(found: dict) -> list[tuple[str, str]]:
+    """(challenger, other method) for each challenger run against each other method run,
+    each pair once."""
+    methods = [m for m in found if not m.startswith("_")]
+    return [(challenger, method) for i, challenger in enumerate(CHALLENGERS)
+            if challenger in methods for method in methods
+            if method != challenger and method not in CHALLENGERS[i + 1:]]
+
+
+def pooled_section(everything: dict) -> str:
+    """The paired differences at the full budget over every (task, seed) pair: the mean over
+    tasks and its standard error."""
+    merged: dict[str, dict] = {}  # method -> {"label", "finals": {(task, seed index): test}}
+    for key, found in everything.items():
+        for method, entry in found.items():
+            if not method.startswith("_"):
+                merged.setdefault(method, {"label": entry["label"], "finals": {}})
+                merged[method]["finals"].update(
+                    {(key, i): row[-1] for i, row in enumerate(entry["tests"])})
+    rows = []
+    for challenger, method in comparisons(merged):
+        pairs = sorted(merged[challenger]["finals"].keys() & merged[method]["finals"].keys())
+        rows.append([f"{merged[challenger]['label']} - {merged[method]['label']}",
+                     paired([merged[challenger]["finals"][p] for p in pairs],
+                            [merged[method]["finals"][p] for p in pairs]), str(len(pairs))])
+    return ("### All tasks\n\nPaired differences of the test balanced accuracy at the full "
+            "budget, every (task, seed) pair of the tasks above pooled:\n\n"
+            + results.table(["difference", "mean ± se", "pairs"], rows))
 
 
 def plot(part: str, everything: dict, path: Path) -> None:
@@ -375,6 +405,8 @@ def main() -> None:
     command = (f".venv/bin/python -m benchmarks.multifidelity --part {args.part} --tasks "
                f"{','.join(tasks)} --methods {args.methods} --seeds {args.seeds}")
     sections = [task_section(args.part, key, found, seeds) for key, found in everything.items()]
+    if len(everything) > 1:
+        sections.append(pooled_section(everything))
     body = (f"Command: `{command}` ({results.machine()}).\n\n" + DESCRIPTION[args.part]
             + f"\n\nCurves: `benchmarks/{figure.name}`.\n\n" + "\n\n".join(sections))
     if args.no_write:
