@@ -63,13 +63,14 @@ METHODS = (
                                                  "rescore_elites": True}),
     ("tpe + hyperband", "tpe", "tpe", {"multi_fidelity": True}),
     ("cmaes + hyperband", "cmaes", "cmaes", {"multi_fidelity": True}),
-    ("surrogate biotune (K=3)", "sur", "biotune", {"multi_fidelity": True,
-                                                   "rescore_elites": True,
-                                                   "surrogate_candidates": 3}),
+    ("surrogate biotune (K=3, multi-fidelity)", "sur", "biotune", {
+        "multi_fidelity": True, "rescore_elites": True, "surrogate_candidates": 3}),
+    ("surrogate biotune (K=3, full fidelity)", "sur-full", "biotune", {
+        "multi_fidelity": False, "rescore_elites": False, "surrogate_candidates": 3}),
 )
 REFERENCE = "paper"
 # the BioTune searches whose paired differences against every other method are tabled
-CHALLENGERS = (REFERENCE, "mf", "sur")
+CHALLENGERS = (REFERENCE, "mf", "sur", "sur-full")
 PARTS = {
     # part: (reference trials, the others' budget as a share of the reference's compute,
     #        checkpoints as shares of the reference's compute)
@@ -380,7 +381,8 @@ def main() -> None:
     parser.add_argument("--plans", type=int, default=40, help="fidelity part: random plans")
     parser.add_argument("--tasks", default=None, help="comma-separated (default: the part's)")
     parser.add_argument("--methods", default=",".join(m[1] for m in METHODS),
-                        help="method keys besides the reference (mf, rescored, tpe, cmaes, sur)")
+                        help="method keys besides the reference: "
+                        + ", ".join(m[1] for m in METHODS if m[1] != REFERENCE))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 when two benchmark processes share 2 cores)")
@@ -428,7 +430,8 @@ DESCRIPTION = {
         "run) and promotes each new elite to the full protocol; it also re-scores elites at "
         "the low fidelity (the command line's defaults). Surrogate-assisted BioTune is "
         "multi-fidelity BioTune whose children and immigrants are each the best predicted "
-        "of 3 candidates (`--surrogate-candidates 3`). TPE and CMA-ES get Hyperband "
+        "of 3 candidates (`--surrogate-candidates 3`); with full fidelity, it is the paper's "
+        "BioTune with that pre-selection. TPE and CMA-ES get Hyperband "
         "pruning with its first rung at 4 epochs (reduction factor 3). The rank correlation "
         "column pools every plan a multi-fidelity search promoted (all seeds) and correlates "
         "its low-fidelity value (the mean of its low-fidelity trials) with its full one: how "
