@@ -386,6 +386,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 when two benchmark processes share 2 cores)")
+    parser.add_argument("--section", default=None, metavar="NAME",
+                        help="publish as a section of its own, NAME in its title and key "
+                        "(e.g. surrogate for a run of --methods sur-full)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     prepare(args.threads)
@@ -403,9 +406,12 @@ def main() -> None:
     seeds = list(range(args.seeds))
     methods = args.methods.split(",")
     everything = {key: run_task(args.part, key, methods, seeds, args.threads) for key in tasks}
-    figure = Path(__file__).with_name(f"multifidelity_{args.part}.png")
+    # a run of other methods than the default section's is published as a section of its own
+    key = f"multifidelity_{args.part}" + (f"_{args.section}" if args.section else "")
+    figure = Path(__file__).with_name(f"{key}.png")
     command = (f".venv/bin/python -m benchmarks.multifidelity --part {args.part} --tasks "
-               f"{','.join(tasks)} --methods {args.methods} --seeds {args.seeds}")
+               f"{','.join(tasks)} --methods {args.methods} --seeds {args.seeds}"
+               + (f" --section {args.section}" if args.section else ""))
     sections = [task_section(args.part, key, found, seeds) for key, found in everything.items()]
     if len(everything) > 1:
         sections.append(pooled_section(everything))
@@ -415,7 +421,8 @@ def main() -> None:
         print(body)
         return
     plot(args.part, everything, figure)
-    results.publish(f"multifidelity_{args.part}", TITLES[args.part], body)
+    title = TITLES[args.part] + (f" ({args.section})" if args.section else "")
+    results.publish(key, title, body)
 
 
 TITLES = {"transfer": "Multi-fidelity BioTune on the transfer tasks, at equal compute",
