@@ -202,15 +202,9 @@ def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
 
 def promoted_pairs(study: optuna.Study) -> list[tuple[float, float]]:
     """(mean low-fidelity value, full value) of each plan a multi-fidelity search promoted."""
-    low: dict[str, list[float]] = {}
-    full = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        key = json.dumps(trial.params, sort_keys=True)
-        if contents.fidelity(trial) == contents.LOW:
-            low.setdefault(key, []).append(trial.value)
-        else:
-            full.append((key, trial.value))
-    return [(float(np.mean(low[key])), value) for key, value in full if key in low]
+    return [(float(np.mean([t.value for t in plan[contents.LOW]])), full.value)
+            for plan in contents.evaluations_by_plan(study.get_trials(deepcopy=False))
+            if contents.LOW in plan and contents.FULL in plan for full in plan[contents.FULL]]
 
 
 def promoted_rank_correlation(pairs) -> str:
@@ -218,6 +212,11 @@ def promoted_rank_correlation(pairs) -> str:
     from scipy.stats import spearmanr
 
     return f"{spearmanr(*zip(*pairs))[0]:.2f}" if len(pairs) > 2 else "-"
+
+
+def by_checkpoint(entry: dict) -> dict[float, tuple]:
+    """A method's hand-over tests per checkpoint: {share of compute: (test per seed)}."""
+    return dict(zip(entry["points"], zip(*entry["tests"])))
 
 
 def paired(a, b) -> str:
@@ -236,7 +235,7 @@ def task_section(part: str, key: str, found: dict, seeds) -> str:
     for method, entry in found.items():
         if method.startswith("_"):
             continue
-        by_point = dict(zip(entry["points"], zip(*entry["tests"])))
+        by_point = by_checkpoint(entry)
         rows.append([entry["label"], *(mean_se(by_point[c]) if c in by_point else "-"
                                        for c in checkpoints),
                      f"{np.mean(entry['trials']):.0f}", f"{np.mean(entry['epochs']):.0f}",
@@ -247,16 +246,15 @@ def task_section(part: str, key: str, found: dict, seeds) -> str:
               "low ~ full rank correlation of the promoted plans", "training seconds"]
     diffs = []
     for challenger, method in comparisons(found):
-        mine = dict(zip(found[challenger]["points"], zip(*found[challenger]["tests"])))
-        theirs = dict(zip(found[method]["points"], zip(*found[method]["tests"])))
+        mine, theirs = by_checkpoint(found[challenger]), by_checkpoint(found[method])
         diffs.append([f"{found[challenger]['label']} - {found[method]['label']}",
                       *(paired(mine[c], theirs[c]) if c in mine and c in theirs else "-"
                         for c in checkpoints)])
     if share < 1.0:  # at full compute the last column already says it
-        reference = dict(zip(found[REFERENCE]["points"], zip(*found[REFERENCE]["tests"])))
+        reference = by_checkpoint(found[REFERENCE])
         for challenger in CHALLENGERS[1:]:
             if challenger in found:
-                mine = dict(zip(found[challenger]["points"], zip(*found[challenger]["tests"])))
+                mine = by_checkpoint(found[challenger])
                 diffs.append([f"{found[challenger]['label']} at {share:.2f} - paper biotune "
                               "at 1.00", paired(mine[share], reference[1.0]),
                               *[""] * (len(checkpoints) - 1)])

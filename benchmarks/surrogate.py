@@ -3,7 +3,7 @@ BioTune (K=1), TPE and CMA-ES on the synthetic fine-tuning tasks, at equal trial
 objectives a trial is the unit of compute).
 
     .venv/bin/python -m benchmarks.surrogate --seeds 20                 # minutes
-    .venv/bin/python -m benchmarks.surrogate --part mnist --seeds 3     # about 40 min
+    .venv/bin/python -m benchmarks.surrogate --part mnist --seeds 5     # about an hour
 
 synthetic: each search's hand-over is picked as ``train-best`` picks (its 5 best distinct plans
 re-evaluated 3 times, best mean) and scored by its noise-free accuracy: mean ± standard
@@ -110,14 +110,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("synthetic", "mnist"), default="synthetic")
     parser.add_argument("--seeds", type=int, default=None,
-                        help="search seeds per task (default: 20 synthetic, 3 mnist)")
+                        help="search seeds per task (default: 20 synthetic, 5 mnist)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads, mnist part (1 when two benchmarks share 2 cores)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if args.part == "mnist":
-        seeds = args.seeds or 3
+        seeds = args.seeds or 5
         command = f".venv/bin/python -m benchmarks.surrogate --part mnist --seeds {seeds}"
         body = f"Command: `{command}` ({results.machine()}).\n\n" + mnist_check(seeds,
                                                                                  args.threads)

@@ -177,6 +177,18 @@ def describe_value(plan: RankedPlan) -> str:
     return text + (" at the low fidelity" if plan.fidelity == LOW else "")
 
 
+def evaluations_by_plan(trials: Sequence[optuna.trial.FrozenTrial]
+                        ) -> list[dict[str, list[optuna.trial.FrozenTrial]]]:
+    """The completed trials grouped by distinct plan (the same parameters), each group by
+    fidelity, trials in the given order."""
+    plans: dict[tuple, dict[str, list[optuna.trial.FrozenTrial]]] = {}
+    for t in trials:
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
+            key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
+            plans.setdefault(key, {}).setdefault(fidelity(t), []).append(t)
+    return list(plans.values())
+
+
 def ranked_plans(study: optuna.Study,
                  trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> list[RankedPlan]:
     """The study's distinct plans as a search hands them over, best first: the plans
@@ -187,13 +199,9 @@ def ranked_plans(study: optuna.Study,
     with a full one). Ties: the older trial first. ``trials``: rank these instead of all
     the study's (e.g. those a search had finished at some compute)."""
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    plans: dict[tuple, dict[str, list[optuna.trial.FrozenTrial]]] = {}  # by fidelity
-    for t in study.get_trials(deepcopy=False) if trials is None else trials:
-        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
-            key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
-            plans.setdefault(key, {}).setdefault(fidelity(t), []).append(t)
     ranked = []
-    for by_fidelity in plans.values():
+    for by_fidelity in evaluations_by_plan(
+            study.get_trials(deepcopy=False) if trials is None else trials):
         level = FULL if FULL in by_fidelity else LOW
         trials = by_fidelity[level]
         ranked.append(RankedPlan(trials[0], sum(t.value for t in trials) / len(trials),
