@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from benchmarks import results
-from benchmarks.multifidelity import OUT, Retrainer, mean_se, paired, prepare, task_config
+from benchmarks.multifidelity import OUT, Retrainer, prepare, task_config
+from benchmarks.results import mean_se, paired
 from biotune_optuna import contents
 from biotune_optuna.app.comparison import run_searches, runs_of
 from biotune_optuna.app.config import VARIANTS

@@ -43,6 +43,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
+from benchmarks.results import mean_se, paired
 from benchmarks.transfer import search_seconds
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
@@ -147,13 +148,6 @@ class Retrainer:
         return self.test(plans[chosen.trial.number])
 
 
-def mean_se(values) -> str:
-    values = np.asarray([v for v in values if v is not None], dtype=float)
-    if len(values) < 2:
-        return f"{values.mean():.4f}" if len(values) else "-"
-    return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
-
-
 def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
     """Every method's searches on one task, and their hand-overs at each checkpoint:
     {method key: {"tests": [[test per checkpoint] per seed], "trials": [...], ...}}."""
@@ -217,14 +211,6 @@ def promoted_rank_correlation(pairs) -> str:
 def by_checkpoint(entry: dict) -> dict[float, tuple]:
     """A method's hand-over tests per checkpoint: {share of compute: (test per seed)}."""
     return dict(zip(entry["points"], zip(*entry["tests"])))
-
-
-def paired(a, b) -> str:
-    """Mean ± standard error of the paired differences a - b (seeds where both exist)."""
-    diffs = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None])
-    if len(diffs) < 2:
-        return "-"
-    return f"{diffs.mean():+.4f} ± {diffs.std(ddof=1) / np.sqrt(len(diffs)):.4f}"
 
 
 def task_section(part: str, key: str, found: dict, seeds) -> str:

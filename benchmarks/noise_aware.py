@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
+from benchmarks.results import mean_se
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.app.studies import other_sampler
 from biotune_optuna.sampler import genome
@@ -47,11 +48,6 @@ TRANSFER_VARIANTS = tuple(v for v in VARIANTS if v[0] != "biotune + pair mean")
 BUDGET = 140
 NOISE_LEVELS = (0.01, 0.05)
 TOP_K, RECHECKS = 5, 3
-
-
-def mean_se(values) -> str:
-    values = np.asarray(values, dtype=float)
-    return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
 
 
 # -- synthetic ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Shared helpers: markdown tables and sections of benchmarks/RESULTS.md, one per script."""
+"""Shared helpers: markdown tables and sections of benchmarks/RESULTS.md, one per script, and
+the mean ± standard error figures written in them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import platform
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PREAMBLE = """# Benchmark results
@@ -21,6 +24,22 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mean_se(values) -> str:
+    """Mean ± standard error of the values given (None for a missing one)."""
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if len(values) < 2:
+        return f"{values.mean():.4f}" if len(values) else "-"
+    return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+
+
+def paired(a, b) -> str:
+    """Mean ± standard error of the paired differences a - b (seeds where both exist)."""
+    diffs = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None])
+    if len(diffs) < 2:
+        return "-"
+    return f"{diffs.mean():+.4f} ± {diffs.std(ddof=1) / np.sqrt(len(diffs)):.4f}"
 
 
 def machine() -> str:

@@ -27,8 +27,9 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from benchmarks.multifidelity import OUT, Retrainer, paired, prepare
-from benchmarks.noise_aware import RECHECKS, TOP_K, handed_over, mean_se
+from benchmarks.multifidelity import OUT, Retrainer, prepare
+from benchmarks.noise_aware import RECHECKS, TOP_K, handed_over
+from benchmarks.results import mean_se, paired
 from benchmarks.transfer import TASKS as TRANSFER
 from benchmarks.transfer import protocol_config
 from biotune_optuna import BioTuneSampler
