@@ -10,19 +10,10 @@ import pytest
 
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import genome, operators, records, storage_io
-from biotune_optuna.sampler.synthetic import TASKS
+from tests.sampler.near_domain import TASK, search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TASK = TASKS["near-domain"]
 ABLATIONS = ("mutation", "elite_search", "adoption", "immigrants")
-
-
-def search(n_jobs=1, generations=5, storage=None, **options):
-    sampler = BioTuneSampler(6, 2, seed=0, search_space=genome.search_space(TASK.blocks),
-                             ideal_value=1.0, **options)
-    study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage)
-    study.optimize(TASK, n_trials=sampler.n_trials(generations), n_jobs=n_jobs)
-    return study
 
 
 def roles(study):
@@ -77,13 +68,10 @@ def test_an_operator_turned_off_is_skipped(operator):
 @pytest.mark.parametrize("ablation", ABLATIONS)
 def test_each_ablation_keeps_the_invariants_under_parallel_threads(ablation):
     for seed in range(3):
-        sampler = BioTuneSampler(6, 2, seed=seed, search_space=genome.search_space(TASK.blocks),
-                                 ideal_value=1.0, rescore_elites=True, **{ablation: False})
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        study.optimize(TASK, n_trials=sampler.n_trials(5), n_jobs=4)
+        study = search(n_jobs=4, seed=seed, rescore_elites=True, **{ablation: False})
         attrs = storage_io.study_attrs(study)
         assert records.audit(study.trials, attrs, 6) == [], (ablation, seed)
-        assert len(study.trials) == sampler.n_trials(5)
+        assert len(study.trials) == study.sampler.n_trials(5)
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS)

@@ -10,24 +10,20 @@ import pytest
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import fidelity_of, records
 from biotune_optuna.sampler import population as pop
-from biotune_optuna.sampler.synthetic import TASKS
+from tests.sampler import near_domain
 from tests.sampler.test_noise_aware import stored_populations
 from tests.sampler.test_sampler import resume_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TASK = TASKS["near-domain"]
+TASK = near_domain.TASK
 
 
 def sampler(seed=0, **options):
-    return BioTuneSampler(6, 2, seed=seed, search_space=TASK.search_space, ideal_value=1.0,
-                          multi_fidelity=True, **options)
+    return near_domain.sampler(seed, multi_fidelity=True, **options)
 
 
-def search(n_generations=6, n_jobs=1, **options):
-    s = sampler(**options)
-    study = optuna.create_study(sampler=s, direction="maximize")
-    study.optimize(TASK, n_trials=s.n_trials(n_generations), n_jobs=n_jobs)
-    return study
+def search(generations=6, **options):
+    return near_domain.search(generations, multi_fidelity=True, **options)
 
 
 def records_of(study):

@@ -7,26 +7,12 @@ import numpy as np
 import optuna
 import pytest
 
-from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import population as pop
 from biotune_optuna.sampler import records, rescore_round, storage_io
-from biotune_optuna.sampler.synthetic import TASKS
+from tests.sampler.near_domain import TASK, sampler, search
 from tests.sampler.test_sampler import resume_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TASK = TASKS["near-domain"]
-
-
-def sampler(seed=0, **options):
-    return BioTuneSampler(6, 2, seed=seed, search_space=TASK.search_space, ideal_value=1.0,
-                          **options)
-
-
-def search(n_generations=5, n_jobs=1, **options):
-    s = sampler(**options)
-    study = optuna.create_study(sampler=s, direction="maximize")
-    study.optimize(TASK, n_trials=s.n_trials(n_generations), n_jobs=n_jobs)
-    return study
 
 
 def stored_populations(study):

@@ -9,23 +9,19 @@ import pytest
 
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import genome, records, storage_io, surrogate
-from biotune_optuna.sampler.synthetic import TASKS
+from tests.sampler import near_domain
 from tests.sampler.test_sampler import resume_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TASK = TASKS["near-domain"]
+TASK = near_domain.TASK
 
 
 def sampler(k=3, seed=0, **options):
-    return BioTuneSampler(6, 2, seed=seed, search_space=genome.search_space(TASK.blocks),
-                          ideal_value=1.0, surrogate_candidates=k, **options)
+    return near_domain.sampler(seed, surrogate_candidates=k, **options)
 
 
-def search(k=3, generations=5, n_jobs=1, storage=None, **options):
-    s = sampler(k, **options)
-    study = optuna.create_study(direction="maximize", sampler=s, storage=storage)
-    study.optimize(TASK, n_trials=s.n_trials(generations), n_jobs=n_jobs)
-    return study
+def search(k=3, generations=5, **options):
+    return near_domain.search(generations, surrogate_candidates=k, **options)
 
 
 def record(trial):
