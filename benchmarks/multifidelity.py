@@ -33,8 +33,11 @@ studies persist there, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -111,9 +114,23 @@ class Retrainer:
         # keyed by the decoded plan: the same parameters decode differently per genome variant
         key = f"{kind}|{json.dumps(plan.multipliers)}"
         if key not in self.cache:
-            self.cache[key] = compute(plan)
-            self.path.write_text(json.dumps(self.cache))
+            value = compute(plan)
+            self._store(key, value)
         return self.cache[key]
+
+    def _store(self, key: str, value: float) -> None:
+        """Merge into the file under a lock, then replace it whole: two benchmark processes
+        (ablations and multifidelity share a task's cache) keep each other's entries, and a
+        reader never sees half a file."""
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                self.cache.update(json.loads(self.path.read_text()))
+            self.cache[key] = value
+            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
+                                             delete=False) as handle:
+                json.dump(self.cache, handle)
+            os.replace(handle.name, self.path)
 
     def validation(self, plan: genome.FineTunePlan) -> float:
         def mean(plan) -> float:
