@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import numpy as np
 
 from benchmarks import results
 from benchmarks.multifidelity import OUT, Retrainer, prepare, task_config
 from benchmarks.results import mean_se, paired
+from benchmarks.transfer import search_seconds
 from biotune_optuna import contents
 from biotune_optuna.app.comparison import run_searches, runs_of
 from biotune_optuna.app.config import VARIANTS
@@ -32,12 +32,14 @@ REFERENCE = "full"
 
 
 def run_task(key: str, variants, seeds, threads: int | None) -> dict[str, dict]:
-    """{variant: {"tests": [...], "epochs": [...], "trials": [...]}} over the seeds."""
+    """{variant: {"tests": [...], "epochs": [...], "trials": [...], "seconds": searching}}
+    over the seeds."""
     config = task_config("transfer", key).replace(
         storage=f"sqlite:///{OUT}/ablations-{key}.db", study_name=f"abl-{key}", threads=threads,
         trials=46, rescore_elites=False, multi_fidelity=False)
     retrainer = Retrainer(config, OUT / f"multifidelity-{key}-retrained.json")
-    found: dict[str, dict] = {v: {"tests": [], "epochs": [], "trials": []} for v in variants}
+    found: dict[str, dict] = {v: {"tests": [], "epochs": [], "trials": [], "seconds": 0.0}
+                              for v in variants}
     runs = runs_of(["biotune"], variants)
     for seed in seeds:
         studies = run_searches(config, runs, [seed], retrainer.task, quiet=True)
@@ -47,18 +49,40 @@ def run_task(key: str, variants, seeds, threads: int | None) -> dict[str, dict]:
             found[variant]["tests"].append(retrainer.handover(study, math.inf))
             found[variant]["epochs"].append(spent.epochs)
             found[variant]["trials"].append(len(study.trials))
+            found[variant]["seconds"] += search_seconds(study)  # right after a resume too
         print(f"{key} s{seed}: " + ", ".join(
             f"{v} {found[v]['tests'][-1]:.4f}" for v in variants), flush=True)
     return found
 
 
+def same_handover(tests, reference) -> str:
+    """Seeds whose hand-over scored exactly what the full genome's did: the same plan (tests
+    are cached per plan), i.e. where removing the part changed nothing."""
+    return f"{sum(a == b for a, b in zip(tests, reference))} of {len(tests)}"
+
+
 def section(key: str, found: dict[str, dict]) -> str:
-    rows = [[v, mean_se(e["tests"]), paired(e["tests"], found[REFERENCE]["tests"])
-             if v != REFERENCE else "", f"{np.mean(e['trials']):.0f}",
-             f"{np.mean(e['epochs']):.0f}"] for v, e in found.items()]
+    reference = found[REFERENCE]["tests"]
+    rows = [[v, mean_se(e["tests"]), paired(e["tests"], reference) if v != REFERENCE else "",
+             same_handover(e["tests"], reference) if v != REFERENCE else "",
+             f"{np.mean(e['trials']):.0f}", f"{np.mean(e['epochs']):.0f}"]
+            for v, e in found.items()]
     return f"### {key}\n\n" + results.table(
-        ["variant", "test balanced accuracy", "minus full (paired)", "trials",
-         "epochs trained"], rows)
+        ["variant", "test balanced accuracy", "minus full (paired)", "same hand-over as full",
+         "trials", "epochs trained"], rows)
+
+
+def pooled_section(everything: dict[str, dict[str, dict]]) -> str:
+    """Each variant minus the full genome over every (task, seed) pair of the tasks run."""
+    rows = []
+    for variant in next(iter(everything.values())):
+        if variant == REFERENCE:
+            continue
+        mine = [t for found in everything.values() for t in found[variant]["tests"]]
+        full = [t for found in everything.values() for t in found[REFERENCE]["tests"]]
+        rows.append([variant, paired(mine, full), same_handover(mine, full)])
+    return ("### All tasks\n\nEvery (task, seed) pair of the tasks above pooled:\n\n"
+            + results.table(["variant", "minus full (paired)", "same hand-over as full"], rows))
 
 
 def main() -> None:
@@ -71,14 +95,17 @@ def main() -> None:
     args = parser.parse_args()
     prepare(args.threads)
     variants = [REFERENCE] + [v for v in args.variants.split(",") if v != REFERENCE]
-    start = time.perf_counter()
     tasks = args.tasks.split(",")
-    sections = [section(key, run_task(key, variants, range(args.seeds), args.threads))
-                for key in tasks]
+    everything = {key: run_task(key, variants, range(args.seeds), args.threads)
+                  for key in tasks}
+    sections = [section(key, found) for key, found in everything.items()]
+    if len(tasks) > 1:
+        sections.append(pooled_section(everything))
     command = (f".venv/bin/python -m benchmarks.ablations --tasks {args.tasks} --variants "
                f"{args.variants} --seeds {args.seeds}")
-    body = (f"Command: `{command}` ({results.machine()}; "
-            f"{(time.perf_counter() - start) / 60:.0f} min).\n\n"
+    minutes = sum(e["seconds"] for found in everything.values() for e in found.values()) / 60
+    body = (f"Command: `{command}` ({results.machine()}); the searches took {minutes:.0f} "
+            "min, the hand-overs' retraining not included.\n\n"
             "Each variant's hand-over, trained with seeds 0-2 and tested (mean ± standard "
             "error over the search seeds), and its paired difference from the full genome "
             "on the same seed, at the full genome's compute.\n\n" + "\n\n".join(sections))
