@@ -68,10 +68,11 @@ benchmark: install system-deps
 	$(BIN)/python -m benchmarks.noise_aware --part synthetic --seeds 20
 	$(BIN)/python -m benchmarks.noise_aware --part transfer
 	$(BIN)/python -m benchmarks.multifidelity --part fidelity
-	$(BIN)/python -m benchmarks.multifidelity --part transfer --seeds 10
-	$(BIN)/python -m benchmarks.multifidelity --part transfer --methods mf,tpe,sur,sur-full \
+	$(BIN)/python -m benchmarks.multifidelity --part transfer --methods mf,rescored,tpe,cmaes,sur \
+	  --seeds 10
+	$(BIN)/python -m benchmarks.multifidelity --part transfer --methods mf,tpe,cmaes,sur,sur-full \
 	  --seeds 10 --section surrogate
-	$(BIN)/python -m benchmarks.multifidelity --part protocol --seeds 10
+	$(BIN)/python -m benchmarks.multifidelity --part protocol --methods mf --seeds 10
 	$(BIN)/python -m benchmarks.surrogate --seeds 20
 	$(BIN)/python -m benchmarks.surrogate --part mnist --seeds 5
 	$(BIN)/python -m benchmarks.ablations --seeds 10
