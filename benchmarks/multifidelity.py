@@ -71,10 +71,14 @@ METHODS = (
         "multi_fidelity": True, "rescore_elites": True, "surrogate_candidates": 3}),
     ("surrogate biotune (K=3, full fidelity)", "sur-full", "biotune", {
         "multi_fidelity": False, "rescore_elites": False, "surrogate_candidates": 3}),
+    # a cheaper low fidelity: 2 epochs rank random plans about as 4 do on three of the four
+    # transfer tasks (RESULTS.md, "How much a low-fidelity trial tells")
+    ("multi-fidelity biotune (2 epochs low)", "mf2", "biotune", {
+        "multi_fidelity": True, "rescore_elites": True, "low_epochs": 2}),
 )
 REFERENCE = "paper"
 # the BioTune searches whose paired differences against every other method are tabled
-CHALLENGERS = (REFERENCE, "mf", "sur", "sur-full")
+CHALLENGERS = (REFERENCE, "mf", "sur", "sur-full", "mf2")
 PARTS = {
     # part: (reference trials, the others' budget as a share of the reference's compute,
     #        checkpoints as shares of the reference's compute)
