@@ -52,7 +52,7 @@ test: install system-deps $(MIN_VENV)/bin/pytest
 
 # every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the search's
 # cost, the transfer tasks, the baselines with tuned rates, three protocol variants, the
-# noise-aware, multi-fidelity and surrogate-assisted BioTune and the ablations (about 18 hours
+# noise-aware, multi-fidelity and surrogate-assisted BioTune and the ablations (about 20 hours
 # on 2 CPU cores; run nothing else meanwhile; every long one resumes from benchmarks/out)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
@@ -73,6 +73,10 @@ benchmark: install system-deps
 	$(BIN)/python -m benchmarks.multifidelity --part transfer --methods mf,tpe,cmaes,sur,sur-full \
 	  --seeds 10 --section surrogate
 	$(BIN)/python -m benchmarks.multifidelity --part protocol --methods mf --seeds 10
+	$(BIN)/python -m benchmarks.multifidelity --part transfer --methods mf,mf2,tpe,cmaes \
+	  --seeds 10 --section lowfidelity
+	$(BIN)/python -m benchmarks.multifidelity --part protocol --tasks small --methods mf,mf2 \
+	  --seeds 10 --section lowfidelity
 	$(BIN)/python -m benchmarks.surrogate --seeds 20
 	$(BIN)/python -m benchmarks.surrogate --part mnist --seeds 5
 	$(BIN)/python -m benchmarks.ablations --seeds 10
