@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from biotune_optuna.finetuning.blocks import Block
+from biotune_optuna.finetuning.seeding import draws_random
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 1024 * 2**20
@@ -120,17 +121,15 @@ def stages(model: nn.Module, blocks: Sequence[Block]) -> list[nn.Module] | None:
 
 
 def is_random(stage: nn.Module) -> bool:
-    """True when the stage draws random numbers in training mode (dropout, stochastic
-    depth): its output is then not a fixed function of the image."""
+    """True when the stage, traced in training mode, draws random numbers (dropout,
+    stochastic depth): its output is then not a fixed function of the image."""
     for module in stage.modules():
         if isinstance(module, _STOCHASTIC) and module.p > 0:
             return True
-        if type(module).__name__ == "StochasticDepth" and getattr(module, "p", 0) > 0:
-            return True
         graph = getattr(module, "graph", None)
         if graph is not None and any(
-                n.op == "call_function" and "dropout" in getattr(n.target, "__name__", "")
-                for n in graph.nodes):
+                n.op in ("call_function", "call_method")
+                and draws_random(getattr(n.target, "__name__", n.target)) for n in graph.nodes):
             return True
     return False
 

@@ -99,8 +99,10 @@ class ImageData:
                 part = take[start:start + batch_size]
                 yield x[part], y[part]
             return
+        # decoding draws nothing; the loader's own generator keeps the seed it draws for its
+        # workers out of the training run's random numbers
         loader = DataLoader(Subset(self.dataset, indices.tolist()), batch_size=batch_size,
-                            num_workers=self.workers)
+                            num_workers=self.workers, generator=torch.Generator().manual_seed(0))
         parts = []
         for x, y in loader:
             parts.append((x, y))

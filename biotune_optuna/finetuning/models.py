@@ -18,6 +18,7 @@ from torch import nn
 from biotune_optuna.finetuning.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec, module_input
 from biotune_optuna.finetuning.names import BUILTIN_MODELS, ModelError
 from biotune_optuna.finetuning.networks import BUILTIN_CLASSES, BUILTIN_INPUT
+from biotune_optuna.finetuning.seeding import SeededDraws
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,9 @@ def replace_head(model: nn.Module, num_classes: int, head: str | None = None) ->
 
 def reset_heads(model: nn.Module, names: Sequence[str], seed: int) -> None:
     """Re-draw head weights from ``seed``: each fine-tuning seed starts from its own head."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    for name in names:
-        model.get_submodule(name).reset_parameters()
-    torch.random.set_rng_state(generator_state)
+    with SeededDraws(seed):
+        for name in names:
+            model.get_submodule(name).reset_parameters()
 
 
 # -- weights -------------------------------------------------------------------------------
@@ -199,8 +198,7 @@ def build_model(model: str | nn.Module, weights: str | None = None, seed: int = 
     line names your own model), or an ``nn.Module`` (the Python API; it is copied).
     """
     checkpoint = _checkpoint(weights)
-    with torch.random.fork_rng():  # whatever is not loaded is drawn from the seed alone
-        torch.manual_seed(seed)
+    with SeededDraws(seed):  # whatever is not loaded is drawn from the seed alone
         if isinstance(model, nn.Module):
             net = copy.deepcopy(model)
             return net, module_input(net), type(model).__name__
@@ -247,8 +245,7 @@ def attach_head(net: nn.Module, spec: InputSpec, name: str, num_classes: int,
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, the dataset has {num_classes}")
     head = head or getattr(net, "biotune_head", None)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with SeededDraws(seed):
         heads = replace_head(net, num_classes, head)
     checkpoint = _checkpoint(weights)
     notes = []

@@ -16,6 +16,7 @@ from biotune_optuna.finetuning.data import load_dataset
 from biotune_optuna.finetuning.models import LoadedModel, ModelError, cache_dir, head_names
 from biotune_optuna.finetuning.names import BUILTIN_DATASETS
 from biotune_optuna.finetuning.networks import BUILTIN_CLASSES, BUILTIN_INPUT
+from biotune_optuna.finetuning.seeding import SeededDraws
 from biotune_optuna.finetuning.splits import make_splits
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import TrainConfig, fine_tune
@@ -36,8 +37,7 @@ def pretrained_checkpoint(name: str, source: str, seed: int = 0) -> Path:
     if path.is_file():
         return path
     data = load_dataset(source)
-    with torch.random.fork_rng():  # the initial weights depend on the seed alone
-        torch.manual_seed(seed)
+    with SeededDraws(seed):  # the initial weights depend on the seed alone
         model = BUILTIN_CLASSES[name](num_classes=data.num_classes)
     splits = make_splits(data, val_fraction=0.1, test_fraction=0.0, seed=seed)
     heads = head_names(model)
