@@ -36,10 +36,11 @@ _TAKE_GENERATOR = frozenset({
 _DRAW_INSIDE = frozenset(
     getattr(F, name) for name in (
         "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-        "feature_alpha_dropout", "gumbel_softmax", "rrelu", "_fractional_max_pool2d",
-        "_fractional_max_pool3d", "fractional_max_pool2d_with_indices",
-        "fractional_max_pool3d_with_indices") if hasattr(F, name))
+        "feature_alpha_dropout", "gumbel_softmax", "rrelu") if hasattr(F, name))
 _DRAWING_BODIES = frozenset(f.__name__ for f in _DRAW_INSIDE)
+# fractional max pooling draws its regions' offsets unless given: name -> pooled dimensions
+_FRACTIONAL = {f"fractional_max_pool{d}d{suffix}": d for d in (2, 3)
+               for suffix in ("", "_with_indices")}
 # stochastic depth as torchvision (torch.fx.wrap keeps it whole in a trace) and timm name it
 _LIBRARY_DRAWS = frozenset({"stochastic_depth", "drop_path"})
 # the dropout kernels, which take no generator: name -> (per-channel noise, alpha, in place)
@@ -56,7 +57,7 @@ def draws_random(name: str) -> bool:
     """Whether the function or tensor method of this name (a torch one, or torchvision's and
     timm's stochastic depth) draws random numbers."""
     return (name in _TAKE_GENERATOR or name in _DROPOUTS or name in _DRAWING_BODIES
-            or name in _LIBRARY_DRAWS)
+            or name in _FRACTIONAL or name in _LIBRARY_DRAWS)
 
 
 class SeededDraws(TorchFunctionMode):
@@ -88,7 +89,16 @@ class SeededDraws(TorchFunctionMode):
             return func(*args, **{**kwargs, "generator": self.generator(_device(args, kwargs))})
         if name in _DROPOUTS and _is_torch_builtin(func):
             return _dropout(self, *args, **kwargs, kind=_DROPOUTS[name])
+        if name in _FRACTIONAL and kwargs.get("_random_samples") is None:
+            samples = self._pool_offsets(args[0], _FRACTIONAL[name])
+            return func(*args, **{**kwargs, "_random_samples": samples})
         return func(*args, **kwargs)
+
+    def _pool_offsets(self, x: torch.Tensor, dims: int) -> torch.Tensor:
+        """The offsets torch's fractional max pooling would draw, drawn from the seed."""
+        batch = 1 if x.dim() == dims + 1 else x.size(0)
+        return torch.rand(batch, x.size(-dims - 1), dims, dtype=x.dtype, device=x.device,
+                          generator=self.generator(x.device))
 
 
 def _never(*args) -> bool:

@@ -73,10 +73,12 @@ def forward_with_every_dropout(x):
         F.dropout(x, 0.3), F.dropout(x.clone(), 0.3, inplace=True), F.dropout1d(x[0], 0.3),
         F.dropout2d(x, 0.3), F.dropout3d(x.unsqueeze(0), 0.3), F.alpha_dropout(x, 0.3, True),
         F.feature_alpha_dropout(x, 0.3, True), nn.Dropout(0.4)(x), torch.rand(5),
-        torch.empty(7).bernoulli_(0.5), torch.randperm(9).float(), nn.Linear(3, 2).weight)])
+        torch.empty(7).bernoulli_(0.5), torch.randperm(9).float(), nn.Linear(3, 2).weight,
+        F.rrelu(-x, training=True), F.gumbel_softmax(x),
+        F.fractional_max_pool2d(torch.rand(2, 3, 8, 8, generator=torch.Generator()), 2, 3))])
 
 
-def test_every_dropout_draws_what_torch_would_from_the_seed_and_leaves_the_global_generator():
+def test_every_random_layer_draws_what_torch_would_from_the_seed_and_leaves_the_global_one():
     x = torch.ones(2, 3, 4, 4)
     torch.manual_seed(11)
     expected = forward_with_every_dropout(x)
