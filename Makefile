@@ -59,6 +59,7 @@ benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_parallel
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.demo_runs
+	$(BIN)/python -m benchmarks.same_seed
 	$(BIN)/python -m benchmarks.search_cost
 	$(BIN)/python -m benchmarks.transfer
 	$(BIN)/python -m benchmarks.tuned_baselines

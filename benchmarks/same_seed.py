@@ -28,7 +28,7 @@ MODELS = {
     "mobilenet_v2": ("mobilenet_v2", "none", 32, "dropout"),
     "efficientnet_b0": ("efficientnet_b0", "none", 32, "dropout, stochastic depth"),
 }
-SHOTS, EPOCHS, TIMED_RUNS = 5, 3, 3
+SHOTS, EPOCHS, TIMED_RUNS = 10, 3, 7
 
 
 def digits_folder(root: Path) -> Path:
@@ -57,7 +57,7 @@ def measure(label: str, folder: str) -> dict:
 
     torch.set_num_threads(1)
     model, weights, size, _ = MODELS[label]
-    config = train.TrainConfig(epochs=EPOCHS, patience=EPOCHS, batch_size=16, base_lr=0.01)
+    config = train.TrainConfig(epochs=EPOCHS, patience=EPOCHS, batch_size=16)
 
     def task(cache_mb):
         return build_task(model, folder, weights=weights, shots=SHOTS, image_size=size,
