@@ -17,7 +17,7 @@ $(BIN)/biotune-optuna: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(PIP) install $(TORCH_PIN)
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,lite]"
 	touch $@
 
 install: $(BIN)/biotune-optuna

