@@ -101,7 +101,7 @@ def task_config(part: str, key: str) -> SearchConfig:
     options = dict(TASKS[key])
     if key == "resnet18":
         options["weights"] = resnet_source()
-    return SearchConfig(**{**PROTOCOL, "generations": 10}, **options)
+    return SearchConfig(**{**PROTOCOL, "generations": 10, **options})
 
 
 class Retrainer:

@@ -21,7 +21,7 @@ from torch import nn
 from biotune_optuna.finetuning.inputs import InputSpec
 from biotune_optuna.finetuning.names import LITE_EXTRA, WHEEL_WEIGHTS, ModelError
 
-CPU_SIZE = 64  # px: lite0 trains about 110 images/s at 64 px on 2 CPU cores (24 at 224)
+CPU_SIZE = 64  # px: lite0 trains about 120 images/s at 64 px on 2 CPU cores, 10 at 224
 
 
 @dataclass(frozen=True)
