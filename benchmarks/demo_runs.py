@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.demo_runs --quick   # the quick demo only
 
 Each demo runs as a user runs it (``biotune-optuna demo``), in an empty folder (a new study),
-with the pretrained source model already cached.
+with the emoji set already in the data cache.
 """
 
 from __future__ import annotations
