@@ -89,11 +89,19 @@ class LoRAConv2d(nn.Module):
         nn.init.zeros_(self.up.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.scale * self.up(self.down(x))
+        if type(self.base).forward is nn.Conv2d.forward:
+            return self.base(x) + self.scale * self.up(self.down(x))
+        # a convolution with its own forward (timm's TF "same" padding pads the input
+        # first) runs with the update folded into its weight, so it pads what it convolves
+        weight = self.base.weight + self.scale * self.delta()
+        return torch.func.functional_call(self.base, {"weight": weight}, (x,))
+
+    def delta(self) -> torch.Tensor:
+        """The update as a convolution weight: B A, shaped as the base's."""
+        return torch.einsum("or,rihw->oihw", self.up.weight[:, :, 0, 0], self.down.weight)
 
     def merged(self) -> nn.Conv2d:
-        delta = torch.einsum("or,rihw->oihw", self.up.weight[:, :, 0, 0], self.down.weight)
-        self.base.weight.data += self.scale * delta
+        self.base.weight.data += self.scale * self.delta()
         return self.base
 
 

@@ -81,6 +81,23 @@ def test_lora_merges_into_the_original_architecture_with_the_same_outputs(task):
     assert torch.allclose(merged(x), before, atol=1e-5)
 
 
+def test_lora_wraps_a_convolution_that_pads_in_its_own_forward():
+    """timm's TF "same" convolutions pad the input by its size before convolving."""
+    pytest.importorskip("timm", reason="timm is not installed (pip install .[lite])")
+    from timm.layers import Conv2dSame
+
+    model = nn.Sequential(Conv2dSame(3, 4, 3, stride=2))
+    x = torch.rand(2, 3, 7, 7)
+    plain = model(x)
+    add_lora(model, rank=2, alpha=4.0, skip=[])
+    assert torch.equal(model(x), plain)  # the update starts at zero
+    with torch.no_grad():
+        model[0].up.weight.normal_(0, 0.1)
+    trained = model(x)
+    assert trained.shape == plain.shape and not torch.allclose(trained, plain)
+    assert torch.allclose(merge_lora(model)(x), trained, atol=1e-5)
+
+
 def test_lora_trains_adapters_and_head_only(task):
     plan, method = baselines.baseline("lora", task.block_names, rank=2)
     run = fine_tune(task, plan, TrainConfig(epochs=2), seed=0, method=method,
