@@ -3,6 +3,8 @@ the mean ± standard error figures written in them."""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
 import platform
 import re
@@ -16,7 +18,9 @@ PREAMBLE = """# Benchmark results
 
 Every section is written by the script its command names; rerun the command to reproduce it.
 Figures are measured on the machine named in each section, in one run per section, so ratios
-within a section compare like with like.
+within a section compare like with like. A hand-written reading follows its section between
+`reading` markers: a rerun keeps it, and flags it stale when the section's numbers changed
+(re-read it, then `python -m benchmarks.results --reread <section>`).
 """
 
 
@@ -49,15 +53,56 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
-def write_section(key: str, title: str, body: str) -> None:
-    """Replace (or append) the section ``key`` of RESULTS.md, leaving the others alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else PREAMBLE
+def _generated(key: str) -> re.Pattern:
     start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
-    section = f"{start}\n## {title}\n\n{body.strip()}\n{end}"
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+    return re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+
+
+def _reading(key: str) -> re.Pattern:
+    """A hand-written reading of section ``key``: outside the generated text, which a rerun
+    replaces, and marked with the digest of the section it read."""
+    return re.compile(rf"<!-- {re.escape(key)}:reading (\w+) -->\n(.*?)"
+                      rf"<!-- {re.escape(key)}:reading-end -->", re.DOTALL)
+
+
+def digest(section: str) -> str:
+    return hashlib.sha1(section.encode()).hexdigest()[:12]
+
+
+STALE = ("**Stale:** the section above was regenerated after this reading was written; "
+         "re-read it, then `python -m benchmarks.results --reread {key}`.\n\n")
+
+
+def write_section(key: str, title: str, body: str) -> None:
+    """Replace (or append) the generated text of section ``key`` in RESULTS.md, leaving the
+    others and every hand-written reading alone; a reading of this section whose numbers
+    changed is flagged stale."""
+    text = RESULTS.read_text() if RESULTS.exists() else PREAMBLE
+    section = f"<!-- {key}:start -->\n## {title}\n\n{body.strip()}\n<!-- {key}:end -->"
+    pattern = _generated(key)
     text = (pattern.sub(lambda _: section, text) if pattern.search(text)
         else text.rstrip() + "\n\n" + section + "\n")
-    RESULTS.write_text(text)
+    stale = STALE.format(key=key)
+
+    def flag(reading: re.Match) -> str:
+        if reading.group(1) == digest(section) or reading.group(2).startswith(stale):
+            return reading.group(0)
+        return reading.group(0).replace("-->\n", "-->\n" + stale, 1)
+    RESULTS.write_text(_reading(key).sub(flag, text))
+
+
+def reread(key: str) -> None:
+    """Mark the reading of section ``key`` as written for the section as it is now."""
+    text = RESULTS.read_text()
+    section = _generated(key).search(text)
+    if section is None or not _reading(key).search(text):
+        raise SystemExit(f"RESULTS.md has no section {key!r} with a reading")
+
+    def signed(reading: re.Match) -> str:
+        return (f"<!-- {key}:reading {digest(section.group(0))} -->\n"
+                + reading.group(2).replace(STALE.format(key=key), "", 1)
+                + f"<!-- {key}:reading-end -->")
+    RESULTS.write_text(_reading(key).sub(signed, text))
 
 
 def publish(key: str, title: str, body: str, write: bool = True) -> None:
@@ -65,3 +110,10 @@ def publish(key: str, title: str, body: str, write: bool = True) -> None:
     print(body)
     if write:
         write_section(key, title, body)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Sign a hand-written reading of RESULTS.md")
+    parser.add_argument("--reread", metavar="KEY", required=True,
+                        help="the section whose reading was re-read against its numbers")
+    reread(parser.parse_args().reread)
