@@ -6,6 +6,8 @@ only), :mod:`biotune_optuna.finetuning` (torch), :mod:`biotune_optuna.app` and t
 ``biotune-optuna`` command; :mod:`biotune_optuna.analysis` reads studies from storage.
 """
 
+import importlib
+
 from biotune_optuna.sampler import (
     BioTuneSampler,
     FineTunePlan,
@@ -17,6 +19,19 @@ from biotune_optuna.sampler import (
 
 __version__ = "0.2.0"
 
+# the fine-tuning side of the public API, imported on first use: `import biotune_optuna`
+# (and the command line's --help) loads no torch
+_LAZY = {
+    "build_task": "biotune_optuna.finetuning.build",
+    "TrainConfig": "biotune_optuna.finetuning.train",
+    "fine_tune": "biotune_optuna.finetuning.train",
+    "FineTuneObjective": "biotune_optuna.app.objective",
+    "SearchConfig": "biotune_optuna.app.config",
+    "search": "biotune_optuna.app.jobs",
+    "train_best": "biotune_optuna.app.jobs",
+    "ranked_plans": "biotune_optuna.contents",
+}
+
 __all__ = [
     "BioTuneSampler",
     "FineTunePlan",
@@ -24,4 +39,11 @@ __all__ = [
     "encode",
     "search_space",
     "suggest_genome",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'biotune_optuna' has no attribute {name!r}")
