@@ -98,6 +98,15 @@ def test_light_entry_points_do_not_import_torch(code):
     assert out.strip() == "[]"
 
 
+def test_the_package_root_gives_the_whole_public_api():
+    import biotune_optuna
+
+    for name in biotune_optuna.__all__:
+        assert getattr(biotune_optuna, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = biotune_optuna.nothing
+
+
 def python_files():
     return sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py"))
 
