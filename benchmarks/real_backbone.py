@@ -60,9 +60,12 @@ SEARCHES = (
     ("BioTune, lr-only genome", "lr-only", "biotune", {"genome": genome.LR_ONLY}),
     ("random search", "random", "random", {}),
 )
+SCRATCH = "scratch"  # full fine-tuning from random weights: what ImageNet's features give
+SCRATCH_PATIENCE = 10  # random weights start at chance, where patience 3 stops them early
 LABELS = {key: label for label, key, _, _ in SEARCHES} | {
     "full": "full fine-tuning", "linear": "linear probing", "l2sp": "L2-SP", "l1sp": "L1-SP",
-    "autorgn": "AutoRGN", "lora": "LoRA (rank 4)"}
+    "autorgn": "AutoRGN", "lora": "LoRA (rank 4)",
+    SCRATCH: f"from scratch (full, no pretraining, patience {SCRATCH_PATIENCE})"}
 
 
 def task_config(target: str) -> SearchConfig:
@@ -104,11 +107,15 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
     config = task_config(target).replace(threads=threads)
     runs = Runs(config, OUT / f"real-{target}.json")
     names = runs.task.block_names
+    scratch = Runs(config.replace(weights="none", patience=SCRATCH_PATIENCE),
+                   OUT / f"real-{target}.json")
     for seed in seeds:
         for method in BASELINES:
             plan, hooks = baseline(method, names)
             found = runs.tested(plan, seed, hooks, name=method)
             print(f"{target} s{seed} {method}: test {found['test']}", flush=True)
+        found = scratch.tested(baseline("full", names)[0], seed, name=SCRATCH)
+        print(f"{target} s{seed} {SCRATCH}: test {found['test']}", flush=True)
         budget = None
         for _, key, sampler, options in SEARCHES:
             if key not in methods and key != SEARCHES[0][1]:
@@ -139,13 +146,13 @@ def outcomes(target: str) -> dict[str, dict[int, dict]]:
         kind, *rest = key.split("|")
         if kind == "search":
             found.setdefault(rest[0], {})[int(rest[1])] = value
-        elif kind == "test" and rest[0] in BASELINES:
+        elif kind == "test" and rest[0] in (*BASELINES, SCRATCH):
             found.setdefault(rest[0], {})[int(rest[1])] = value
     return found
 
 
 def target_section(target: str, found: dict, block_names: list[str]) -> str:
-    order = [k for k in (*BASELINES, *(s[1] for s in SEARCHES)) if k in found]
+    order = [k for k in (*BASELINES, SCRATCH, *(s[1] for s in SEARCHES)) if k in found]
     rows = []
     for key in order:
         by_seed = found[key]
