@@ -26,6 +26,7 @@ import optuna
 from benchmarks import results
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import records
+from biotune_optuna.sampler.storage_io import audit_study
 from biotune_optuna.sampler.synthetic import TASKS
 
 IN_FLIGHT = (1, 4, 8)
@@ -53,8 +54,7 @@ def ask_tell(task, seed: int, in_flight: int, n_trials: int = BUDGET, **settings
 
 
 def violations(study: optuna.Study, population_size: int) -> list[str]:
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    return records.audit(study.get_trials(deepcopy=False), attrs, population_size)
+    return audit_study(study, population_size)
 
 
 def efficiency_section(seeds: int) -> str:

@@ -93,14 +93,14 @@ def run_variant(name: str, options: dict, variant: str, storage: str) -> dict:
         run_search(study, share.before(objective), config.n_trials)
     seconds = time.perf_counter() - start
     trials = study.get_trials(deepcopy=False)
-    epochs = [e for t in trials for e in t.user_attrs.get(contents.EPOCHS, [])]
+    spent = contents.compute_spent(trials)
     _, plan, _ = select_plan(study, task, config.train_config(), list(REVALIDATION_SEEDS),
                              top_k=5, quiet=True)
     test = evaluate_plan(task, plan, config.train_config(), TEST_SEEDS, variant)
     scores = np.array([r.test.balanced_accuracy for r in test.runs])
     cache = task.activation_cache
     return {"seconds": seconds, "writes": written(), "trials": len(trials),
-            "seed runs": len(epochs), "epochs": sum(epochs),
+            "seed runs": spent.seed_runs, "epochs": spent.epochs,
             "cache hits": f"{cache.hits / max(cache.hits + cache.misses, 1):.0%}" if cache
             else "-", "test": scores.mean(), "se": scores.std(ddof=1) / np.sqrt(len(scores)),
             "plan": ", ".join(plan.trained_blocks)}

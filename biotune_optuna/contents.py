@@ -5,6 +5,7 @@ through :mod:`biotune_optuna.sampler.records`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.genome import LR_MULTIPLIERS as LR_MULTIPLIERS  # FineTunePlan.as_dict
 from biotune_optuna.sampler.genome import TRAINED_BLOCKS as TRAINED_BLOCKS
 from biotune_optuna.sampler.records import FULL, LOW
+from biotune_optuna.sampler.storage_io import study_attrs
 
 CONFIG = "biotune_optuna:config"  # the search configuration (its fingerprint) and blocks
 BLOCKS = "biotune_optuna:blocks"  # block -> modules and parameter count
@@ -23,6 +25,8 @@ BUDGET = "biotune_optuna:budget"  # trials the last search command asked for
 COMPUTE_BUDGET = "biotune_optuna:compute_budget"  # epochs the last search command asked for
 FINAL = "biotune_optuna:final"  # test results of train-best
 DEMO = "biotune_optuna:demo"  # the demo's summary
+
+ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system attrs of artifact metadata (plots)
 
 # trial user attrs
 TRAINABLE_PARAMS = "trainable_params"
@@ -112,6 +116,26 @@ def fidelity(trial: optuna.trial.FrozenTrial) -> str:
     """What the trial trained: LOW in a multi-fidelity search, else FULL."""
     return trial.user_attrs.get(FIDELITY, FULL)
 
+
+
+def artifacts(study: optuna.Study) -> dict[str, dict]:
+    """The metadata of the study's live artifacts (the plots optuna-dashboard shows), by
+    system attr; deleted ones (stored as null) skipped."""
+    found = {}
+    for key, raw in study_attrs(study).items():
+        meta = json.loads(raw) if key.startswith(ARTIFACT_PREFIX) and raw else None
+        if meta:
+            found[key] = meta
+    return found
+
+
+def describe(study: optuna.Study, config: dict[str, Any] | None, blocks: dict[str, Any],
+             model_input: dict[str, Any]) -> None:
+    """Write the study's configuration, blocks and input format, each unless it is there."""
+    attrs = study.user_attrs
+    for key, value in ((CONFIG, config), (BLOCKS, blocks), (INPUT, model_input)):
+        if value is not None and key not in attrs:
+            study.set_user_attr(key, value)
 
 
 def set_budget(study: optuna.Study, trials: int | None, epochs: int | None) -> None:

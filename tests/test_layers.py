@@ -108,25 +108,66 @@ def test_the_package_root_gives_the_whole_public_api():
 
 
 def python_files():
-    return sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py"))
+    """The package's modules and the benchmarks (the rules hold there too)."""
+    return sorted(str(p.relative_to(REPO)) for folder in (PACKAGE, REPO / "benchmarks")
+                  for p in folder.rglob("*.py"))
+
+
+PRIVATE_API = re.compile(r"\._storage\b|\._study_id\b|\._trial_id\b|optuna\.storages\._|"
+                         r"\._backend\b|\._file_path\b|_is_multi_objective\(|\._contains\(")
+# reading a study's or trial's attrs, in any form: attribute, getattr, .items(), the doors'
+# readers and the storage's
+ATTR_READ = re.compile(r"\b(user_attrs|system_attrs)\b|\b(study_attrs|trial_attrs)\(|"
+                       r"get_(study|trial)_(user|system)_attrs\(")
+RAW_INDEXING = re.compile(r"(user|system)_attrs(\.get\(|\[)")
+
+
+def private_api_users(files: dict[str, str]) -> list[str]:
+    return sorted(f for f, text in files.items() if PRIVATE_API.search(text))
+
+
+def attr_readers(files: dict[str, str]) -> list[str]:
+    """Modules reading attrs outside the two contents modules and the sampler (which reads
+    its own storage format, indexing it in records.py alone)."""
+    return sorted(f for f, text in files.items()
+                  if (ATTR_READ.search(text) and f not in ATTR_READERS
+                      and not f.startswith("biotune_optuna/sampler/"))
+                  or (RAW_INDEXING.search(text) and f not in ATTR_READERS))
+
+
+def sources() -> dict[str, str]:
+    return {f: (REPO / f).read_text() for f in python_files()}
 
 
 def test_private_optuna_api_is_used_in_one_module_per_layer():
-    private = re.compile(r"\._storage\b|\._study_id\b|\._trial_id\b|optuna\.storages\._|"
-                         r"\._backend\b|\._file_path\b|_is_multi_objective\(")
-    users = [f for f in python_files() if private.search((REPO / f).read_text())]
-    assert sorted(users) == sorted(PRIVATE_API_DOORS)
+    assert private_api_users(sources()) == sorted(PRIVATE_API_DOORS)
     for door in PRIVATE_API_DOORS:  # each use says why no public API serves
         lines = (REPO / door).read_text().splitlines()
-        uses = [i for i, line in enumerate(lines) if private.search(line)]
+        uses = [i for i, line in enumerate(lines) if PRIVATE_API.search(line)]
         assert all(any("#" in lines[j] or '"""' in lines[j] for j in range(i - 3, i + 1))
                    for i in uses), door
 
 
 def test_only_the_contents_modules_read_attrs():
-    raw = re.compile(r"(user|system)_attrs(\.get\(|\[)")
-    readers = [f for f in python_files() if raw.search((REPO / f).read_text())]
-    assert sorted(readers) == sorted(ATTR_READERS)
+    assert attr_readers(sources()) == []
+
+
+@pytest.mark.parametrize("planted", [
+    "study.user_attrs.get('x')", "trial.system_attrs['k']", "getattr(study, 'user_attrs')",
+    "for k, v in study.user_attrs.items(): pass", "attrs = trial.user_attrs",
+    "study_attrs(study)", "trial_attrs(trial)", "storage.get_trial_system_attrs(1)"])
+def test_the_attr_guard_catches_every_form_of_read(planted):
+    for module in ("biotune_optuna/app/planted.py", "benchmarks/planted.py",
+                   "biotune_optuna/analysis/planted.py"):
+        assert attr_readers({module: planted}) == [module]
+    assert attr_readers({"biotune_optuna/contents.py": planted}) == []
+
+
+@pytest.mark.parametrize("planted", [
+    "study._storage.get_all_studies()", "trial._trial_id", "space['x']._contains(0.5)",
+    "from optuna.storages._rdb import models", "study._study_id"])
+def test_the_private_api_guard_catches_every_form(planted):
+    assert private_api_users({"benchmarks/planted.py": planted}) == ["benchmarks/planted.py"]
 
 
 def test_the_sampler_example_runs_on_its_own():

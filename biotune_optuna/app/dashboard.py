@@ -14,10 +14,8 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from biotune_optuna import contents
 from biotune_optuna.analysis._table import surrogate_quality
-from biotune_optuna.app.optuna_internals import set_study_attr, study_attrs
+from biotune_optuna.app.optuna_internals import set_study_attr
 from biotune_optuna.app.storage_urls import ENV_VAR, has_secret, masked, storage_file
-
-ARTIFACT_PREFIX = "artifacts:"  # optuna's study system attr prefix for artifact metadata
 
 
 def artifact_dir_for(storage_url: str) -> Path:
@@ -117,9 +115,8 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
 def _replace_artifact(study: optuna.Study, store: FileSystemArtifactStore, path: Path) -> None:
     """Upload ``path``, first removing an earlier artifact of the same file name (the way
     optuna-dashboard deletes: the metadata attr becomes null)."""
-    for key, raw in study_attrs(study).items():
-        meta = json.loads(raw) if key.startswith(ARTIFACT_PREFIX) and raw else None
-        if meta and meta.get("filename") == path.name:
+    for key, meta in contents.artifacts(study).items():
+        if meta.get("filename") == path.name:
             try:
                 store.remove(meta["artifact_id"])
             except ArtifactNotFound:  # only the metadata was left
@@ -142,10 +139,4 @@ def publish(study: optuna.Study, storage_url: str, files: Sequence[Path] = ()) -
 
 def artifacts(study: optuna.Study) -> list[dict]:
     """The study's live artifacts' metadata (deleted ones skipped)."""
-    items = []
-    for key, raw in study_attrs(study).items():
-        if key.startswith(ARTIFACT_PREFIX) and raw:
-            meta = json.loads(raw)
-            if meta:
-                items.append(meta)
-    return items
+    return list(contents.artifacts(study).values())

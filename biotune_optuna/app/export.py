@@ -28,8 +28,7 @@ def no_plan(study: optuna.Study) -> str:
         return f"study {study.study_name!r} has no trial yet; run biotune-optuna search first"
     states = Counter(t.state.name.lower() for t in trials)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    reasons = [contents.failed_reason(t) for t in trials
-               if contents.FAILED_REASON in t.user_attrs]
+    reasons = [r for r in map(contents.failed_reason, trials) if r is not None]
     finished = sum(states[s] for s in ("fail", "pruned"))
     if finished < len(trials):
         return (f"study {study.study_name!r} has no completed trial yet ({counts}); let its "

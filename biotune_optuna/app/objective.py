@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import optuna
 
 from biotune_optuna import contents
 from biotune_optuna.app.fidelity import FULL, Fidelity, training_at
-from biotune_optuna.app.optuna_internals import study_key, trial_attrs
+from biotune_optuna.app.optuna_internals import study_key
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
-from biotune_optuna.sampler import genome
+from biotune_optuna.sampler import genome, trial_context
 from biotune_optuna.sampler.genome import FineTunePlan
-from biotune_optuna.sampler.records import TrialRecord, fidelity_of, rescore_round
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
 
@@ -26,10 +24,10 @@ EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that t
 RESCORE_SEED_STRIDE = 1000  # a re-scoring run in generation g trains with seeds s + 1000 g
 
 
-def training_seeds(system_attrs: Mapping[str, Any], seeds: Sequence[int]) -> list[int]:
-    """The seeds a trial trains with: the study's, except for an elite's re-scoring run,
-    whose seeds no earlier evaluation of that plan used."""
-    shift = RESCORE_SEED_STRIDE * rescore_round(system_attrs)
+def training_seeds(rescore_round: int, seeds: Sequence[int]) -> list[int]:
+    """The seeds a trial trains with: the study's, except for an elite's re-scoring run
+    (``rescore_round`` > 0), whose seeds no earlier evaluation of that plan used."""
+    shift = RESCORE_SEED_STRIDE * rescore_round
     return [seed + shift for seed in seeds]
 
 
@@ -93,7 +91,7 @@ class FineTuneObjective:
         if study_key(study) not in self._described:  # made in Python?
             from biotune_optuna.app.studies import config_of_objective, describe_study
 
-            if contents.CONFIG not in study.user_attrs:
+            if contents.study_config(study) is None:
                 describe_study(study, self.task, config_of_objective(study, self))
             self._described.add(study_key(study))
         names = self.task.block_names
@@ -106,17 +104,16 @@ class FineTuneObjective:
         if plan.is_empty:
             trial.set_user_attr(contents.EMPTY_PLAN, True)
             return EMPTY_PLAN_VALUE
-        system_attrs = trial_attrs(trial)
+        context = trial_context(trial)  # what the sampler decided for this trial
         task = self.task
         if self.n_folds > 1:
-            record = TrialRecord.from_attrs(system_attrs)
-            fold = max((record.generation if record else 0) - 1, 0) % self.n_folds
+            fold = max(context.generation - 1, 0) % self.n_folds
             trial.set_user_attr(contents.FOLD, fold)
             task = task.for_fold(fold, self.n_folds)
-        seeds = training_seeds(system_attrs, self.seeds)
+        seeds = training_seeds(context.rescore_round, self.seeds)
         if seeds != list(self.seeds):
             trial.set_user_attr(contents.RESCORE_SEEDS, seeds)
-        fidelity = fidelity_of(system_attrs) if self.low_fidelity else FULL
+        fidelity = context.fidelity if self.low_fidelity else FULL
         config, seeds = training_at(fidelity, self.config, seeds, self.low_fidelity)
         run = _Runs(trial, task, time.perf_counter(), fidelity, self.report_epochs, penalty)
         for index, seed in enumerate(seeds):

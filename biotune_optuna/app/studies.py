@@ -13,13 +13,13 @@ from optuna.trial import TrialState
 from biotune_optuna import contents
 from biotune_optuna.app.config import ConfigError, SearchConfig, differences, with_legacy_options
 from biotune_optuna.app.fidelity import rung_pruner
-from biotune_optuna.app.optuna_internals import lock_for, study_attrs
+from biotune_optuna.app.optuna_internals import lock_for
 from biotune_optuna.app.storage import StorageError, open_storage, retry_callback
 from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked
 from biotune_optuna.contents import study_config
 from biotune_optuna.sampler import genome, records
 from biotune_optuna.sampler.core import BioTuneSampler
-from biotune_optuna.sampler.records import SEED
+from biotune_optuna.sampler.storage_io import study_seed as stored_seed
 
 logger = logging.getLogger(__name__)
 
@@ -192,17 +192,12 @@ def describe_study(study: optuna.Study, task, config: SearchConfig | None) -> No
     format) unless it is there: a study made in Python (``build_task``, a sampler and
     :class:`~biotune_optuna.app.objective.FineTuneObjective`) then works with ``best``,
     ``export``, ``status``, ``plot`` and ``train-best`` like one made by ``search``."""
-    attrs = study.user_attrs
-    if config is not None and contents.CONFIG not in attrs:
-        study.set_user_attr(contents.CONFIG, {**config.fingerprint(), "blocks": task.block_names})
-    if contents.BLOCKS not in attrs:
-        study.set_user_attr(contents.BLOCKS, {b.name: {"modules": list(b.modules),
-                                                   "n_params": b.n_params,
-                                                   **({"params": list(b.params)}
-                                                      if not b.modules else {})}
-                                          for b in task.blocks})
-    if contents.INPUT not in attrs:
-        study.set_user_attr(contents.INPUT, task.model.input.as_dict())
+    blocks = {b.name: {"modules": list(b.modules), "n_params": b.n_params,
+                       **({"params": list(b.params)} if not b.modules else {})}
+              for b in task.blocks}
+    contents.describe(study, None if config is None else
+                      {**config.fingerprint(), "blocks": task.block_names},
+                      blocks, task.model.input.as_dict())
 
 
 SAMPLER_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "CmaEsSampler": "cmaes",
@@ -219,7 +214,7 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
     options = {k: list(v) if isinstance(v, tuple) else v
                for k, v in objective.task.options.items() if v is not None}
     if isinstance(sampler, BioTuneSampler):
-        settings = sampler.settings()
+        settings, seed = sampler.settings(), stored_seed(study)
         options |= dict(sampler="biotune", population=settings["population_size"],
                         elite=settings["elite_size"],
                         exploration_rate=settings["exploration_rate"],
@@ -227,7 +222,7 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
                         elite_pair_mean=settings["elite_pair_mean"],
                         **{k: settings[k] for k in ("mutation", "elite_search", "adoption",
                                                     "immigrants", "surrogate_candidates")},
-                        seed=study_attrs(study).get(SEED, sampler.seed or 0))
+                        seed=(sampler.seed or 0) if seed is None else seed)
     elif type(sampler).__name__ in SAMPLER_NAMES:
         options["sampler"] = SAMPLER_NAMES[type(sampler).__name__]
     else:

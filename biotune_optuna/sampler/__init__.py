@@ -15,7 +15,8 @@ from .genome import (
     search_space,
     suggest_genome,
 )
-from .records import fidelity_of, rescore_round
+from .records import TrialContext, fidelity_of, rescore_round
+from .storage_io import trial_context
 
 __all__ = [
     "BioTuneSampler",
@@ -28,4 +29,6 @@ __all__ = [
     "search_space",
     "suggest_genome",
     "synthetic",
+    "trial_context",
+    "TrialContext",
 ]

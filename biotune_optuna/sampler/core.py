@@ -326,7 +326,7 @@ class BioTuneSampler(BaseSampler):
                         for name, dist in search_space.items()}
             proposal = record.proposal
         return {name: value for name, value in proposal.items()
-                if name in search_space and search_space[name]._contains(value)}
+                if name in search_space and _within(search_space[name], value)}
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -599,6 +599,17 @@ def _evolvable(space: Mapping[str, BaseDistribution]) -> dict[str, BaseDistribut
     """Float parameters with a range: the genes the sampler evolves, in a fixed order."""
     return {name: dist for name, dist in space.items()
             if isinstance(dist, FloatDistribution) and not dist.single()}
+
+
+def _within(distribution: FloatDistribution, value: float) -> bool:
+    """Whether a stored proposal is still a value of the parameter's range (the range may
+    have changed since); Optuna keeps its own such check private."""
+    if not distribution.low <= value <= distribution.high:
+        return False
+    if distribution.step is None:
+        return True
+    steps = (value - distribution.low) / distribution.step
+    return abs(steps - round(steps)) < 1e-8
 
 
 def _unseen_finished(trials: Sequence[records.Known],

@@ -83,6 +83,23 @@ class TrialRecord:
         return cls(**legacy)
 
 
+@dataclass(frozen=True)
+class TrialContext:
+    """What an objective needs to know of the trial it evaluates, read once: the generation
+    it joined, its re-scoring round (:func:`rescore_round`) and the fidelity it is asked
+    for (:func:`fidelity_of`)."""
+
+    generation: int
+    rescore_round: int
+    fidelity: str
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialContext:
+        record = TrialRecord.from_attrs(attrs)
+        return cls(record.generation if record else 0, rescore_round(attrs),
+                   fidelity_of(attrs))
+
+
 def generation_of(trial: FrozenTrial) -> int:
     """The generation a trial joined (0 for trials the sampler never decided)."""
     record = TrialRecord.of(trial)
@@ -166,6 +183,11 @@ class Individual:
         return cls(int(data["trial"]), dict(data["genes"]), fitness, float(data["extinction"]),
                    int(data.get("evaluations", 1)))
 
+
+
+def stored_seed(study_attrs: Mapping[str, Any]) -> int | None:
+    """The seed a study's workers share (None before the sampler stored one)."""
+    return study_attrs.get(SEED)
 
 
 def audit(trials: Sequence[FrozenTrial], study_attrs: Mapping[str, Any],

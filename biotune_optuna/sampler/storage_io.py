@@ -35,7 +35,17 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from .records import RECORD, Individual, Known, TrialRecord, is_retry, stored_populations
+from .records import (
+    RECORD,
+    Individual,
+    Known,
+    TrialContext,
+    TrialRecord,
+    audit,
+    is_retry,
+    stored_populations,
+    stored_seed,
+)
 
 logger = logging.getLogger(__name__)
 Probe = Callable[[int, int], Sequence[tuple[int, int, TrialState]]]
@@ -182,6 +192,20 @@ def trial_attrs(trial: Any) -> dict[str, Any]:
     """The stored system attrs of a running ``optuna.Trial`` (an objective asking what the
     sampler decided for it; Trial offers no reader of system attrs)."""
     return trial.study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def trial_context(trial: Any) -> TrialContext:
+    """What the sampler decided for a running ``optuna.Trial``, read once."""
+    return TrialContext.from_attrs(trial_attrs(trial))
+
+
+def study_seed(study: Study) -> int | None:
+    return stored_seed(study_attrs(study))
+
+
+def audit_study(study: Study, population_size: int) -> list[str]:
+    """:func:`records.audit` of a study as stored."""
+    return audit(study.get_trials(deepcopy=False), study_attrs(study), population_size)
 
 
 def fail_trial(study: Study, trial: FrozenTrial) -> None:

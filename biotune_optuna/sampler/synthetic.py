@@ -19,8 +19,8 @@ import numpy as np
 import optuna
 
 from . import genome
-from .records import LOW, fidelity_of
-from .storage_io import trial_attrs
+from .records import LOW
+from .storage_io import trial_context
 
 CHANCE = 0.1
 
@@ -64,7 +64,7 @@ class FineTuneTask:
 
 def genome_fidelity(trial: optuna.Trial) -> str:
     """The fidelity the sampler asked a running trial for."""
-    return fidelity_of(trial_attrs(trial))
+    return trial_context(trial).fidelity
 
 
 BLOCKS = ("stem", "stage1", "stage2", "stage3", "stage4", "head")
