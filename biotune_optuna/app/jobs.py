@@ -120,6 +120,13 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     return study
 
 
+def _take_machine(config: SearchConfig) -> None:
+    """The device checked and ``--threads`` applied, for commands outside a search."""
+    resolve_device(config.device)
+    if config.threads:
+        use_threads(config.threads)
+
+
 def budget_of(config: SearchConfig) -> Budget:
     return Budget(config.n_trials, config.compute_budget)
 
@@ -175,9 +182,7 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     if not contents.ranked_plans(study):
         raise ConfigError(no_plan(study))
     config = config_of(study, device=device, data_root=data_root, threads=threads)
-    resolve_device(config.device)
-    if config.threads:
-        use_threads(config.threads)
+    _take_machine(config)
     task = task or task_for(config)
     train = config.train_config()
     trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet,
@@ -217,7 +222,7 @@ def run_baselines(config: SearchConfig, methods: list[str], seeds: list[int],
     """Each baseline on the search's task, training protocol and splits, same seeds. With
     ``lr_grid``, each method first gets the base learning rate of the grid with the best
     mean validation value over the re-validation seeds (never the tested ones)."""
-    resolve_device(config.device)
+    _take_machine(config)
     task = task or task_for(config)
     evaluations = []
     for name in methods:

@@ -227,7 +227,9 @@ def seed_run(stdout, name, seed):
 @pytest.mark.slow
 def test_train_best_and_baseline_retrain_what_the_search_trained(folder_with_model, cli):
     images, cwd = folder_with_model
-    common = ["--storage", "sqlite:///s.db", "--study-name", "s"]
+    # one thread everywhere: a search's default shares the cores with live searches, and
+    # thread counts split sums differently
+    common = ["--storage", "sqlite:///s.db", "--study-name", "s", "--threads", "1"]
     cli("search", *common, "--model", "dropnet:net", "--dataset", images, "--shots", "4",
         "--val-shots", "8", "--epochs", "6", "--batch-size", "8", "--lr", "0.03",
         "--trials", "3", "--sampler", "random", "--seed", "3", "-q", cwd=cwd, check=True)
