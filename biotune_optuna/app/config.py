@@ -33,8 +33,8 @@ from biotune_optuna.finetuning.names import (
     default_weights,
 )
 from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.core import validate_settings
 from biotune_optuna.sampler.population import Layout
+from biotune_optuna.sampler.settings import SamplerSettings, check_settings
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2")
 DEFAULT_SAMPLERS = "biotune,tpe,random,cmaes"  # what compare runs unless told
@@ -49,6 +49,11 @@ VARIANTS = {
     "no-adoption": {"adoption": False},
     "no-immigrants": {"immigrants": False},
 }
+# the options BioTune's sampler takes, by their name in a SamplerSettings
+SAMPLER_SETTINGS = {name: name for name in (
+    "exploration_rate", "rescore_elites", "elite_pair_mean", "multi_fidelity", "mutation",
+    "elite_search", "adoption", "immigrants", "surrogate_candidates")} | {
+    "population": "population_size", "elite": "elite_size"}
 STUDIES_DIR = Path("studies")
 # the base learning rates that `baseline --tune-lr` tries
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -287,11 +292,8 @@ class SearchConfig:
             raise ConfigError(f"--grace must be larger than --heartbeat, got {self.grace} and "
                               f"{self.heartbeat}")
         try:
-            validate_settings(self.population, self.elite, self.exploration_rate,
-                              self.multi_fidelity and self.sampler == "biotune",
-                              {"population_size": "--population", "elite_size": "--elite",
-                               "exploration_rate": "--exploration-rate",
-                               "multi_fidelity": "--multi-fidelity"})
+            check_settings(self._sampler_values(),
+                           {to: flag(name) for name, to in SAMPLER_SETTINGS.items()})
         except ValueError as error:
             raise ConfigError(str(error)) from None
         if self.multi_fidelity and self.low_epochs >= self.epochs and len(self.train_seeds) == 1:
@@ -325,9 +327,18 @@ class SearchConfig:
         """BioTune's generation structure under these options (which also sets the budget of
         --generations for other samplers: re-scoring and promotions count for BioTune
         only)."""
+        return self.sampler_settings().layout
+
+    def sampler_settings(self) -> SamplerSettings:
+        """BioTune's sampler settings under these options (the metrics are accuracies: 1 is
+        the ideal value)."""
+        return SamplerSettings(ideal_value=1.0, **self._sampler_values())
+
+    def _sampler_values(self) -> dict[str, Any]:
         biotune = self.sampler == "biotune"
-        return Layout(self.population, self.elite, self.rescore_elites and biotune,
-                      self.multi_fidelity and biotune)
+        return {to: getattr(self, name) for name, to in SAMPLER_SETTINGS.items()} | {
+            "rescore_elites": self.rescore_elites and biotune,
+            "multi_fidelity": self.multi_fidelity and biotune}
 
     @property
     def low_fidelity(self):

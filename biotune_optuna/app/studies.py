@@ -11,7 +11,13 @@ import optuna
 from optuna.trial import TrialState
 
 from biotune_optuna import contents
-from biotune_optuna.app.config import ConfigError, SearchConfig, differences, with_legacy_options
+from biotune_optuna.app.config import (
+    SAMPLER_SETTINGS,
+    ConfigError,
+    SearchConfig,
+    differences,
+    with_legacy_options,
+)
 from biotune_optuna.app.fidelity import rung_pruner
 from biotune_optuna.app.optuna_internals import lock_for
 from biotune_optuna.app.storage import StorageError, open_storage, retry_callback
@@ -40,15 +46,8 @@ def other_sampler(name: str, seed: int, population: int = 10) -> optuna.samplers
 def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
     """The sampler named in the configuration, seeded."""
     if config.sampler == "biotune":
-        return BioTuneSampler(config.population, config.elite,
-                              exploration_rate=config.exploration_rate,
-                              seed=config.seed, search_space=space, ideal_value=1.0,
-                              rescore_elites=config.rescore_elites,
-                              elite_pair_mean=config.elite_pair_mean,
-                              multi_fidelity=config.multi_fidelity,
-                              mutation=config.mutation, elite_search=config.elite_search,
-                              adoption=config.adoption, immigrants=config.immigrants,
-                              surrogate_candidates=config.surrogate_candidates)
+        return BioTuneSampler(seed=config.seed, search_space=space,
+                              settings=config.sampler_settings())
     return other_sampler(config.sampler, config.seed, config.population)
 
 
@@ -214,15 +213,9 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
     options = {k: list(v) if isinstance(v, tuple) else v
                for k, v in objective.task.options.items() if v is not None}
     if isinstance(sampler, BioTuneSampler):
-        settings, seed = sampler.settings(), stored_seed(study)
-        options |= dict(sampler="biotune", population=settings["population_size"],
-                        elite=settings["elite_size"],
-                        exploration_rate=settings["exploration_rate"],
-                        rescore_elites=settings["rescore_elites"],
-                        elite_pair_mean=settings["elite_pair_mean"],
-                        **{k: settings[k] for k in ("mutation", "elite_search", "adoption",
-                                                    "immigrants", "surrogate_candidates")},
-                        seed=(sampler.seed or 0) if seed is None else seed)
+        settings, seed = sampler.settings, stored_seed(study)
+        options |= {name: getattr(settings, to) for name, to in SAMPLER_SETTINGS.items()}
+        options |= dict(sampler="biotune", seed=(sampler.seed or 0) if seed is None else seed)
     elif type(sampler).__name__ in SAMPLER_NAMES:
         options["sampler"] = SAMPLER_NAMES[type(sampler).__name__]
     else:

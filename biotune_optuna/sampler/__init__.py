@@ -16,6 +16,7 @@ from .genome import (
     suggest_genome,
 )
 from .records import TrialContext, fidelity_of, rescore_round
+from .settings import SamplerSettings
 from .storage_io import trial_context
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "fidelity_of",
     "lr_multiplier",
     "rescore_round",
+    "SamplerSettings",
     "search_space",
     "suggest_genome",
     "synthetic",

@@ -262,6 +262,33 @@ def resolve_elites(parents: Sequence[Individual], elite_size: int,
     return elites
 
 
+@dataclass(frozen=True)
+class Selection:
+    """BioTune's selection strategy: the population entering each generation (elitism with
+    elite local search, generational replacement, extinction probabilities) and the mating
+    pool a child's parents are drawn from."""
+
+    population_size: int
+    elite_size: int
+    pair_mean: bool = False
+    extinction_after_init: bool = False
+
+    def initial(self, generation: Generation, ideal: float | None) -> list[Individual]:
+        population = initial_population(generation, self.population_size)
+        if self.extinction_after_init:
+            update_extinction(population, ideal)
+        return population
+
+    def next(self, parents: Sequence[Individual], generation: Generation,
+             ideal: float | None) -> list[Individual]:
+        return next_population(parents, generation, self.population_size, self.elite_size,
+                               ideal, self.pair_mean)
+
+    def mating_pool(self, parents: Sequence[Individual],
+                    generation: Generation) -> list[Individual]:
+        return mating_pool(parents, self.elite_size, generation, self.pair_mean)
+
+
 def initial_population(generation: Generation, population_size: int) -> list[Individual]:
     return [Individual(i.trial, i.genes, i.fitness)
             for i in sort_population(generation.newcomers)[:population_size]]

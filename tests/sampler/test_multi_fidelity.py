@@ -119,7 +119,7 @@ def test_parallel_threads_never_promote_an_elite_twice():
 
 
 def test_multi_fidelity_needs_an_elite_to_promote():
-    with pytest.raises(ValueError, match="elite size must be at least 1"):
+    with pytest.raises(ValueError, match="elite_size must be at least 1"):
         BioTuneSampler(4, 0, multi_fidelity=True)
 
 

@@ -297,9 +297,9 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("population, elite, rate, message", [
-    (2, 1, 0.25, "population size must be at least 3"),
-    (5, 5, 0.25, "elite size must be between 0 and population size - 1"),
-    (5, 1, 0.0, "exploration rate must be in"),
+    (2, 1, 0.25, "population_size must be at least 3"),
+    (5, 5, 0.25, "elite_size must be between 0 and population_size - 1"),
+    (5, 1, 0.0, "exploration_rate must be in"),
 ])
 def test_bad_settings_give_one_line_errors(population, elite, rate, message):
     with pytest.raises(ValueError, match=message):
@@ -309,8 +309,8 @@ def test_bad_settings_give_one_line_errors(population, elite, rate, message):
 def test_the_old_positional_arguments_still_work_with_a_warning():
     with pytest.warns(FutureWarning, match="by keyword"):
         old = BioTuneSampler(6, 2, 0.1, None, 7)
-    assert old.settings() == BioTuneSampler(6, 2, exploration_rate=0.1, threshold_param=None,
-                                            seed=7).settings()
+    assert old.settings == BioTuneSampler(6, 2, exploration_rate=0.1, threshold_param=None,
+                                          seed=7).settings
     with pytest.raises(TypeError, match="by keyword"):
         BioTuneSampler(6, 2, 0.1, None, 7, {})
 
