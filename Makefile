@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 MIN_OPTUNA := 4.2.0
 MIN_VENV := .venv-min-optuna
 
-.PHONY: install system-deps data demo test benchmark clean-venv
+.PHONY: install system-deps data demo test test-quick benchmark clean-venv
 
 $(BIN)/biotune-optuna: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test: install system-deps data $(MIN_VENV)/bin/pytest
 	$(BIN)/python -m pytest -q
 	PYTHONPATH=. $(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/sampler \
 	  --ignore tests/sampler/test_optuna_contract.py
+
+# the quick lane, for every change (under 3 minutes): what trains no real model and starts
+# no process or server; `make test` runs these and the slow ones
+test-quick: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the search's
 # cost, the transfer tasks, the baselines with tuned rates, three protocol variants, the

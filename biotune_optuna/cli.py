@@ -35,9 +35,10 @@ from biotune_optuna.app.config import (
     refuse_unused,
     spec_of,
 )
-from biotune_optuna.app.storage import StorageError, open_storage
-from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked, scrubbed
+from biotune_optuna.app.storage import StorageError, describe_failure, open_storage
+from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, scrubbed
 from biotune_optuna.app.studies import (
+    config_for_baseline,
     existing_study,
     load_searched_study,
     load_study,
@@ -141,13 +142,18 @@ def _config_from_args(args: argparse.Namespace, stored: dict | None = None) -> S
     """Defaults, then a stored study's configuration (resuming needs no option but the
     study's name and storage), then the TOML file, then the flags."""
     toml = load_toml(args.config) if args.config else {}
-    flags = {f.name: getattr(args, f.name, None) for f in fields(SearchConfig)}
+    flags = _flags(args)
     flags["storage"] = flags["storage"] or from_environment()
     config = make_config({**(stored or {}), **toml}, flags)
     if hasattr(args, "sampler"):  # compare runs every sampler it is given
         refuse_unused({**toml, **{k: v for k, v in flags.items() if v is not None}},
                       config.sampler)
     return config
+
+
+def _flags(args: argparse.Namespace) -> dict:
+    """Each SearchConfig option as given on the command line (None: not given)."""
+    return {f.name: getattr(args, f.name, None) for f in fields(SearchConfig)}
 
 
 def _existing_study(args: argparse.Namespace) -> optuna.Study | None:
@@ -241,79 +247,22 @@ def cmd_train_best(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve optuna-dashboard on the study's storage."""
-    from optuna_dashboard import run_server
+    from biotune_optuna.app.dashboard import serve
 
-    from biotune_optuna.app.dashboard import artifact_store_for
-
-    url = _storage_url(args)
-    storage = open_storage(url, heartbeat=None, create=False)
-    if not _is_loopback(args.host):
-        print(f"biotune-optuna: warning: optuna-dashboard has no authentication; anyone who "
-              f"can reach {args.host}:{args.port} can read and change the studies",
-              file=sys.stderr)
-    _check_listening(args.host, args.port)
-    # A server has nothing to save: SIGTERM ends it at once (raised as KeyboardInterrupt
-    # it could land inside the server's start-up, which swallows it and serves on).
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    print(f"optuna-dashboard on http://{args.host}:{args.port} for {masked(url)} (Ctrl-C "
-          "stops it)")
-    run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store_for(url))
+    serve(_storage_url(args), args.host, args.port)
     return 0
-
-
-def _check_listening(host: str, port: int) -> None:
-    """Refuse a port that is taken or not permitted before the server says it listens."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise ConfigError(f"--host {host} is not an address of this machine ({error.strerror})"
-                          ) from None
-    family, kind, _, _, address = infos[0]
-    with socket.socket(family, kind) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as error:
-            raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror}); pick another "
-                              "--port (or --host)") from None
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Write the analysis plots as PNG files and attach them to the study in
     optuna-dashboard, with a note (configuration, best plan, how to reproduce)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    from biotune_optuna.analysis import plot_all
-    from biotune_optuna.app.dashboard import publish
+    from biotune_optuna.app.plots import plot_study
 
     study = _load_searched_study(args)
-    if not contents.ranked_plans(study):  # nothing to draw: no empty plots are written
-        from biotune_optuna.app.export import no_plan
-
-        raise ConfigError(no_plan(study))
-    groups: dict[str, list[optuna.Study]] = {}
-    others = [n for n in str(args.compare or "").replace(",", " ").split() if n]
-    for other in [study, *(_load_study(argparse.Namespace(**{**vars(args), "study_name": n}))
-                           for n in others)]:
-        label = contents.config(other).get("sampler", other.study_name)
-        groups.setdefault(label, []).append(other)
-    paths = plot_all(study, args.out, compare=groups)
-    if args.dashboard:
-        publish(study, _storage_url(args), paths)
+    others = [_load_study(argparse.Namespace(**{**vars(args), "study_name": name}))
+              for name in str(args.compare or "").replace(",", " ").split() if name]
+    paths = plot_study(study, others, args.out,
+                       publish_to=_storage_url(args) if args.dashboard else None)
     for path in paths:
         print(path)
     return 0
@@ -418,21 +367,7 @@ def _baseline_config(args: argparse.Namespace) -> SearchConfig:
     with like), else the options given."""
     if not args.study_name:
         return _config_from_args(args)
-    study = _load_study(args)
-    stored = stored_options(study)
-    if not stored:
-        raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
-                          "leave out --study-name and give the task's options")
-    given = [flag(f.name) for f in fields(SearchConfig) if spec_of(f).group in
-             ("task", "training") and getattr(args, f.name, None) is not None]
-    if given or args.config:
-        drop = ", ".join(given) or "--config"
-        raise ConfigError(f"baseline trains on the task and protocol of study "
-                          f"{study.study_name!r}; drop {drop} (or leave out --study-name to "
-                          "give them)")
-    runtime = {f.name: getattr(args, f.name) for f in fields(SearchConfig)
-               if spec_of(f).group == "run" and getattr(args, f.name, None) is not None}
-    return make_config(stored, {"study_name": study.study_name, **runtime})
+    return config_for_baseline(_load_study(args), _flags(args), args.config)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -451,16 +386,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_studies(args: argparse.Namespace) -> int:
     """List the studies in a storage."""
-    storage = open_storage(_storage_url(args), heartbeat=None, create=False)
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
-    if not summaries:
-        print("no studies")
-    for s in summaries:
-        config = contents.config(s)
-        best = f"{s.best_trial.value:.4f}" if s.best_trial else "-"
-        print(f"{s.study_name:<28} {s.n_trials:>5} trials  best {best:<8} "
-              f"{config.get('sampler', '?'):<8} {config.get('model', '?')} on "
-              f"{config.get('dataset', '?')}")
+    from biotune_optuna.app.reports import studies_listing
+
+    print(studies_listing(open_storage(_storage_url(args), heartbeat=None, create=False)))
     return 0
 
 
@@ -640,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 0
     except Exception as error:  # a failure while running
-        problem = _storage_failure(error, url or _default_storage(args))
+        problem = describe_failure(error, url or _default_storage(args))
         if problem:
             print(f"biotune-optuna: error: {scrubbed(problem, url)}", file=sys.stderr)
         else:  # a bug: the traceback, without the storage's secrets
@@ -655,30 +583,6 @@ def _default_storage(args: argparse.Namespace) -> str | None:
         return None
 
 
-def _storage_failure(error: BaseException, url: str | None) -> str | None:
-    """One line for a storage that failed under a running command (a file deleted or made
-    read-only meanwhile, a lost database server), None for anything else."""
-    from biotune_optuna.app.storage_urls import storage_file
-
-    file = storage_file(url) if url else None
-    if file is not None and not file.exists():
-        return (f"the storage file {file} disappeared while the command ran; what it wrote "
-                "before is lost with it (restore the file, or start again)")
-    chain, seen = [], error
-    while seen is not None:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    try:
-        from sqlalchemy.exc import OperationalError
-    except ImportError:  # pragma: no cover
-        return None
-    failed = next((e for e in chain if isinstance(e, OperationalError)), None)
-    if failed is None:
-        return None
-    detail = str(failed.orig) if getattr(failed, "orig", None) else str(failed).splitlines()[0]
-    where = masked(url) if url else "the storage"
-    return (f"the storage {where} failed while the command ran ({detail}); check that it can "
-            "be written (permissions, disk space, the server) and run the command again")
 
 
 if __name__ == "__main__":

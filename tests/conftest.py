@@ -1,8 +1,14 @@
-"""Shared fixtures: the command line in a subprocess, and a real PostgreSQL server."""
+"""Shared fixtures: the command line (in this process, or in a subprocess where a real
+process is the point: signals, exit on interrupt, start-up, workers), and a real PostgreSQL
+server."""
 
+import contextlib
 import glob
+import io
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,8 +30,63 @@ def run_cli(*args, cwd, timeout=600, check=False, env=None):
     return result
 
 
+def call_main(*args, cwd, timeout=None, check=False, env=None):
+    """``biotune-optuna ARGS`` through ``main(argv)`` in this process (no interpreter and
+    torch start-up per call), with the process state it changes restored; the result has a
+    subprocess's ``returncode``, ``stdout`` and ``stderr``."""
+    import optuna
+
+    from biotune_optuna.cli import main
+
+    root = logging.getLogger()
+    saved = (os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGTERM),
+             list(root.handlers), root.level, optuna.logging.get_verbosity(),
+             _torch_threads())
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.chdir(cwd)
+        os.environ.update(env or {})
+        root.handlers = []  # as in a fresh process: main's basicConfig writes to ``err``
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(map(str, args)))
+            except SystemExit as stop:  # argparse: --help, usage errors
+                code = stop.code if isinstance(stop.code, int) else 2
+    finally:
+        cwd_before, env_before, term, handlers, level, verbosity, threads = saved
+        os.chdir(cwd_before)
+        os.environ.clear()
+        os.environ.update(env_before)
+        signal.signal(signal.SIGTERM, term)
+        root.handlers, root.level = handlers, level
+        optuna.logging.set_verbosity(verbosity)
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
+    result = subprocess.CompletedProcess(["biotune-optuna", *map(str, args)], code,
+                                         out.getvalue(), err.getvalue())
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _torch_threads():
+    """torch's thread count when torch is loaded (a command may change it), else None."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 @pytest.fixture
 def cli(tmp_path):
+    """The command in this process, in ``tmp_path`` unless told ``cwd``."""
+    def call(*args, **kwargs):
+        kwargs.setdefault("cwd", tmp_path)
+        return call_main(*args, **kwargs)
+    return call
+
+
+@pytest.fixture
+def cli_process(tmp_path):
+    """The command in a subprocess, the way a user starts it."""
     def call(*args, **kwargs):
         kwargs.setdefault("cwd", tmp_path)
         return run_cli(*args, **kwargs)

@@ -51,6 +51,7 @@ def imported(tree, top_level_only=False):
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
+@pytest.mark.slow
 def test_each_layer_imports_only_what_it_may(layer):
     wrong = []
     for name, tree in modules():
@@ -64,6 +65,7 @@ def test_each_layer_imports_only_what_it_may(layer):
     assert not wrong
 
 
+@pytest.mark.slow
 def test_no_import_cycle_between_modules():
     graph = {}
     names = {name for name, _ in modules()}
@@ -213,6 +215,7 @@ def test_optunahub_loads_the_sampler_folder_with_nothing_outside_it(tmp_path):
         assert field in front, field
 
 
+@pytest.mark.slow
 def test_sampler_tests_need_no_torch():
     blocker = ("import sys, pytest; sys.modules.update(torch=None, torchvision=None); "
                "sys.exit(pytest.main(['-q', '--collect-only', '-p', 'no:cacheprovider', "

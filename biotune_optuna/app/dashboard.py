@@ -4,6 +4,8 @@ reproduce) and its plots as artifacts, through optuna-dashboard's own APIs."""
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -14,7 +16,9 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from biotune_optuna import contents
 from biotune_optuna.analysis._table import surrogate_quality
+from biotune_optuna.app.config import ConfigError
 from biotune_optuna.app.optuna_internals import set_study_attr
+from biotune_optuna.app.storage import open_storage
 from biotune_optuna.app.storage_urls import ENV_VAR, has_secret, masked, storage_file
 
 
@@ -140,3 +144,48 @@ def publish(study: optuna.Study, storage_url: str, files: Sequence[Path] = ()) -
 def artifacts(study: optuna.Study) -> list[dict]:
     """The study's live artifacts' metadata (deleted ones skipped)."""
     return list(contents.artifacts(study).values())
+
+def serve(url: str, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the storage at ``url`` until Ctrl-C (or SIGTERM)."""
+    from optuna_dashboard import run_server
+
+    storage = open_storage(url, heartbeat=None, create=False)
+    if not _is_loopback(host):
+        print(f"biotune-optuna: warning: optuna-dashboard has no authentication; anyone who "
+              f"can reach {host}:{port} can read and change the studies", file=sys.stderr)
+    _check_listening(host, port)
+    # A server has nothing to save: SIGTERM ends it at once (raised as KeyboardInterrupt
+    # it could land inside the server's start-up, which swallows it and serves on).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    print(f"optuna-dashboard on http://{host}:{port} for {masked(url)} (Ctrl-C stops it)")
+    run_server(storage, host=host, port=port, artifact_store=artifact_store_for(url))
+
+
+def _check_listening(host: str, port: int) -> None:
+    """Refuse a port that is taken or not permitted before the server says it listens."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ConfigError(f"--host {host} is not an address of this machine ({error.strerror})"
+                          ) from None
+    family, kind, _, _, address = infos[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror}); pick another "
+                              "--port (or --host)") from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -87,3 +87,16 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def studies_listing(storage) -> str:
+    """One line per study in ``storage``: trials, best value, sampler, model and dataset."""
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    lines = []
+    for s in summaries:
+        config = contents.config(s)
+        best = f"{s.best_trial.value:.4f}" if s.best_trial else "-"
+        lines.append(f"{s.study_name:<28} {s.n_trials:>5} trials  best {best:<8} "
+                     f"{config.get('sampler', '?'):<8} {config.get('model', '?')} on "
+                     f"{config.get('dataset', '?')}")
+    return "\n".join(lines) or "no studies"

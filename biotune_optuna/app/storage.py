@@ -136,3 +136,27 @@ def _lost_creation_race(error: Exception) -> bool:
     return isinstance(error, sqlalchemy.exc.IntegrityError) or (
         isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError))
         and ("already exists" in message or "database is locked" in message))
+
+
+def describe_failure(error: BaseException, url: str | None) -> str | None:
+    """One line for a storage that failed under a running command (a file deleted or made
+    read-only meanwhile, a lost database server), None for anything else."""
+    file = storage_file(url) if url else None
+    if file is not None and not file.exists():
+        return (f"the storage file {file} disappeared while the command ran; what it wrote "
+                "before is lost with it (restore the file, or start again)")
+    chain, seen = [], error
+    while seen is not None:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # pragma: no cover
+        return None
+    failed = next((e for e in chain if isinstance(e, OperationalError)), None)
+    if failed is None:
+        return None
+    detail = str(failed.orig) if getattr(failed, "orig", None) else str(failed).splitlines()[0]
+    where = masked(url) if url else "the storage"
+    return (f"the storage {where} failed while the command ran ({detail}); check that it can "
+            "be written (permissions, disk space, the server) and run the command again")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 import optuna
@@ -16,6 +17,9 @@ from biotune_optuna.app.config import (
     ConfigError,
     SearchConfig,
     differences,
+    flag,
+    make_config,
+    spec_of,
     with_legacy_options,
 )
 from biotune_optuna.app.fidelity import rung_pruner
@@ -236,3 +240,24 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
     except ConfigError as error:
         logger.debug("study %s keeps no configuration: %s", study.study_name, error)
         return None
+
+
+def config_for_baseline(study: optuna.Study, flags: dict[str, Any],
+                        config_file: str | None) -> SearchConfig:
+    """The task, splits and training protocol of a study made by ``search`` (so its
+    baselines compare like with like), with the run options among ``flags`` (each option as
+    given, None when not); task or training options, or a TOML file, are refused."""
+    stored = stored_options(study)
+    if not stored:
+        raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
+                          "leave out --study-name and give the task's options")
+    given = [flag(f.name) for f in fields(SearchConfig) if spec_of(f).group in
+             ("task", "training") and flags.get(f.name) is not None]
+    if given or config_file:
+        drop = ", ".join(given) or "--config"
+        raise ConfigError(f"baseline trains on the task and protocol of study "
+                          f"{study.study_name!r}; drop {drop} (or leave out --study-name to "
+                          "give them)")
+    runtime = {f.name: flags[f.name] for f in fields(SearchConfig)
+               if spec_of(f).group == "run" and flags.get(f.name) is not None}
+    return make_config(stored, {"study_name": study.study_name, **runtime})

@@ -40,6 +40,7 @@ def load(storage):
     return optuna.load_study(study_name="k", storage=storage)
 
 
+@pytest.mark.slow
 def test_trial_table_matches_the_study(searched):
     study = load(searched[1])
     table = analysis.trial_table(study)
@@ -70,6 +71,7 @@ def test_pareto_plot_shows_validation_before_the_trainable_penalty(searched):
     assert "before the penalty 0.5" in ax.get_ylabel()
 
 
+@pytest.mark.slow
 def test_plot_command_writes_every_plot_and_attaches_them(searched):
     folder, storage = searched
     result = run_cli("plot", "--storage", storage, "--study-name", "k", "--out", "plots",
@@ -165,6 +167,7 @@ def get_json(url):
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study_its_trials_and_note(dashboard, searched):
     studies = get_json(dashboard + "/api/studies")["study_summaries"]
     assert [s["study_name"] for s in studies] == ["k"]
@@ -183,6 +186,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package "
                     "chromium; make test installs it)")
+@pytest.mark.slow
 def test_dashboard_renders_in_headless_chromium(dashboard, tmp_path):
     shot = tmp_path / "dashboard.png"
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -210,6 +214,7 @@ def test_notebooks_are_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_notebooks_run_clean(path, searched):
     from nbclient import NotebookClient
 

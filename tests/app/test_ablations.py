@@ -19,6 +19,7 @@ def exported(cli, storage, name):
 
 
 @pytest.mark.parametrize("variant", ["freeze-only", "lr-only"])
+@pytest.mark.slow
 def test_a_genome_variant_is_searched_resumed_and_exported_as_it_says(cli, tmp_path, variant):
     storage = f"sqlite:///{tmp_path}/v.db"
     cli("search", "--study-name", "v", "--storage", storage, "--genome", variant, *TINY,
@@ -40,6 +41,7 @@ def test_a_genome_variant_is_searched_resumed_and_exported_as_it_says(cli, tmp_p
                        "full", *TINY, "--trials", "7"), "genome")
 
 
+@pytest.mark.slow
 def test_operator_ablations_are_stored_and_refused_for_other_samplers(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/o.db"
     cli("search", "--study-name", "o", "--storage", storage, "--no-mutation",
@@ -53,6 +55,7 @@ def test_operator_ablations_are_stored_and_refused_for_other_samplers(cli, tmp_p
                    "--mutation applies to the biotune sampler only")
 
 
+@pytest.mark.slow
 def test_compare_runs_variants_side_by_side(cli, tmp_path):
     result = cli("compare", "--study-name", "abl", "--storage", f"sqlite:///{tmp_path}/c.db",
                  "--variants", "full,freeze-only,no-mutation", "--seeds", "0", "--trials", "4",

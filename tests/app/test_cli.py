@@ -41,6 +41,7 @@ def slots_filled(study):
     return latest
 
 
+@pytest.mark.slow
 def test_the_issue_example_runs_offline_and_resumes(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     first = cli(*SEARCH, "--storage", storage, "-q", check=True)
@@ -53,6 +54,7 @@ def test_the_issue_example_runs_offline_and_resumes(cli, tmp_path):
     assert len(load(storage).trials) == 16
 
 
+@pytest.mark.slow
 def test_a_multi_fidelity_search_spends_its_compute_budget_and_resumes_with_it(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/m.db"
     argv = ["search", "--study-name", "m", "--storage", storage, "--model", "tiny",
@@ -74,6 +76,7 @@ def test_a_multi_fidelity_search_spends_its_compute_budget_and_resumes_with_it(c
     assert contents.compute_spent(load(storage, "m").trials).epochs >= 40
 
 
+@pytest.mark.slow
 def test_inspection_commands(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     cli(*SEARCH, "--storage", storage, "-q", check=True)
@@ -100,6 +103,7 @@ def test_inspection_commands(cli, tmp_path):
     assert (tmp_path / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_options_from_a_toml_file_with_flags_on_top(cli, tmp_path):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "small.toml").write_text(
@@ -140,6 +144,7 @@ def start_worker(tmp_path, storage):
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli, tmp_path):
     db = tmp_path / "k.db"
     worker = start_worker(tmp_path, f"sqlite:///{db}")
@@ -165,6 +170,7 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli,
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
     db = tmp_path / "k.db"
     worker = start_worker(tmp_path, f"sqlite:///{db}")
@@ -184,6 +190,7 @@ def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
     assert all(t.state.name == "COMPLETE" for t in latest.values())
 
 
+@pytest.mark.slow
 def test_two_workers_started_together_on_a_new_sqlite_file_fill_the_budget_exactly(cli, tmp_path):
     command = [sys.executable, "-m", "biotune_optuna.cli", *SEARCH, "--storage",
                f"sqlite:///{tmp_path}/k.db", "-q"]
@@ -198,6 +205,7 @@ def test_two_workers_started_together_on_a_new_sqlite_file_fill_the_budget_exact
     assert "remaining: 0 of 12 trials" in status.stdout
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     command = [sys.executable, "-m", "biotune_optuna.cli", "search", "--study-name", "pg",
                "--storage", postgres_url, "--dataset", "digits", "--model", "tiny",
@@ -223,6 +231,7 @@ def one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_one_line_errors(cli, tmp_path):
     base = ["search", "--model", "tiny", "--trials", "1", "--epochs", "1", "-q"]
     (tmp_path / "notes.db").write_text("these are notes, not a database")
@@ -249,6 +258,7 @@ def test_bad_inputs_get_one_line_errors(cli, tmp_path):
                        "--study-name", "x"), "no study named 'x'")
 
 
+@pytest.mark.slow
 def test_resuming_with_other_settings_names_the_differences(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     cli(*SEARCH, "--storage", storage, "-q", check=True)
@@ -257,6 +267,7 @@ def test_resuming_with_other_settings_names_the_differences(cli, tmp_path):
     assert len(load(storage).trials) == 12
 
 
+@pytest.mark.slow
 def test_a_study_from_before_train_head_resumes_with_the_paper_genome(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     cli(*search(trials=4), "--storage", storage, "--no-train-head", "-q", check=True)
@@ -276,6 +287,7 @@ def test_a_study_from_before_train_head_resumes_with_the_paper_genome(cli, tmp_p
     assert legacy.train_head is False and legacy.trainable_penalty == 0.0
 
 
+@pytest.mark.slow
 def test_trainable_penalty_is_part_of_the_study(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     cli(*search(trials=4), "--storage", storage, "--trainable-penalty", "0.2", "-q", check=True)
@@ -289,6 +301,7 @@ def test_trainable_penalty_is_part_of_the_study(cli, tmp_path):
                    "--trainable-penalty must be a non-negative number")
 
 
+@pytest.mark.slow
 def test_help_has_examples_for_every_command(cli):
     for command in ("search", "status", "best", "export", "train-best", "dashboard",
                     "studies", "demo"):
@@ -355,6 +368,7 @@ def test_more_bad_inputs_get_one_line_errors(capsys, tmp_path, monkeypatch, argv
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
 
 
+@pytest.mark.slow
 def test_a_journal_url_names_a_file_as_sqlite_urls_do(cli, tmp_path):
     """journal:///studies/k.log is studies/k.log under the current folder (SQLAlchemy's
     convention for SQLite); journal:////abs/k.log an absolute path."""
@@ -375,6 +389,7 @@ def test_a_short_password_does_not_mangle_the_error(capsys):
     assert code == 2 and "cannot open storage postgresql://u:***@127.0.0.1:1/x" in err[0], err
 
 
+@pytest.mark.slow
 def test_a_noise_aware_search_from_the_command_line(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     cli(*search(trials=8, population=3, elite=1), "--rescore-elites", "--elite-pair-mean",

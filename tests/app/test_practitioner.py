@@ -34,6 +34,7 @@ def image_folder(root, per_class):
     return root
 
 
+@pytest.mark.slow
 def test_a_torchvision_model_starts_pretrained_or_says_it_does_not(cli, tmp_path):
     offline = search(cli, tmp_path, "--model", "resnet18", "--image-size", "32", *QUICK)
     one_line_error(offline, "cannot fetch weights DEFAULT for resnet18", "--weights none")
@@ -42,6 +43,7 @@ def test_a_torchvision_model_starts_pretrained_or_says_it_does_not(cli, tmp_path
     assert "resnet18 starts from random weights (--weights none)" in random.stderr
 
 
+@pytest.mark.slow
 def test_few_trials_for_the_population_are_called_random_search(cli, tmp_path):
     result = search(cli, tmp_path, "--model", "tiny", "--trials", "6", "--epochs", "1", "-q",
                     check=True)
@@ -49,6 +51,7 @@ def test_few_trials_for_the_population_are_called_random_search(cli, tmp_path):
     assert "random search" in result.stderr
 
 
+@pytest.mark.slow
 def test_own_data_is_used_as_asked_and_too_small_folders_are_refused(cli, tmp_path):
     folder = image_folder(tmp_path / "mine", per_class=40)
     cut = search(cli, tmp_path, "--model", "tiny", "--dataset", folder, *QUICK, check=True)
@@ -63,6 +66,7 @@ def test_own_data_is_used_as_asked_and_too_small_folders_are_refused(cli, tmp_pa
                           name="s"), "leave none to test", "--shots all")
 
 
+@pytest.mark.slow
 def test_a_dataset_named_relative_or_absolute_is_the_same_on_resume(cli, tmp_path):
     image_folder(tmp_path / "mine", per_class=25)
     options = ["--model", "tiny", "--shots", "5", "--epochs", "1", "--population", "3",
@@ -76,6 +80,7 @@ def test_a_dataset_named_relative_or_absolute_is_the_same_on_resume(cli, tmp_pat
     assert study.user_attrs["biotune_optuna:config"]["dataset"] == str(tmp_path / "mine")
 
 
+@pytest.mark.slow
 def test_a_csv_with_a_stray_label_names_the_row(cli, tmp_path):
     image_folder(tmp_path / "mine", per_class=25)
     rows = [(f"mine/class{c}/{i}.png", str(c)) for c in range(3) for i in range(25)]
@@ -89,6 +94,7 @@ def test_a_csv_with_a_stray_label_names_the_row(cli, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+@pytest.mark.slow
 def test_an_unusable_device_is_refused_before_any_trial(cli, tmp_path):
     one_line_error(search(cli, tmp_path, "--model", "tiny", "--device", "cuda", *QUICK),
                    "CUDA is not available", "--device cpu")
@@ -97,6 +103,7 @@ def test_an_unusable_device_is_refused_before_any_trial(cli, tmp_path):
     assert not (tmp_path / "p.db").exists()
 
 
+@pytest.mark.slow
 def test_baselines_train_on_a_named_study_and_refuse_what_they_do_not_use(cli, tmp_path):
     search(cli, tmp_path, "--model", "tiny", "--shots", "5", *QUICK, check=True)
     storage = ["--storage", f"sqlite:///{tmp_path}/p.db"]
@@ -110,6 +117,7 @@ def test_baselines_train_on_a_named_study_and_refuse_what_they_do_not_use(cli, t
     one_line_error(cli("compare", "--sampler", "tpe"), "unrecognized arguments: --sampler")
 
 
+@pytest.mark.slow
 def test_help_shows_defaults_and_every_option_explains_itself(cli):
     text = cli("search", "--help", check=True).stdout
     assert "(default: 30)" in text and "(default: 10)" in text and "(default: 96)" in text

@@ -17,6 +17,7 @@ from biotune_optuna.app.config import ConfigError, SearchConfig, load_toml
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.reports import busy_seconds
 from biotune_optuna.app.runner import Budget
+from biotune_optuna.app.storage import describe_failure
 from biotune_optuna.sampler.records import RECORD, RETRY_OF
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -59,6 +60,7 @@ def test_a_study_name_that_is_not_a_file_name_is_refused(name):
     assert contents.file_name(name) not in ("", ".", "..") and "/" not in contents.file_name(name)
 
 
+@pytest.mark.slow
 def test_a_study_whose_trials_all_failed_says_so_and_why(tmp_path):
     storage = f"sqlite:///{tmp_path}/f.db"
     study = optuna.create_study(study_name="f", storage=storage)
@@ -143,7 +145,7 @@ def test_time_waiting_for_a_dead_worker_is_not_searching():
 
 def test_a_storage_that_fails_under_a_command_is_one_line(tmp_path):
     missing = tmp_path / "gone.db"
-    assert "disappeared while the command ran" in cli._storage_failure(
+    assert "disappeared while the command ran" in describe_failure(
         AssertionError("Should not reach"), f"sqlite:///{missing}")
     (tmp_path / "ro.db").touch()
     try:
@@ -153,9 +155,9 @@ def test_a_storage_that_fails_under_a_command_is_one_line(tmp_path):
         from sqlalchemy.exc import OperationalError
 
         wrapped = OperationalError("create table t", {}, error)
-        message = cli._storage_failure(wrapped, f"sqlite:///{tmp_path / 'ro.db'}")
+        message = describe_failure(wrapped, f"sqlite:///{tmp_path / 'ro.db'}")
         assert "failed while the command ran (attempt to write a readonly database)" in message
-    assert cli._storage_failure(ValueError("a bug"), f"sqlite:///{tmp_path / 'ro.db'}") is None
+    assert describe_failure(ValueError("a bug"), f"sqlite:///{tmp_path / 'ro.db'}") is None
 
 
 def test_a_taken_port_is_refused_before_the_server_starts(tmp_path):

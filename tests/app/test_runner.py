@@ -17,6 +17,7 @@ from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.sampler.genome import decode, encode
 
 
+@pytest.mark.slow
 def test_a_trial_dead_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path}/o.db", heartbeat=1, grace=2)
     study = optuna.create_study(storage=storage, study_name="o")

@@ -49,6 +49,7 @@ def no_secret(result):
     return result
 
 
+@pytest.mark.slow
 def test_a_refused_connection_fails_in_one_line_without_the_password(cli):
     result = no_secret(cli("search", "--storage", f"postgresql://alice:{SECRET}@127.0.0.1:1/x",
                            "--model", "tiny", "--trials", "1", "-q"))
@@ -80,6 +81,7 @@ def test_a_study_on_postgresql_with_a_password_holds_and_shows_it_nowhere(
     assert artifacts and not any(SECRET.encode() in p.read_bytes() for p in artifacts)
 
 
+@pytest.mark.slow
 def test_dashboard_warns_when_reachable_from_other_machines(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -108,6 +108,7 @@ def test_lora_trains_adapters_and_head_only(task):
     assert run.test is not None
 
 
+@pytest.mark.slow
 def test_baseline_command_runs_every_method(cli, tmp_path):
     result = cli("baseline", "--model", "tiny", "--dataset", "digits", "--epochs", "1",
                  "--method", "full,linear,l2sp,l1sp,autorgn,lora", "--seeds", "0,1",
@@ -132,6 +133,7 @@ def test_tune_base_lr_keeps_the_rate_with_the_best_validation(task):
     assert scores[1e-2] == pytest.approx(np.mean([r.value for r in again.runs]))
 
 
+@pytest.mark.slow
 def test_baseline_command_tunes_the_learning_rate_on_other_seeds(cli, tmp_path):
     result = cli("baseline", "--model", "tiny", "--epochs", "1", "--method", "full",
                  "--seeds", "0", "--tune-lr", "1e-7,1e-2", "--out", tmp_path / "b.json",
@@ -145,6 +147,7 @@ def test_baseline_command_tunes_the_learning_rate_on_other_seeds(cli, tmp_path):
     assert bad.returncode == 2 and "expected positive learning rates" in bad.stderr
 
 
+@pytest.mark.slow
 def test_unknown_baseline_is_a_one_line_error(cli):
     result = cli("baseline", "--model", "tiny", "--method", "dropout")
     assert result.returncode == 2 and "--method has unknown name 'dropout'" in result.stderr
@@ -155,6 +158,7 @@ def spent(study, last=None):
     return contents.compute_spent(study.get_trials(deepcopy=False)[:last]).epochs
 
 
+@pytest.mark.slow
 def test_compare_command_runs_every_sampler_and_seed_at_equal_compute(cli, tmp_path):
     result = cli("compare", "--study-name", "c", "--model", "tiny", "--epochs", "2",
                  "--samplers", "biotune,tpe,random", "--seeds", "0,1", "--trials", "7",
@@ -180,6 +184,7 @@ def test_compare_command_runs_every_sampler_and_seed_at_equal_compute(cli, tmp_p
     assert len(study.trials) == 3 + 5
 
 
+@pytest.mark.slow
 def test_compare_under_multi_fidelity_prunes_the_others_from_the_same_first_rung(cli, tmp_path):
     cli("compare", "--study-name", "m", "--model", "tiny", "--epochs", "3", "--low-epochs",
         "1", "--multi-fidelity", "--samplers", "biotune,tpe", "--seeds", "0",

@@ -21,6 +21,7 @@ def build(name):
 
 
 @pytest.mark.parametrize("name, n_blocks", FAMILIES.items())
+@pytest.mark.slow
 def test_family_partitions_cover_every_parameter_once(name, n_blocks):
     model = build(name)
     blocks = partition(model)
@@ -57,6 +58,7 @@ def test_densenet121_matches_the_paper_table_with_norm5_in_the_head():
     assert blocks[-1].modules == ("features.norm5", "classifier")
 
 
+@pytest.mark.slow
 def test_vgg19_and_inception_match_the_paper_tables():
     vgg = build("vgg19")
     assert index_ranges(vgg, partition(vgg)) == [(0, 3), (4, 7), (8, 15), (16, 23), (24, 31),

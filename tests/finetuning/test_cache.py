@@ -35,6 +35,7 @@ def assert_same_runs(task, plan, config, seed=3):
 
 
 @pytest.mark.parametrize("model", ["tiny", "small"])
+@pytest.mark.slow
 def test_cached_runs_equal_plain_runs_for_every_frozen_depth(model):
     task = build_task(model, "digits", shots=10, split_seed=0)
     config = TrainConfig(epochs=4, patience=4)
@@ -44,6 +45,7 @@ def test_cached_runs_equal_plain_runs_for_every_frozen_depth(model):
     assert task.activation_cache.hits > 0
 
 
+@pytest.mark.slow
 def test_a_torchvision_resnet_and_a_deeper_prefix_reuse_the_cache():
     task = build_task("small", "digits", shots=5, split_seed=1)
     with torch.random.fork_rng():
@@ -60,6 +62,7 @@ def test_a_torchvision_resnet_and_a_deeper_prefix_reuse_the_cache():
     assert task.activation_cache.misses > misses
 
 
+@pytest.mark.slow
 def test_models_that_are_not_a_chain_and_random_prefixes_take_the_plain_path():
     densenet = torchvision.models.densenet121(num_classes=3)
     assert stages(densenet, partition(densenet)) is None

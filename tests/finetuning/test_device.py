@@ -78,6 +78,7 @@ def test_channels_last_computes_what_contiguous_computes(task):
                for g, g_cl in zip(grads, grads_cl))
 
 
+@pytest.mark.slow
 def test_frozen_blocks_under_a_gradient_scaler_stay_frozen_and_the_rest_learns(task):
     """float16 autocast with CUDA's scaler path (GradScaler on the CPU stands in): the
     scaler must unscale and step only the trained blocks."""
@@ -124,6 +125,7 @@ def test_images_go_to_the_device_once_and_are_batched_there(task):
     assert data.resident(CPU)[0] is data.images  # the host needs no copy
 
 
+@pytest.mark.slow
 def test_the_device_check_runs_in_its_reduced_mode(tmp_path):
     out = tmp_path / "device.json"
     result = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "--smoke",

@@ -81,6 +81,7 @@ def build():
 '''
 
 
+@pytest.mark.slow
 def test_a_factory_and_its_checkpoint_rebuild_the_task_from_a_command_line(tmp_path, cli):
     (tmp_path / "mynet.py").write_text(FACTORY)
     sys.path.insert(0, str(tmp_path))
@@ -119,6 +120,7 @@ def test_timm_models_are_partitioned_by_their_own_stages(tmp_path):
     assert 0 <= fine_tune(task, plan, TrainConfig(epochs=1), seed=0).value <= 1
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs(tmp_path):
     import re
     import subprocess

@@ -178,6 +178,7 @@ def test_folds_rotate_with_the_generation(task):
     assert folds.get(0, {0}) == {0} and folds.get(1, {0}) == {0} and folds.get(2) == {1}
 
 
+@pytest.mark.slow
 def test_inception_auxiliary_head_is_trained_and_eval_returns_logits():
     model = load_model("inception_v3", num_classes=3, weights="none")
     blocks = partition(model.model)
@@ -240,6 +241,7 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
         load_model("resnet18", num_classes=3, weights=str(path))
 
 
+@pytest.mark.slow
 def test_pretraining_is_cached_and_depends_on_the_seed_alone(tmp_path, monkeypatch):
     from biotune_optuna.finetuning.pretrain import pretrained_checkpoint
 

@@ -111,6 +111,7 @@ def test_other_networks_are_told_which_have_these_weights():
         build_model("timm:resnet18", WHEEL_WEIGHTS)
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_the_weights_for_another_network_in_one_line(cli):
     result = cli("search", "--model", "timm:resnet18", "--weights", WHEEL_WEIGHTS,
                  "--trials", "1")

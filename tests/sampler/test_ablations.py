@@ -75,6 +75,7 @@ def test_each_ablation_keeps_the_invariants_under_parallel_threads(ablation):
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS)
+@pytest.mark.slow
 def test_an_ablation_is_stored_replayed_and_refused_on_a_different_resume(ablation, tmp_path):
     storage = f"sqlite:///{tmp_path}/a.db"
     first = search(storage=storage, generations=3, **{ablation: False})

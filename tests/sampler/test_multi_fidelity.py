@@ -90,6 +90,7 @@ def test_same_seed_same_trials():
     assert [t.params for t in search(3).trials] == [t.params for t in search(3).trials]
 
 
+@pytest.mark.slow
 def test_an_interrupted_multi_fidelity_search_resumes_exactly(tmp_path):
     def worker(storage, n_trials):
         resume_worker(storage, n_trials, task="far-domain", seed=5, multi_fidelity=True,

@@ -99,6 +99,7 @@ def test_without_the_options_the_search_is_todays():
         [t.params for t in search().trials])
 
 
+@pytest.mark.slow
 def test_an_interrupted_noise_aware_search_resumes_exactly(tmp_path):
     def worker(storage, n_trials):
         resume_worker(storage, n_trials, task="far-domain", seed=3, rescore_elites=True,
@@ -124,6 +125,7 @@ def test_parallel_threads_keep_one_rescoring_run_per_elite_and_generation():
         assert len(study.trials) == 46
 
 
+@pytest.mark.slow
 def test_a_study_from_before_the_options_resumes(tmp_path):
     storage = f"sqlite:///{tmp_path}/old.db"
     study = optuna.create_study(storage=storage, study_name="old", direction="maximize",

@@ -43,6 +43,7 @@ def slow_task(trial):
     return value
 
 
+@pytest.mark.slow
 def test_threads_never_take_a_position_twice():
     for seed in range(40):
         s = sampler(seed)
@@ -107,6 +108,7 @@ def run_workers(url, seed, study_name="p", processes=3, trials=20):
 
 
 @pytest.mark.parametrize("seed", ["3", "none"])
+@pytest.mark.slow
 def test_processes_on_one_sqlite_file_share_the_search(tmp_path, seed):
     for run in range(3):
         url = f"sqlite:///{tmp_path}/p{run}.db"
@@ -129,6 +131,7 @@ def test_processes_on_one_journal_file_share_the_search(tmp_path):
     assert audit(study, 6) == []
 
 
+@pytest.mark.slow
 def test_processes_on_postgresql_share_the_search(postgres_url):
     for run in range(2):
         name = f"parallel-{run}"

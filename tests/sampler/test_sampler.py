@@ -130,6 +130,7 @@ def resume_worker(storage, n_trials, task="near-domain", seed=11, **options):
                    check=True)
 
 
+@pytest.mark.slow
 def test_new_process_continues_a_sqlite_study_exactly(tmp_path):
     worker = resume_worker
     split, whole = f"sqlite:///{tmp_path}/split.db", f"sqlite:///{tmp_path}/whole.db"
@@ -142,6 +143,7 @@ def test_new_process_continues_a_sqlite_study_exactly(tmp_path):
     assert attrs(loaded[0], "role") == attrs(loaded[1], "role")
 
 
+@pytest.mark.slow
 def test_parallel_threads_on_sqlite(tmp_path):
     sampler = biotune()
     study = run(sampler, 24, storage=f"sqlite:///{tmp_path}/p.db", n_jobs=3)
@@ -324,6 +326,7 @@ def test_the_docstring_example_runs():
     assert result.attempted >= 5 and result.failed == 0
 
 
+@pytest.mark.slow
 def test_beats_random_on_a_noisy_task_over_ten_seeds():
     task = TASKS["near-domain"]
     best = {"biotune": [], "random": []}

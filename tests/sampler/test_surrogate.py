@@ -65,6 +65,7 @@ def test_the_same_seed_replays_the_same_trials():
     assert [t.params for t in search().trials] == [t.params for t in search().trials]
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_exactly(tmp_path):
     whole = search(generations=4)
     storage = f"sqlite:///{tmp_path}/r.db"
@@ -90,6 +91,7 @@ def test_a_multi_fidelity_search_fits_its_model_on_the_low_fidelity_alone():
     assert chosen and all(record(t).fidelity == records.LOW for t in chosen)
 
 
+@pytest.mark.slow
 def test_resuming_with_another_number_of_candidates_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path}/k.db"
     search(k=3, generations=2, storage=storage)
