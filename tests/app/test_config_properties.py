@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from biotune_optuna.app.config import ConfigError, SearchConfig, make_config, option_names
+from biotune_optuna.app.config import (
+    SAMPLER_SETTINGS,
+    ConfigError,
+    SearchConfig,
+    make_config,
+    option_names,
+)
+from biotune_optuna.app.studies import make_sampler
+from biotune_optuna.sampler.synthetic import TASKS
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 50),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
@@ -54,3 +62,16 @@ def test_rescoring_sets_the_budget_of_biotune_only():
     assert SearchConfig(population=6, elite=2, generations=5, sampler="tpe").n_trials == 46
     assert SearchConfig(population=6, elite=2, generations=5,
                         rescore_elites=False).n_trials == 46
+
+
+def test_the_command_line_options_reach_the_sampler_settings():
+    """Every option the CLI maps to a setting changes the sampler ``search`` builds."""
+    base = SearchConfig(model="small", dataset="digits")
+    space = TASKS["near-domain"].search_space
+    assert make_sampler(base, space).settings == base.sampler_settings()
+    for option, setting in SAMPLER_SETTINGS.items():
+        value = getattr(base, option)
+        other = {bool: lambda v: not v, int: lambda v: v + 1,
+                 float: lambda v: v / 2}[type(value)](value)
+        changed = make_sampler(base.replace(**{option: other}), space).settings
+        assert getattr(changed, setting) == other, option
