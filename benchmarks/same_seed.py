@@ -53,7 +53,7 @@ def measure(label: str, folder: str) -> dict:
     from biotune_optuna.finetuning import train
     from biotune_optuna.finetuning.build import build_task
     from biotune_optuna.finetuning.seeding import SeededDraws
-    from biotune_optuna.sampler.genome import FineTunePlan
+    from biotune_optuna.sampler.plan import FineTunePlan
 
     torch.set_num_threads(1)
     model, weights, size, _ = MODELS[label]

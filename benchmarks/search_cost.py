@@ -40,7 +40,7 @@ from biotune_optuna.finetuning.evaluation import evaluate_plan
 from biotune_optuna.finetuning.models import cache_dir
 from biotune_optuna.finetuning.names import WHEEL_WEIGHTS
 from biotune_optuna.finetuning.train import TrainConfig, fine_tune
-from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.plan import FineTunePlan
 
 OUT = Path(__file__).with_name("out")
 PROTOCOL = dict(population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,

@@ -8,20 +8,14 @@ only), :mod:`biotune_optuna.finetuning` (torch), :mod:`biotune_optuna.app` and t
 
 import importlib
 
-from biotune_optuna.sampler import (
-    BioTuneSampler,
-    FineTunePlan,
-    decode,
-    encode,
-    search_space,
-    suggest_genome,
-)
-
 __version__ = "0.2.0"
 
-# the fine-tuning side of the public API, imported on first use: `import biotune_optuna`
-# (and the command line's --help) loads no torch
+# the public API, imported on first use: `import biotune_optuna` (and the command line's
+# --help) loads no torch, and the training engine's import of a plan loads no Optuna
 _LAZY = {
+    **{name: "biotune_optuna.sampler" for name in (
+        "BioTuneSampler", "SamplerSettings", "FineTunePlan", "decode", "encode",
+        "search_space", "suggest_genome")},
     "build_task": "biotune_optuna.finetuning.build",
     "TrainConfig": "biotune_optuna.finetuning.train",
     "fine_tune": "biotune_optuna.finetuning.train",
@@ -32,15 +26,7 @@ _LAZY = {
     "ranked_plans": "biotune_optuna.contents",
 }
 
-__all__ = [
-    "BioTuneSampler",
-    "FineTunePlan",
-    "decode",
-    "encode",
-    "search_space",
-    "suggest_genome",
-    *_LAZY,
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):

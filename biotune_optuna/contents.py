@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 
 from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.genome import LR_MULTIPLIERS as LR_MULTIPLIERS  # FineTunePlan.as_dict
-from biotune_optuna.sampler.genome import TRAINED_BLOCKS as TRAINED_BLOCKS
+from biotune_optuna.sampler.plan import LR_MULTIPLIERS as LR_MULTIPLIERS  # FineTunePlan.as_dict
+from biotune_optuna.sampler.plan import TRAINED_BLOCKS as TRAINED_BLOCKS
 from biotune_optuna.sampler.records import FULL, LOW
 from biotune_optuna.sampler.storage_io import study_attrs
 

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 PACKAGE = REPO / "biotune_optuna"
 ALLOWED = {  # layer -> the project modules it may import (prefixes)
     "sampler": ("biotune_optuna.sampler",),
-    "finetuning": ("biotune_optuna.finetuning", "biotune_optuna.sampler.genome"),
+    "finetuning": ("biotune_optuna.finetuning", "biotune_optuna.sampler.plan"),
     "contents": ("biotune_optuna.contents", "biotune_optuna.sampler"),
     "analysis": ("biotune_optuna.analysis", "biotune_optuna.sampler", "biotune_optuna.contents"),
     "app": ("biotune_optuna.app", "biotune_optuna.finetuning", "biotune_optuna.sampler",
@@ -98,6 +98,16 @@ def test_light_entry_points_do_not_import_torch(code):
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
+
+
+def test_the_training_engine_loads_neither_the_sampler_nor_optuna():
+    """It takes a plan (``sampler/plan.py``, which imports nothing), not the sampler."""
+    check = ("import biotune_optuna.finetuning.train, biotune_optuna.finetuning.baselines, "
+             "biotune_optuna.finetuning.evaluation, sys; print(sorted(m for m in sys.modules "
+             "if m == 'optuna' or m.startswith('biotune_optuna.sampler.')))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert out.strip() == "['biotune_optuna.sampler.plan']"
 
 
 def test_the_package_root_gives_the_whole_public_api():

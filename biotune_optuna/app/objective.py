@@ -16,7 +16,7 @@ from biotune_optuna.app.optuna_internals import study_key
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
 from biotune_optuna.sampler import genome, trial_context
-from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.plan import FineTunePlan
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
 

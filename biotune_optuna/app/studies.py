@@ -29,6 +29,7 @@ from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked
 from biotune_optuna.contents import study_config
 from biotune_optuna.sampler import genome, records
 from biotune_optuna.sampler.core import BioTuneSampler
+from biotune_optuna.sampler.plan import RECIPES
 from biotune_optuna.sampler.storage_io import study_seed as stored_seed
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
                                   "biotune-optuna; pick another --study-name")
             study.set_user_attr(contents.CONFIG, fingerprint)
             if config.enqueue_baselines:
-                for name in genome.RECIPES:  # full fine-tuning, linear probing
+                for name in RECIPES:  # full fine-tuning, linear probing
                     study.enqueue_trial(genome.recipe(name, block_names))
     if stored is not None:
         changed = differences(stored, fingerprint)

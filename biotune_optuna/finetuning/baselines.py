@@ -23,8 +23,7 @@ from torch import nn
 from biotune_optuna.finetuning.models import replace_module
 from biotune_optuna.finetuning.names import BASELINES
 from biotune_optuna.finetuning.train import Method, PlanSetup, apply_plan
-from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.plan import RECIPES, FineTunePlan, recipe_plan
 
 
 def _head_params(model: nn.Module, heads: Sequence[str]) -> set[str]:
@@ -173,10 +172,9 @@ class LoRA(Method):
 def baseline(method: str, block_names: Sequence[str], alpha: float = 0.01, beta: float = 0.01,
              rank: int = 4) -> tuple[FineTunePlan, Method]:
     """The plan and the training hooks of a baseline method."""
-    names = list(block_names)
-    if method in genome.RECIPES:
-        return genome.decode(genome.recipe(method, names), names), Method()
-    everything = genome.decode(genome.recipe("full", names), names)
+    if method in RECIPES:
+        return recipe_plan(method, block_names), Method()
+    everything = recipe_plan("full", block_names)
     if method in ("l2sp", "l1sp"):
         return everything, StartingPointPenalty(2 if method == "l2sp" else 1, alpha, beta)
     if method == "autorgn":

@@ -12,8 +12,7 @@ import torch
 
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import Method, RunResult, TrainConfig, fine_tune
-from biotune_optuna.sampler import genome
-from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.plan import FineTunePlan, recipe_plan
 
 
 @dataclass
@@ -48,8 +47,7 @@ def save_checkpoint(path: str | Path, evaluation: Evaluation, **metadata) -> Non
 
 def recipe_plans(block_names: Sequence[str]) -> dict[str, FineTunePlan]:
     """The usual hand-made recipes: full fine-tuning and linear probing (head only), 1x."""
-    names = list(block_names)
-    return {label: genome.decode(genome.recipe(name, names), names)
+    return {label: recipe_plan(name, block_names)
             for name, label in (("full", "full fine-tuning"), ("linear", "linear probing"))}
 
 

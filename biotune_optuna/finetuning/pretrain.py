@@ -20,7 +20,7 @@ from biotune_optuna.finetuning.seeding import SeededDraws
 from biotune_optuna.finetuning.splits import make_splits
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import TrainConfig, fine_tune
-from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.plan import FineTunePlan
 
 logger = logging.getLogger(__name__)
 PRETRAIN_EPOCHS = 8

@@ -22,7 +22,7 @@ from biotune_optuna.finetuning.inputs import InputSpec
 from biotune_optuna.finetuning.metrics import Metrics, metrics_from
 from biotune_optuna.finetuning.names import METRICS, OPTIMIZERS
 from biotune_optuna.finetuning.seeding import SeededDraws
-from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.plan import FineTunePlan
 
 StopCheck = Callable[[], bool]
 EXPLOSION = 100.0  # a run whose loss exceeds this times chance's has diverged

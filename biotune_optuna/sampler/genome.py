@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from optuna.distributions import FloatDistribution
+
+from .plan import FineTunePlan, recipe_plan
 
 GENE_PREFIX = "gene:"
 THRESHOLD = "threshold"
 FULL, FREEZE_ONLY, LR_ONLY = "full", "freeze-only", "lr-only"
 VARIANTS = (FULL, FREEZE_ONLY, LR_ONLY)
-TRAINED_BLOCKS, FROZEN_BLOCKS, LR_MULTIPLIERS = "trained_blocks", "frozen_blocks", "lr_multipliers"
 
 
 def gene_name(block: str) -> str:
@@ -63,46 +63,6 @@ def _check_variant(variant: str) -> None:
 def lr_multiplier(gene: float) -> float:
     """The paper's ``adaptive_block_normexp`` weight: 10^(2 (gene - 0.5)), in [0.1, 10]."""
     return 10.0 ** (2.0 * (gene - 0.5))
-
-
-@dataclass(frozen=True)
-class FineTunePlan:
-    """Which blocks are trained and the learning-rate multiplier of each trained block.
-
-    ``multipliers[i]`` is 0.0 for a frozen block.
-    """
-
-    block_names: tuple[str, ...]
-    multipliers: tuple[float, ...]
-
-    @property
-    def trained(self) -> tuple[bool, ...]:
-        return tuple(m > 0.0 for m in self.multipliers)
-
-    @property
-    def trained_blocks(self) -> list[str]:
-        return [b for b, m in zip(self.block_names, self.multipliers) if m > 0.0]
-
-    @property
-    def frozen_blocks(self) -> list[str]:
-        return [b for b, m in zip(self.block_names, self.multipliers) if m == 0.0]
-
-    @property
-    def is_empty(self) -> bool:
-        """True when no block is trained (the paper scores this as chance without training)."""
-        return not any(self.trained)
-
-    def learning_rates(self, base_lr: float) -> dict[str, float]:
-        """Learning rate of each trained block: ``base_lr * multiplier``."""
-        return {b: base_lr * m for b, m in zip(self.block_names, self.multipliers) if m > 0.0}
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            TRAINED_BLOCKS: self.trained_blocks,
-            FROZEN_BLOCKS: self.frozen_blocks,
-            LR_MULTIPLIERS: {b: round(m, 6) for b, m in zip(self.block_names, self.multipliers)
-                               if m > 0.0},
-        }
 
 
 def decode(params: Mapping[str, float], block_names: Sequence[str],
@@ -152,12 +112,8 @@ def encode(trained: Mapping[str, float] | Sequence[str], block_names: Sequence[s
     return params
 
 
-RECIPES = ("full", "linear")
-
-
 def recipe(name: str, block_names: Sequence[str]) -> dict[str, float]:
-    """The genome of a hand-made recipe: ``full`` fine-tuning (every block at 1x) or
-    ``linear`` probing (the new head, the last block, at 1x)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}")
-    return encode(list(block_names) if name == "full" else list(block_names)[-1:], block_names)
+    """The genome of a hand-made recipe (:func:`.plan.recipe_plan`), to enqueue."""
+    plan = recipe_plan(name, block_names)
+    return encode(dict(zip(plan.trained_blocks, (m for m in plan.multipliers if m > 0.0))),
+                  block_names)

@@ -16,7 +16,7 @@ from biotune_optuna.finetuning.cache import ActivationCache, is_random, stages
 from biotune_optuna.finetuning.models import LoadedModel, replace_head
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import TrainConfig, fine_tune
-from biotune_optuna.sampler.genome import FineTunePlan
+from biotune_optuna.sampler.plan import FineTunePlan
 
 
 def freeze_first(task, k):

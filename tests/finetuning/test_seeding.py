@@ -201,7 +201,7 @@ def test_the_activation_cache_trains_the_network_the_images_train(folder_with_mo
                                                                  monkeypatch):
     from biotune_optuna.finetuning.build import build_task
     from biotune_optuna.finetuning.train import TrainConfig, fine_tune
-    from biotune_optuna.sampler.genome import FineTunePlan
+    from biotune_optuna.sampler.plan import FineTunePlan
 
     images, cwd = folder_with_model
     monkeypatch.chdir(cwd)
