@@ -20,9 +20,8 @@ import math
 import numpy as np
 
 from benchmarks import results
-from benchmarks.multifidelity import OUT, Retrainer, prepare, task_config
+from benchmarks.common import OUT, Retrainer, prepare, search_seconds, task_config
 from benchmarks.results import mean_se, paired
-from benchmarks.transfer import search_seconds
 from biotune_optuna import contents
 from biotune_optuna.app.comparison import run_searches, runs_of
 from biotune_optuna.app.config import VARIANTS

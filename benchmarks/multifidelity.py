@@ -33,31 +33,20 @@ studies persist there, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
-import math
-import os
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 
 from benchmarks import results
+from benchmarks.common import OUT, Retrainer, prepare, search_seconds, task_config
 from benchmarks.results import mean_se, paired
-from benchmarks.transfer import search_seconds
 from biotune_optuna import contents
-from biotune_optuna.app.config import SearchConfig
-from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, task_for
-from biotune_optuna.finetuning.device import use_threads
+from biotune_optuna.app.jobs import search, task_for
 from biotune_optuna.finetuning.train import fine_tune
 from biotune_optuna.sampler import genome
 
-OUT = Path(__file__).with_name("out")
-TOP_K = 5
-TEST_SEEDS = (0, 1, 2)
 # (label, key, sampler, options)
 METHODS = (
     ("multi-fidelity biotune", "mf", "biotune", {"multi_fidelity": True,
@@ -87,86 +76,6 @@ PARTS = {
 }
 TRANSFER_TASKS = ("digits", "mnist", "fashion", "control")
 PROTOCOL_TASKS = ("small", "resnet18")
-
-
-def task_config(part: str, key: str) -> SearchConfig:
-    if part == "transfer":
-        from benchmarks.transfer import TASKS, protocol_config
-
-        config = protocol_config(TASKS[key], argparse.Namespace(shots=10, patience=3,
-                                                                batch_size=96))
-        return config.replace(population=6, elite=2, train_seeds=[0])
-    from benchmarks.search_cost import PROTOCOL, TASKS, resnet_source
-
-    options = dict(TASKS[key])
-    if key == "resnet18":
-        options["weights"] = resnet_source()
-    return SearchConfig(**{**PROTOCOL, "generations": 10, **options})
-
-
-class Retrainer:
-    """Validation and test results of plans, cached in a JSON file: the same plan is
-    retrained once, whichever search and checkpoint hand it over."""
-
-    def __init__(self, config: SearchConfig, path: Path) -> None:
-        self.config, self.path = config, path
-        self.task = task_for(config)
-        self.train = config.train_config()
-        self.cache = json.loads(path.read_text()) if path.exists() else {}
-
-    def _cached(self, kind: str, plan: genome.FineTunePlan, compute) -> float:
-        # keyed by the decoded plan: the same parameters decode differently per genome variant
-        key = f"{kind}|{json.dumps(plan.multipliers)}"
-        if key not in self.cache:
-            value = compute(plan)
-            self._store(key, value)
-        return self.cache[key]
-
-    def _store(self, key: str, value: float) -> None:
-        """Merge into the file under a lock, then replace it whole: two benchmark processes
-        (ablations and multifidelity share a task's cache) keep each other's entries, and a
-        reader never sees half a file."""
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.path.exists():
-                self.cache.update(json.loads(self.path.read_text()))
-            self.cache[key] = value
-            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
-                                             delete=False) as handle:
-                json.dump(self.cache, handle)
-            os.replace(handle.name, self.path)
-
-    def validation(self, plan: genome.FineTunePlan) -> float:
-        def mean(plan) -> float:
-            runs = [fine_tune(self.task, plan, self.train, s) for s in REVALIDATION_SEEDS]
-            return (-math.inf if any(r.diverged for r in runs) else
-                float(np.mean([r.value for r in runs])))
-        return self._cached("val", plan, mean)
-
-    def test(self, plan: genome.FineTunePlan) -> float:
-        def mean(plan) -> float:
-            runs = [fine_tune(self.task, plan, self.train, s, evaluate_test=True)
-                    for s in TEST_SEEDS]
-            return float(np.mean([r.test.balanced_accuracy for r in runs]))
-        return self._cached("test", plan, mean)
-
-    def handover(self, study: optuna.Study, compute: float) -> float | None:
-        """Test accuracy of the plan train-best would pick from the trials finished within
-        ``compute`` epochs (None when none completed by then)."""
-        within, spent = [], 0
-        for trial in study.get_trials(deepcopy=False):  # one worker: number = finish order
-            spent += contents.trial_compute(trial).epochs
-            if spent > compute + 1e-9:
-                break
-            within.append(trial)
-        candidates = contents.ranked_plans(study, within)[:TOP_K]
-        if not candidates:
-            return None
-        plans = {p.trial.number: contents.trial_plan(study, p.trial, self.task.block_names)
-                 for p in candidates}
-        chosen = max(candidates, key=lambda p: (self.validation(plans[p.trial.number]),
-                                                -p.trial.number))
-        return self.test(plans[chosen.trial.number])
 
 
 def run_task(part: str, key: str, methods, seeds, threads: int | None) -> dict:
@@ -374,15 +283,6 @@ def fidelity_part(tasks, n_plans: int, threads: int | None) -> str:
             "which carries none of the capped run's own noise: the capped run's information "
             "about a plan's true value, against that of a full run (third column).\n\n"
             + results.table(header, rows))
-
-
-def prepare(threads: int | None) -> None:
-    """Quiet Optuna, torch's threads as asked, and the folder of studies and caches."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if threads:
-        use_threads(threads)
-    OUT.mkdir(exist_ok=True)
 
 
 def main() -> None:

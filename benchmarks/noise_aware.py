@@ -27,6 +27,15 @@ import numpy as np
 import optuna
 
 from benchmarks import results
+from benchmarks.common import (
+    RECHECK_TOP_K,
+    RECHECKS,
+    TRANSFERS,
+    add_protocol_options,
+    handed_over,
+    protocol_config,
+    search_seconds,
+)
 from benchmarks.results import mean_se
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.app.studies import other_sampler
@@ -47,7 +56,6 @@ VARIANTS = (
 TRANSFER_VARIANTS = tuple(v for v in VARIANTS if v[0] != "biotune + pair mean")
 BUDGET = 140
 NOISE_LEVELS = (0.01, 0.05)
-TOP_K, RECHECKS = 5, 3
 
 
 # -- synthetic ----------------------------------------------------------------------------
@@ -74,23 +82,6 @@ def synthetic_search(task, sampler: str, options: dict, seed: int) -> tuple[floa
     return truth, search_estimate(study, handed.params) - truth
 
 
-def handed_over(task, study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The trial whose plan a synthetic search hands over, picked as train-best picks: its
-    TOP_K best distinct plans re-evaluated RECHECKS times with fresh noise, best mean."""
-    def truth(trial) -> float:
-        return task.accuracy(genome.decode(trial.params, task.blocks))
-
-    top, seen = [], set()  # distinct plans, best first, as train-best takes them
-    for t in sorted((t for t in study.trials if t.value is not None), key=lambda t: -t.value):
-        if tuple(t.params.items()) not in seen:
-            seen.add(tuple(t.params.items()))
-            top.append(t)
-    rng = np.random.default_rng([task.seed, 10**6])
-    rechecked = [np.mean(np.clip(truth(t) + rng.normal(0.0, task.noise, RECHECKS), 0, 1))
-                 for t in top[:TOP_K]]
-    return top[int(np.argmax(rechecked))]
-
-
 def synthetic_part(seeds: int) -> str:
     tables = []
     for noise in NOISE_LEVELS:
@@ -111,7 +102,7 @@ def synthetic_part(seeds: int) -> str:
             "`biotune_optuna.sampler.synthetic.TASKS` with evaluation noise σ, "
             f"{BUDGET} trials per search (BioTune N=10, E=3), mean ± standard error over "
             f"{seeds} seeds. 'chosen plan': noise-free accuracy of the plan picked as "
-            f"train-best does (the {TOP_K} best trials re-evaluated {RECHECKS} times, best "
+            f"train-best does (the {RECHECK_TOP_K} best trials re-evaluated {RECHECKS} times, best "
             "mean); 'gap': the search's own estimate of that plan (the mean value of its "
             "trials) minus its noise-free accuracy: how much the search fooled itself.\n\n"
             + "\n\n".join(tables))
@@ -120,8 +111,6 @@ def synthetic_part(seeds: int) -> str:
 # -- transfer -----------------------------------------------------------------------------
 
 def transfer_part(args: argparse.Namespace) -> str:
-    from benchmarks.transfer import TASKS as TRANSFERS
-    from benchmarks.transfer import protocol_config, search_seconds
     from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, select_plan, task_for
     from biotune_optuna.finetuning.baselines import baseline
     from biotune_optuna.finetuning.evaluation import evaluate_plan
@@ -200,7 +189,6 @@ def win_table(summary) -> str:
 
 
 def main() -> None:
-    from benchmarks.transfer import add_protocol_options
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("synthetic", "transfer"), required=True)

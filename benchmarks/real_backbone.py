@@ -29,13 +29,12 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import optuna
 
 from benchmarks import results
-from benchmarks.multifidelity import Retrainer
+from benchmarks.common import OUT, Retrainer
 from benchmarks.results import mean_se, paired
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
@@ -45,7 +44,6 @@ from biotune_optuna.finetuning.names import BASELINES, WHEEL_WEIGHTS
 from biotune_optuna.finetuning.train import fine_tune
 from biotune_optuna.sampler import genome
 
-OUT = Path(__file__).with_name("out")
 TARGETS = ("emoji", "fashion", "digits", "mnist5k")
 MODEL = "timm:tf_efficientnet_lite0"
 REVALIDATION = (100, 101)

@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import optuna
 
 from benchmarks import results
+from benchmarks.common import COST_PROTOCOL, COST_TASKS, OUT, resnet_source
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.cores import CoreShare, cores
@@ -37,50 +37,19 @@ from biotune_optuna.app.runner import run_search
 from biotune_optuna.app.studies import open_study
 from biotune_optuna.finetuning.build import build_task
 from biotune_optuna.finetuning.evaluation import evaluate_plan
-from biotune_optuna.finetuning.models import cache_dir
 from biotune_optuna.finetuning.names import WHEEL_WEIGHTS
-from biotune_optuna.finetuning.train import TrainConfig, fine_tune
-from biotune_optuna.sampler.plan import FineTunePlan
 
-OUT = Path(__file__).with_name("out")
-PROTOCOL = dict(population=10, elite=3, generations=10, train_seeds=[0, 1, 2], epochs=30,
-                patience=3, seed=0, shots=10, dataset="digits", rescore_elites=False)
 TEST_SEEDS = (0, 1, 2, 3, 4)
-TASKS = {
-    "small": dict(model="small", weights="mnist5k"),
-    "resnet18": dict(model="resnet18", image_size=32),  # weights: pretrained here, below
-}
 # real backbones: ImageNet weights, a real target (the demo's)
 REAL = {"lite0": dict(model="timm:tf_efficientnet_lite0", weights=WHEEL_WEIGHTS,
                       dataset="emoji", download=True)}
 
 
-def resnet_source(seed: int = 0) -> str:
-    """A torchvision ResNet-18 pretrained at 32x32 on mnist5k (the offline source dataset),
-    its backbone cached so the benchmark pretrains once."""
-    path = cache_dir() / "pretrained" / f"resnet18-mnist5k-32px-seed{seed}.pt"
-    if path.is_file():
-        return str(path)
-    import torch
-
-    task = build_task("resnet18", "mnist5k", weights="none", image_size=32, split_seed=seed,
-                      activation_cache_mb=None)
-    plan = FineTunePlan(tuple(task.block_names), (1.0,) * len(task.blocks))
-    run = fine_tune(task, plan, TrainConfig(epochs=8, patience=8, batch_size=128), seed,
-                    keep_model=True)
-    print(f"pretrained resnet18 on mnist5k: validation accuracy {run.val.accuracy:.3f} in "
-          f"{run.seconds:.0f} s", flush=True)
-    heads = tuple(f"{h}." for h in task.model.heads)
-    backbone = {k: v for k, v in run.model.state_dict().items() if not k.startswith(heads)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": backbone}, path)
-    return str(path)
-
-
 def run_variant(name: str, options: dict, variant: str, storage: str) -> dict:
     now = variant == "now"
     config = SearchConfig(study_name=f"{name}-{variant}", storage=storage,
-                          **{**PROTOCOL, **options}, activation_cache=now, multi_fidelity=False)
+                          **{**COST_PROTOCOL, **options}, activation_cache=now,
+                          multi_fidelity=False)
     task = build_task(config.model, config.dataset, weights=config.weights, shots=config.shots,
                       split_seed=config.split_seed, image_size=config.image_size,
                       activation_cache_mb=config.activation_cache_mb if now else None)
@@ -151,7 +120,7 @@ def protocol_against_multifidelity(name: str) -> str:
     epochs it trained; each hands over as train-best picks and is tested with seeds 0-4.
     The studies persist in benchmarks/out, so an interrupted run resumes."""
     paper = SearchConfig(study_name=f"{name}-paper", storage=f"sqlite:///{OUT}/cost-{name}.db",
-                         **{**PROTOCOL, **REAL[name]}, multi_fidelity=False)
+                         **{**COST_PROTOCOL, **REAL[name]}, multi_fidelity=False)
     task = task_for(paper)
     train = paper.train_config()
     rows, budget = [], None
@@ -210,7 +179,7 @@ def workers_table(folder: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="small,resnet18", help="comma-separated: "
-                        + ", ".join(TASKS) + ", or none")
+                        + ", ".join(COST_TASKS) + ", or none")
     parser.add_argument("--workers", action=argparse.BooleanOptionalAction, default=True,
                         help="also time worker processes on one machine (own section)")
     parser.add_argument("--real", choices=sorted(REAL), help="only the real backbone's "
@@ -241,7 +210,7 @@ def main() -> None:
                             f"Command: `{command}` ({results.machine()}).\n\n"
                             + workers_table(folder) + "\n", write=not args.no_write)
         for name in tasks:
-            options = dict(TASKS[name])
+            options = dict(COST_TASKS[name])
             if name == "resnet18":
                 options["weights"] = resnet_source()
             sections.append(cost_table(name, options, folder))

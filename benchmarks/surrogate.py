@@ -27,11 +27,17 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from benchmarks.multifidelity import OUT, Retrainer, prepare
-from benchmarks.noise_aware import RECHECKS, TOP_K, handed_over
+from benchmarks.common import (
+    OUT,
+    RECHECK_TOP_K,
+    RECHECKS,
+    TRANSFERS,
+    Retrainer,
+    handed_over,
+    prepare,
+    protocol_config,
+)
 from benchmarks.results import mean_se, paired
-from benchmarks.transfer import TASKS as TRANSFER
-from benchmarks.transfer import protocol_config
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.app.jobs import search
 from biotune_optuna.app.studies import other_sampler
@@ -68,7 +74,7 @@ def trials_to_reach(study: optuna.Study, target: float) -> int | None:
 def mnist_check(seeds: int, threads: int | None) -> str:
     """The fashion -> mnist5k protocol: trials to reach the validation target, per method."""
     prepare(threads)
-    config = protocol_config(TRANSFER["mnist"], argparse.Namespace(
+    config = protocol_config(TRANSFERS["mnist"], argparse.Namespace(
         shots=10, patience=3, batch_size=96)).replace(
         population=10, elite=3, generations=10, rescore_elites=False, train_seeds=[0],
         storage=f"sqlite:///{OUT}/surrogate-mnist.db", threads=threads)
@@ -148,7 +154,7 @@ def main() -> None:
     command = f".venv/bin/python -m benchmarks.surrogate --seeds {args.seeds}"
     body = (f"Command: `{command}` ({results.machine()}).\n\nThe synthetic fine-tuning tasks "
             f"with evaluation noise σ = {NOISE}; noise-free test accuracy of each search's "
-            f"hand-over (its {TOP_K} best plans re-evaluated {RECHECKS} times, best mean), "
+            f"hand-over (its {RECHECK_TOP_K} best plans re-evaluated {RECHECKS} times, best mean), "
             f"mean ± standard error over {args.seeds} seeds per task; paired differences over "
             "every (task, seed).\n\n" + "\n\n".join(sections))
     results.publish("surrogate_synthetic", "Surrogate-assisted BioTune on the synthetic "

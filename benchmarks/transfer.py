@@ -18,11 +18,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from benchmarks import results
+from benchmarks.common import (
+    PAPER_PROTOCOL,
+    TRANSFERS,
+    Transfer,
+    add_protocol_options,
+    cell,
+    protocol_config,
+    search_seconds,
+)
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.jobs import REVALIDATION_SEEDS, search, select_plan, task_for
 from biotune_optuna.finetuning.baselines import baseline
@@ -30,7 +38,6 @@ from biotune_optuna.finetuning.evaluation import evaluate_plan
 from biotune_optuna.finetuning.names import BASELINES
 from biotune_optuna.sampler.population import Layout
 
-PAPER_PROTOCOL = {"batch_size": 96, "patience": 3}
 # (row label, study name part, sampler, options): every search gets the same budget.
 SEARCHES = (
     ("biotune", "biotune", "biotune", {"rescore_elites": False}),
@@ -40,22 +47,6 @@ SEARCHES = (
     ("random", "random", "random", {}),
     ("cmaes", "cmaes", "cmaes", {}),
 )
-
-
-@dataclass(frozen=True)
-class Transfer:
-    key: str
-    source: str
-    target: str
-    note: str = ""
-
-
-TASKS = {
-    "digits": Transfer("digits", "mnist5k", "digits"),
-    "mnist": Transfer("mnist", "fashion", "mnist5k"),
-    "fashion": Transfer("fashion", "mnist5k", "fashion"),
-    "control": Transfer("control", "fashion", "digits", "negative control"),
-}
 
 
 def section_of(args: argparse.Namespace) -> str:
@@ -80,29 +71,11 @@ def seeds_per_trial(args: argparse.Namespace) -> str:
     return f"{args.train_seeds} training seed" + ("s" if args.train_seeds > 1 else "")
 
 
-def protocol_config(task: Transfer, args: argparse.Namespace) -> SearchConfig:
-    """The model, data and training protocol that every method of a task shares."""
-    return SearchConfig(model="small", weights=task.source, dataset=task.target,
-                        shots=args.shots, epochs=30, patience=args.patience,
-                        batch_size=args.batch_size)
-
-
 def config_for(task: Transfer, args: argparse.Namespace) -> SearchConfig:
     return protocol_config(task, args).replace(
         study_name=task.key, storage=f"sqlite:///benchmarks/out/{section_of(args)}.db",
         population=args.population, elite=args.elite, generations=args.generations,
         train_seeds=list(range(args.train_seeds)), trainable_penalty=args.trainable_penalty)
-
-
-def search_seconds(study) -> float:
-    """Compute time of a search from its trials (right after a resume too)."""
-    return sum((t.datetime_complete - t.datetime_start).total_seconds()
-               for t in study.trials if t.datetime_complete and t.datetime_start)
-
-
-def cell(values) -> str:
-    values = np.asarray(values, dtype=float)
-    return f"{values.mean():.4f} ± {values.std():.4f}"
 
 
 def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -158,22 +131,6 @@ def run_task(task: Transfer, args: argparse.Namespace) -> tuple[str, list[str]]:
     return title + "\n" + results.table(header, rows), rows
 
 
-def add_protocol_options(parser: argparse.ArgumentParser) -> None:
-    """Tasks, seeds and the training protocol, shared with benchmarks.tuned_baselines."""
-    parser.add_argument("--tasks", default=",".join(TASKS),
-                        help=f"comma-separated, of {', '.join(TASKS)} (default: all)")
-    parser.add_argument("--seeds", type=int, default=5,
-                        help="data/search seeds 0..N-1 per method (default: 5)")
-    parser.add_argument("--shots", type=int, default=10,
-                        help="labels per class for training and for validation (default: 10)")
-    parser.add_argument("--batch-size", type=int, default=PAPER_PROTOCOL["batch_size"],
-                        help="batch size of every run (default: the paper's 96)")
-    parser.add_argument("--patience", type=int, default=PAPER_PROTOCOL["patience"],
-                        help="early-stopping patience in epochs (default: the paper's 3)")
-    parser.add_argument("--no-write", action="store_true",
-                        help="print the tables without rewriting RESULTS.md")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_protocol_options(parser)
@@ -194,7 +151,7 @@ def main() -> None:
     (results.RESULTS.parent / "out").mkdir(exist_ok=True)
     sections = []
     for key in args.tasks.split(","):
-        text, _ = run_task(TASKS[key], args)
+        text, _ = run_task(TRANSFERS[key], args)
         sections.append(text)
         print(text, flush=True)
     budget = Layout(args.population, args.elite).n_trials(args.generations)

@@ -17,9 +17,9 @@ import time
 from dataclasses import replace
 
 from benchmarks import results
-from benchmarks.transfer import (
+from benchmarks.common import (
     PAPER_PROTOCOL,
-    TASKS,
+    TRANSFERS,
     Transfer,
     add_protocol_options,
     cell,
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     sections = []
     for key in args.tasks.split(","):
-        sections.append(run_task(TASKS[key], args))
+        sections.append(run_task(TRANSFERS[key], args))
         print(sections[-1], flush=True)
     command = (f".venv/bin/python -m benchmarks.tuned_baselines --tasks {args.tasks} "
                f"--seeds {args.seeds} --batch-size {args.batch_size} "

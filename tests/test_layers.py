@@ -236,6 +236,24 @@ def test_sampler_tests_need_no_torch():
     assert "tests collected" in result.stdout
 
 
+def test_benchmark_scripts_share_code_through_common_and_results_only():
+    """A script imports what scripts share from benchmarks.common (and the RESULTS.md
+    writer), never another script's internals."""
+    shared = ("benchmarks.common", "benchmarks.results")
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "benchmarks":
+                names = [f"benchmarks.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith("benchmarks.") or name in shared, (path.name, name)
+
+
 def test_the_code_passes_ruff():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", "."],
                             capture_output=True, text=True, cwd=REPO)
