@@ -20,7 +20,9 @@ Every section is written by the script its command names; rerun the command to r
 Figures are measured on the machine named in each section, in one run per section, so ratios
 within a section compare like with like. A hand-written reading follows its section between
 `reading` markers: a rerun keeps it, and flags it stale when the section's numbers changed
-(re-read it, then `python -m benchmarks.results --reread <section>`).
+(re-read it, then `python -m benchmarks.results --reread <section>`). The index below is
+rebuilt with every section (costs: about 20 hours for all, on 2 cores, the Makefile's
+`benchmark` target; per section they are not recorded yet).
 """
 
 
@@ -73,6 +75,25 @@ STALE = ("**Stale:** the section above was regenerated after this reading was wr
          "re-read it, then `python -m benchmarks.results --reread {key}`.\n\n")
 
 
+INDEX = re.compile(r"<!-- index:start -->.*?<!-- index:end -->\n*", re.DOTALL)
+SECTION = re.compile(r"<!-- ([\w.-]+):start -->\n## (.+?)\n(.*?)<!-- \1:end -->", re.DOTALL)
+
+
+def with_index(text: str) -> str:
+    """RESULTS.md with its index (each section, linked, and the command that writes it)
+    rebuilt after the preamble."""
+    rows = []
+    for _, title, body in SECTION.findall(text):
+        command = re.search(r"^Command: `(.+?)`", body, re.M)
+        anchor = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        rows.append((f"[{title}](#{anchor})", f"`{command.group(1)}`" if command else "-"))
+    index = ("<!-- index:start -->\n" + table(("section", "command"), rows)
+             + "\n<!-- index:end -->\n\n")
+    text = INDEX.sub("", text)
+    first = text.find("<!-- ")
+    return text[:first] + index + text[first:] if first >= 0 else text
+
+
 def write_section(key: str, title: str, body: str) -> None:
     """Replace (or append) the generated text of section ``key`` in RESULTS.md, leaving the
     others and every hand-written reading alone; a reading of this section whose numbers
@@ -88,7 +109,7 @@ def write_section(key: str, title: str, body: str) -> None:
         if reading.group(1) == digest(section) or reading.group(2).startswith(stale):
             return reading.group(0)
         return reading.group(0).replace("-->\n", "-->\n" + stale, 1)
-    RESULTS.write_text(_reading(key).sub(flag, text))
+    RESULTS.write_text(with_index(_reading(key).sub(flag, text)))
 
 
 def reread(key: str) -> None:
@@ -113,7 +134,14 @@ def publish(key: str, title: str, body: str, write: bool = True) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Sign a hand-written reading of RESULTS.md")
-    parser.add_argument("--reread", metavar="KEY", required=True,
+    parser = argparse.ArgumentParser(description="Sign a hand-written reading of RESULTS.md, "
+                                     "or rebuild its index")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--reread", metavar="KEY",
                         help="the section whose reading was re-read against its numbers")
-    reread(parser.parse_args().reread)
+    action.add_argument("--index", action="store_true", help="rebuild the index at the head")
+    args = parser.parse_args()
+    if args.index:
+        RESULTS.write_text(with_index(RESULTS.read_text()))
+    else:
+        reread(args.reread)

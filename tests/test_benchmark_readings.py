@@ -24,3 +24,15 @@ def test_a_rerun_keeps_the_reading_and_flags_it_when_the_numbers_move(tmp_path, 
     results.reread("k")
     assert "**Stale:**" not in results.RESULTS.read_text()
     assert "One is good." in results.RESULTS.read_text()
+
+
+def test_the_index_lists_every_section_with_its_command_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "RESULTS.md")
+    results.write_section("k", "K: one", "Command: `python -m benchmarks.k --seeds 3` (here)\n")
+    results.write_section("o.1", "Other", "no command")
+    text = results.RESULTS.read_text()
+    assert text.count("<!-- index:start -->") == 1
+    assert "| [K: one](#k-one) | `python -m benchmarks.k --seeds 3` |" in text
+    assert "| [Other](#other) | - |" in text
+    assert text.index("<!-- index:end -->") < text.index("<!-- k:start -->")
+    assert results.with_index(text) == text  # rebuilding changes nothing
