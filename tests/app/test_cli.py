@@ -146,7 +146,8 @@ def start_worker(tmp_path, storage):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli, tmp_path):
+def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli_process,
+                                                                          tmp_path):
     db = tmp_path / "k.db"
     worker = start_worker(tmp_path, f"sqlite:///{db}")
     wait_for(lambda: states(db)["COMPLETE"] >= 2 and states(db)["RUNNING"] == 1)
@@ -157,7 +158,7 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli,
     # past --grace, the dead trial is stale when the search resumes (sooner, it still counts
     # as running and the first new trial joins its generation as an extra child)
     time.sleep(GRACE + 1)
-    cli(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
+    cli_process(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
     study = load(f"sqlite:///{db}")
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
     dead = [t for t in study.trials if t.state.name == "FAIL"]
@@ -175,7 +176,7 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli,
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
+def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli_process, tmp_path, stop):
     db = tmp_path / "k.db"
     worker = start_worker(tmp_path, f"sqlite:///{db}")
     wait_for(lambda: states(db)["COMPLETE"] >= 1 and states(db)["RUNNING"] == 1)
@@ -187,7 +188,7 @@ def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli, tmp_path, stop):
     # the trial in training was failed and marked for retry (or, had the signal come
     # between trials, the search stopped after the storage write): nothing left running
     assert interrupted["RUNNING"] == 0 and interrupted["FAIL"] <= 1
-    cli(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
+    cli_process(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
     study = load(f"sqlite:///{db}")
     latest = slots_filled(study)
     assert sorted(latest) == list(range(9))
