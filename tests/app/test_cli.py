@@ -155,9 +155,7 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli_
     worker.wait()
     killed = states(db)
     assert killed["RUNNING"] == 1
-    # past --grace, the dead trial is stale when the search resumes (sooner, it still counts
-    # as running and the first new trial joins its generation as an extra child)
-    time.sleep(GRACE + 1)
+    time.sleep(GRACE + 1)  # past --grace: the dead trial is stale when the search resumes
     cli_process(*SLOW, "--storage", f"sqlite:///{db}", check=True, timeout=900)
     study = load(f"sqlite:///{db}")
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
@@ -171,7 +169,10 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli_
     latest = slots_filled(study)
     assert sorted(latest) == list(range(9))
     assert all(t.state.name == "COMPLETE" for t in latest.values())
-    assert Counter(TrialRecord.of(t).generation for t in latest.values()) == {0: 4, 1: 5}
+    # 4 initial positions, the rest generation 1; or, when the resume asked a trial before it
+    # saw the dead one as stale (a loaded machine), one more child of generation 0
+    generations = Counter(TrialRecord.of(t).generation for t in latest.values())
+    assert generations in ({0: 4, 1: 5}, {0: 5, 1: 4}), generations
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
