@@ -133,6 +133,17 @@ def states(db):
         return Counter()
 
 
+def training(db):
+    """Running trials past the sampler, inside the objective (their parameters are stored)."""
+    try:
+        with sqlite3.connect(db) as connection:
+            return connection.execute(
+                "select count(distinct t.trial_id) from trials t join trial_params p "
+                "on p.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 GRACE = 3
 SLOW = ["search", "--study-name", "k", "--dataset", "digits", "--model", "tiny", "--shots",
         "60", "--trials", "9", "--epochs", "40", "--patience", "40", "--population", "4",
@@ -150,7 +161,9 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli_
                                                                           tmp_path):
     db = tmp_path / "k.db"
     worker = start_worker(tmp_path, f"sqlite:///{db}")
-    wait_for(lambda: states(db)["COMPLETE"] >= 2 and states(db)["RUNNING"] == 1)
+    # killed while training: a kill inside the sampler's hook (before the trial's record is
+    # written) is another case, a trial the sampler never saw
+    wait_for(lambda: states(db)["COMPLETE"] >= 2 and training(db) == 1)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     killed = states(db)
@@ -169,8 +182,9 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli_
     latest = slots_filled(study)
     assert sorted(latest) == list(range(9))
     assert all(t.state.name == "COMPLETE" for t in latest.values())
-    # 4 initial positions, the rest generation 1; or, when the resume asked a trial before it
-    # saw the dead one as stale (a loaded machine), one more child of generation 0
+    # 4 initial positions and 5 of generation 1, or (1 run in 10 here; why is not pinned
+    # down) one more generation-0 child: the resume asked a trial before the dead one was
+    # failed; both lose nothing
     generations = Counter(TrialRecord.of(t).generation for t in latest.values())
     assert generations in ({0: 4, 1: 5}, {0: 5, 1: 4}), generations
 
