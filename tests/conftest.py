@@ -33,7 +33,8 @@ def run_cli(*args, cwd, timeout=600, check=False, env=None):
 def call_main(*args, cwd, timeout=None, check=False, env=None):
     """``biotune-optuna ARGS`` through ``main(argv)`` in this process (no interpreter and
     torch start-up per call), with the process state it changes restored; the result has a
-    subprocess's ``returncode``, ``stdout`` and ``stderr``."""
+    subprocess's ``returncode``, ``stdout`` and ``stderr``. ``timeout`` is taken so that
+    calls read as the subprocess form's do; in-process it sets no limit."""
     import optuna
 
     from biotune_optuna.cli import main
@@ -51,7 +52,7 @@ def call_main(*args, cwd, timeout=None, check=False, env=None):
             try:
                 code = main(list(map(str, args)))
             except SystemExit as stop:  # argparse: --help, usage errors
-                code = stop.code if isinstance(stop.code, int) else 2
+                code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
     finally:
         cwd_before, env_before, term, handlers, level, verbosity, threads = saved
         os.chdir(cwd_before)
