@@ -86,17 +86,19 @@ def slow(task):
 WORKER = """
 import random, sys, time, optuna
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.sampler.synthetic import TASKS
+from biotune_optuna.sampler.synthetic import COST_AWARE, TASKS
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-task = TASKS["near-domain"]
 seed = None if sys.argv[3] == "none" else int(sys.argv[3])
-sampler = BioTuneSampler(6, 2, seed=seed, search_space=task.search_space, ideal_value=1.0)
 storage = sys.argv[1]
 if storage.startswith("journal:"):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     storage = JournalStorage(JournalFileBackend(storage.removeprefix("journal:")))
-study = optuna.load_study(study_name=sys.argv[4] if len(sys.argv) > 4 else "p",
-                          storage=storage, sampler=sampler)
+name = sys.argv[4] if len(sys.argv) > 4 else "p"
+several = len(optuna.load_study(study_name=name, storage=storage).directions) > 1
+task = (COST_AWARE if several else TASKS)["near-domain"]
+sampler = BioTuneSampler(6, 2, seed=seed, search_space=task.search_space,
+                         ideal_value=None if several else 1.0)
+study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
 def objective(trial):
     time.sleep(random.random() * 0.01)
     return task(trial)

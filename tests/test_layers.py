@@ -126,7 +126,7 @@ def python_files():
 
 
 PRIVATE_API = re.compile(r"\._storage\b|\._study_id\b|\._trial_id\b|optuna\.storages\._|"
-                         r"\._backend\b|\._file_path\b|_is_multi_objective\(|\._contains\(")
+                         r"\._backend\b|\._file_path\b|\._contains\(")
 # reading a study's or trial's attrs, in any form: attribute, getattr, .items(), the doors'
 # readers and the storage's
 ATTR_READ = re.compile(r"\b(user_attrs|system_attrs)\b|\b(study_attrs|trial_attrs)\(|"

@@ -31,7 +31,6 @@ from .settings import SamplerSettings
 from .storage_io import (
     TrialView,
     fail_trial,
-    is_multi_objective,
     record_writer,
     set_study_attr,
     storage_of,
@@ -46,8 +45,6 @@ logger = logging.getLogger(__name__)
 # Optuna 4.2's IntersectionSearchSpace caches by itself; later ones ask for use_cache
 _CACHED = {"use_cache": True} if "use_cache" in inspect.signature(
     IntersectionSearchSpace.calculate).parameters else {}
-MULTI_OBJECTIVE = ("BioTuneSampler supports single-objective studies only; use "
-                   "optuna.samplers.NSGAIISampler for several objectives")
 NO_FLOAT = "no float parameter to evolve"
 NO_PARENT = "no trial of the population has a genome for the search space and a finite value"
 
@@ -121,7 +118,12 @@ class BioTuneSampler(BaseSampler):
     sampler) join the generation whose population is fixed next. When there is nothing to
     evolve (no float parameter, no individual with a genome for the space and a finite
     value), a trial is sampled independently and its record says why (``fallback``); no
-    hook raises for a valid single-objective study.
+    hook raises for a valid study.
+
+    Several objectives (``optuna.create_study(directions=[...])``): populations are ordered
+    by Pareto front and crowding distance, and an exploration or a child replaces an
+    individual when it dominates it (:mod:`biotune_optuna.sampler.pareto`); the rest of the
+    algorithm is the same (docs/algorithm.md, section 11).
 
     Args:
         population_size, elite_size: N (at least 3) and E (0 <= E < N).
@@ -180,7 +182,7 @@ class BioTuneSampler(BaseSampler):
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         self._settings = settings
         self._layout = settings.layout
-        self._selection = selection_strategy or settings.selection()
+        self._selection = selection_strategy  # None: BioTune's, for the study's objectives
         self._elite_search = elite_search_strategy or settings.elite_local_search()
         self._breeding = child_generation_strategy or settings.breeding()
         self._seed = seed
@@ -228,7 +230,8 @@ class BioTuneSampler(BaseSampler):
     def _stored_settings(self) -> dict[str, Any]:
         """What a study must keep to be resumed: the settings, and the class of each strategy
         that is not BioTune's default."""
-        defaults = (("selection_strategy", self._selection, self._settings.selection()),
+        selection = self._selection or self._settings.selection()
+        defaults = (("selection_strategy", selection, self._settings.selection()),
                     ("elite_search_strategy", self._elite_search,
                      self._settings.elite_local_search()),
                     ("child_generation_strategy", self._breeding, self._settings.breeding()))
@@ -253,7 +256,6 @@ class BioTuneSampler(BaseSampler):
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        _refuse_multi_objective(study)
         if not search_space:
             return {}
         proposal = self._proposals.pop(trial_id_of(trial), None)
@@ -268,7 +270,6 @@ class BioTuneSampler(BaseSampler):
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        _refuse_multi_objective(study)
         sampler = self._independent_sampler
         if sampler is None:
             stream = zlib.crc32(param_name.encode())
@@ -278,9 +279,6 @@ class BioTuneSampler(BaseSampler):
         return sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        if is_multi_objective(study):
-            fail_trial(study, trial)
-            raise ValueError(MULTI_OBJECTIVE)
         state = self._state(study, trial)
         if TrialRecord.of(trial) is not None:  # a retry keeps its original's record
             return
@@ -337,7 +335,7 @@ class BioTuneSampler(BaseSampler):
             extra = dict(proposal.fields)
             if "predicted" in extra:  # a fitness (minimised): stored as an objective value
                 predicted = extra.pop("predicted")
-                extra["surrogate"] = (predicted if study.direction == StudyDirection.MINIMIZE
+                extra["surrogate"] = (predicted if state.directions[0] == StudyDirection.MINIMIZE
                                       else -predicted)
             return replace(base, proposal=values, **extra)
 
@@ -345,8 +343,9 @@ class BioTuneSampler(BaseSampler):
             return record(self._breeding.random(seed, base.slot, names, role=records.ENQUEUED))
         if base.generation == 0:
             return record(self._breeding.random(seed, base.slot, names))
+        selection = self._selection_for(state)
         parents = state.population(study, trials, progress, base.generation, space,
-                                   self._selection, self._signed_ideal(study))
+                                   selection, self._signed_ideal(state))
         if not any(p.has(names) and np.isfinite(p.fitness) for p in parents):
             return _independent(base, NO_PARENT)
         if base.role in records.ELITE_ROLES:
@@ -362,20 +361,23 @@ class BioTuneSampler(BaseSampler):
                 return record(promote(elite, names))
             base = replace(base, role=records.CHILD)  # promoted already: the position breeds
         members = progress.members if base.generation == progress.generation else []
-        current = pop.group_generation(members, (), study.direction, space,
+        current = pop.group_generation(members, (), state.directions, space,
                                        state.known_genes(space))
-        pool = [p for p in self._selection.mating_pool(parents, current) if p.has(names)]
+        pool = [p for p in selection.mating_pool(parents, current) if p.has(names)]
         population = [p for p in parents if p.has(names)]  # refills a pool without immigrants
         model = (state.surrogate(study, trials, base.fidelity, space,
                                  threshold_index(self._settings.threshold_param, names))
                  if self._settings.surrogate_candidates > 1 else None)
         return record(self._breeding.breed(seed, base.slot, pool, names, population, model))
 
-    def _signed_ideal(self, study: Study) -> float | None:
+    def _selection_for(self, state: StudyState) -> SelectionStrategy:
+        return self._selection or self._settings.selection(len(state.directions))
+
+    def _signed_ideal(self, state: StudyState) -> float | None:
         ideal = self._settings.ideal_value
         if ideal is None:
             return None
-        return ideal if study.direction == StudyDirection.MINIMIZE else -ideal
+        return ideal if state.directions[0] == StudyDirection.MINIMIZE else -ideal
 
     # -- per-study state -----------------------------------------------------------------
 
@@ -388,9 +390,11 @@ class BioTuneSampler(BaseSampler):
             state = self._states.setdefault(storage, {}).get(key)
         if state is not None:
             return state
+        directions = tuple(study.directions)
         lock = lock_for(study)
         with lock:
             attrs = study_attrs(study)
+            self._check_objectives(study, trial, len(directions))
             self._check_settings(study, trial, attrs)
             seed = attrs.get(SEED)
             if seed is None:
@@ -401,7 +405,18 @@ class BioTuneSampler(BaseSampler):
                                study.study_name, seed, self._seed)
         with self._states_lock:
             return self._states[storage].setdefault(
-                key, StudyState(lock, seed, TrialView(storage), record_writer(storage)))
+                key, StudyState(lock, seed, directions, TrialView(storage),
+                                record_writer(storage)))
+
+    def _check_objectives(self, study: Study, trial: FrozenTrial, objectives: int) -> None:
+        if objectives == 1:
+            return
+        for setting, why in (("ideal_value", "is one objective's best value"),
+                             ("surrogate_candidates", "models one objective")):
+            if getattr(self._settings, setting) != getattr(SamplerSettings(), setting):
+                fail_trial(study, trial)
+                raise ValueError(f"{setting} {why}; leave it at its default for a study of "
+                                 f"{objectives} objectives")
 
     def _check_settings(self, study: Study, trial: FrozenTrial, attrs: dict) -> None:
         stored, mine = attrs.get(SETTINGS), self._stored_settings()
@@ -440,11 +455,6 @@ def _within(distribution: FloatDistribution, value: float) -> bool:
 
 def _independent(base: TrialRecord, reason: str) -> TrialRecord:
     return replace(base, role=records.INDEPENDENT, fallback=reason)
-
-
-def _refuse_multi_objective(study: Study) -> None:
-    if is_multi_objective(study):
-        raise ValueError(MULTI_OBJECTIVE)
 
 
 def _fresh_seed() -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution
-from optuna.study import Study
+from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial
 
 from . import population as pop
@@ -30,6 +30,7 @@ class StudyState:
 
     lock: StudyLock
     seed: int
+    directions: tuple[StudyDirection, ...]
     view: TrialView
     write_record: Callable[[int, dict[str, Any]], None]
     populations: dict[int, list[Individual]] = field(default_factory=dict)
@@ -60,7 +61,7 @@ class StudyState:
         members = progress.members if previous == progress.generation else [
             (t, r) for t, r in trials if r is not None and r.generation == previous]
         adopted = _adoptable(unseen, stored)
-        closed = pop.group_generation(members, adopted, study.direction, space,
+        closed = pop.group_generation(members, adopted, self.directions, space,
                                       self.known_genes(space))
         if previous == 0:
             population = selection.initial(closed, ideal)
@@ -95,7 +96,7 @@ class StudyState:
         known = self.genes.setdefault(("surrogate", *space.items()), {})
         genes, fitness = [], []
         for trial, record in trials:
-            value = pop.trial_fitness(trial, study.direction)
+            value = pop.trial_fitness(trial, self.directions[0])
             if value is None or not np.isfinite(value) or (
                     record is not None and record.fidelity != fidelity):
                 continue

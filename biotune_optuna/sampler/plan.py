@@ -43,6 +43,20 @@ class FineTunePlan:
         """Learning rate of each trained block: ``base_lr * multiplier``."""
         return {b: base_lr * m for b, m in zip(self.block_names, self.multipliers) if m > 0.0}
 
+    def training_flops(self, block_flops: Sequence[float], cached_prefix: bool = True) -> float:
+        """FLOPs to train on one image, given each block's forward FLOPs: the forward pass
+        from the first trained block on, input gradients through every block above it and
+        weight gradients of the trained blocks (each about one forward pass). The frozen
+        prefix costs its forward pass too, unless ``cached_prefix``: an activation cache
+        computes it once, not every epoch. 0 for a plan that trains nothing."""
+        trained = self.trained
+        if not any(trained):
+            return 0.0
+        first = trained.index(True)
+        return float(sum(block_flops[first:]) + sum(block_flops[first + 1:])
+                     + sum(f for f, t in zip(block_flops, trained) if t)
+                     + (0.0 if cached_prefix else sum(block_flops[:first])))
+
     def as_dict(self) -> dict[str, object]:
         return {
             TRAINED_BLOCKS: self.trained_blocks,

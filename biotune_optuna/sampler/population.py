@@ -28,6 +28,7 @@ from .records import (
     Individual,
     Known,
     TrialRecord,
+    unranked_fitness,
 )
 
 
@@ -109,7 +110,7 @@ def trial_fitness(trial: FrozenTrial, direction: StudyDirection) -> float | None
     FAIL (including NaN objectives, which Optuna fails) counts as inf, the worst value. A
     PRUNED trial counts with its last reported intermediate value, inf when it reported none.
     """
-    sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
+    sign = _sign(direction)
     if trial.state == TrialState.COMPLETE:
         value = trial.value
     elif trial.state == TrialState.PRUNED and trial.intermediate_values:
@@ -119,6 +120,22 @@ def trial_fitness(trial: FrozenTrial, direction: StudyDirection) -> float | None
     else:
         return None
     return sign * value if value is not None and math.isfinite(value) else math.inf
+
+
+def trial_values(trial: FrozenTrial, directions: Sequence[StudyDirection],
+                 ) -> tuple[float, ...] | None:
+    """Minimised objective values of a finished trial of several objectives, None while it
+    runs or waits; every value inf when it failed (Optuna cannot prune such trials)."""
+    if trial.state == TrialState.COMPLETE and trial.values is not None:
+        return tuple(v if math.isfinite(v) else math.inf
+                     for v in (_sign(d) * v for d, v in zip(directions, trial.values)))
+    if trial.state in FINISHED:
+        return (math.inf,) * len(directions)
+    return None
+
+
+def _sign(direction: StudyDirection) -> float:
+    return 1.0 if direction == StudyDirection.MINIMIZE else -1.0
 
 
 def trial_genes(trial: FrozenTrial, space: Mapping[str, FloatDistribution],
@@ -143,7 +160,7 @@ class Generation:
     by its latest retry."""
 
     explorations: dict[int, list[Individual]] = field(default_factory=dict)  # by elite trial
-    rescores: dict[int, list[float]] = field(default_factory=dict)  # fitness, by elite trial
+    rescores: dict[int, list] = field(default_factory=dict)  # fitness or values, by elite trial
     newcomers: list[Individual] = field(default_factory=list)
     children: list[tuple[Individual, list[int]]] = field(default_factory=list)  # with parents
 
@@ -194,23 +211,29 @@ def latest_per_slot(members: Sequence[tuple[FrozenTrial, TrialRecord]]) -> dict[
 
 
 def group_generation(members: Sequence[tuple[FrozenTrial, TrialRecord]],
-                     adopted: Sequence[FrozenTrial], direction: StudyDirection,
+                     adopted: Sequence[FrozenTrial], directions: Sequence[StudyDirection],
                      space: Mapping[str, FloatDistribution],
                      known_genes: dict[int, dict[str, float]] | None = None) -> Generation:
     """The finished members of one generation (the latest trial of each slot) and the trials
     it adopted (run without this sampler: ``study.add_trial``, another sampler), which join
     like enqueued ones. Members without any gene of the space carry nothing to evolve.
-    ``known_genes`` caches finished trials' genes (they never change) for this space."""
+    ``known_genes`` caches finished trials' genes (they never change) for this space. With
+    several ``directions``, individuals carry their objective values (re-scoring runs too)."""
     records = {t.number: r for t, r in members}
     known_genes = {} if known_genes is None else known_genes
     generation = Generation()
     for t in [*latest_per_slot(members).values(), *adopted]:
-        fitness = trial_fitness(t, direction)
+        if len(directions) == 1:
+            values, fitness = None, trial_fitness(t, directions[0])
+        else:
+            values = trial_values(t, directions)
+            fitness = None if values is None else unranked_fitness(values)
         if fitness is None:
             continue
         record = records.get(t.number)
         if record is not None and record.role == RESCORE:
-            generation.rescores.setdefault(record.elite, []).append(fitness)
+            generation.rescores.setdefault(record.elite, []).append(
+                fitness if values is None else values)
             continue
         if record is not None and record.role == PROMOTE:
             continue  # another fidelity: it ranks what the search hands over, not parents
@@ -221,7 +244,7 @@ def group_generation(members: Sequence[tuple[FrozenTrial, TrialRecord]],
             known_genes[t.number] = genes
         if not genes:
             continue
-        individual = Individual(t.number, dict(genes), fitness)
+        individual = Individual(t.number, dict(genes), fitness, values=values)
         role = record.role if record else ENQUEUED
         if role in ELITE_ROLES:
             generation.explorations.setdefault(record.elite, []).append(individual)

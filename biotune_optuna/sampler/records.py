@@ -148,22 +148,33 @@ def with_records(trials: Sequence[FrozenTrial]) -> list[Known]:
 class Individual:
     """A genome in [0, 1]^n with its fitness (minimised; inf when its trial failed): the mean
     of ``evaluations`` values (its trial's, then re-scoring runs and, with the pair mean, its
-    local-search neighbours')."""
+    local-search neighbours').
+
+    In a study of several objectives, ``values`` holds the mean of each objective (each
+    minimised, inf when the trial failed) and ``fitness`` the individual's Pareto front in
+    the population it was ranked in (0 for the non-dominated ones; 0 until it is ranked, inf
+    when it failed)."""
 
     trial: int
     genes: dict[str, float]
     fitness: float
     extinction: float = 0.0
     evaluations: int = 1
+    values: tuple[float, ...] | None = None
 
-    def averaged_with(self, values: Sequence[float]) -> Individual:
-        """This individual with ``values`` folded into its mean fitness."""
-        if not values:
+    def averaged_with(self, draws: Sequence[float] | Sequence[Sequence[float]]) -> Individual:
+        """This individual with ``draws`` (fitness values, or objective vectors) folded into
+        its mean."""
+        if not draws:
             return self
-        total = self.evaluations + len(values)
-        fitness = ((self.fitness * self.evaluations + sum(values)) / total
-            if math.isfinite(self.fitness) and all(map(math.isfinite, values)) else math.inf)
-        return Individual(self.trial, self.genes, fitness, self.extinction, total)
+        total = self.evaluations + len(draws)
+        if self.values is None:
+            return Individual(self.trial, self.genes, _mean(self.fitness, self.evaluations,
+                                                             draws), self.extinction, total)
+        values = tuple(_mean(v, self.evaluations, [d[k] for d in draws])
+                       for k, v in enumerate(self.values))
+        return Individual(self.trial, self.genes, unranked_fitness(values), self.extinction,
+                          total, values)
 
     def vector(self, names: Sequence[str]) -> np.ndarray:
         return np.array([self.genes[n] for n in names])
@@ -172,17 +183,38 @@ class Individual:
         return all(n in self.genes for n in names)
 
     def to_json(self) -> dict:
-        data = {"trial": self.trial, "genes": self.genes,
-                "fitness": self.fitness if math.isfinite(self.fitness) else None,
+        data = {"trial": self.trial, "genes": self.genes, "fitness": _finite_or_none(self.fitness),
                 "extinction": self.extinction}
+        if self.values is not None:
+            data["values"] = [_finite_or_none(v) for v in self.values]
         return data | ({"evaluations": self.evaluations} if self.evaluations > 1 else {})
 
     @classmethod
     def from_json(cls, data: Mapping) -> Individual:
-        fitness = math.inf if data["fitness"] is None else float(data["fitness"])
-        return cls(int(data["trial"]), dict(data["genes"]), fitness, float(data["extinction"]),
-                   int(data.get("evaluations", 1)))
+        values = data.get("values")
+        return cls(int(data["trial"]), dict(data["genes"]), _float_or_inf(data["fitness"]),
+                   float(data["extinction"]), int(data.get("evaluations", 1)),
+                   None if values is None else tuple(map(_float_or_inf, values)))
 
+
+def unranked_fitness(values: Sequence[float]) -> float:
+    """The fitness of an individual of several objectives before it is ranked: inf when it
+    failed (any objective inf), else 0."""
+    return 0.0 if all(map(math.isfinite, values)) else math.inf
+
+
+def _mean(value: float, count: int, draws: Sequence[float]) -> float:
+    if not (math.isfinite(value) and all(map(math.isfinite, draws))):
+        return math.inf
+    return (value * count + sum(draws)) / (count + len(draws))
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _float_or_inf(value: float | None) -> float:
+    return math.inf if value is None else float(value)
 
 
 def stored_seed(study_attrs: Mapping[str, Any]) -> int | None:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .evolution import Breeding, EliteLocalSearch
+from .pareto import ParetoSelection
 from .population import Layout, Selection
 
 
@@ -25,7 +26,8 @@ class SamplerSettings:
             moves only selected blocks' genes.
         ideal_value: Best value the objective can reach (1.0 for accuracy, 0.0 for error).
             Extinction probabilities then follow the paper's formula on the distance to it;
-            without it, on the distance to the population's best (min-max normalised).
+            without it, on the distance to the population's best (min-max normalised). A
+            study of several objectives takes none: extinction follows the Pareto front.
         clip_elite_genes: Store an elite's moved gene clipped to [0, 1], as it was
             evaluated. False reproduces the authors' code, which keeps it unclipped.
         extinction_after_init: Compute extinction probabilities for the initial population.
@@ -62,7 +64,7 @@ class SamplerSettings:
             the one a surrogate (``surrogate.py``, fitted on the finished trials of the same
             fidelity) predicts best is evaluated; its record keeps ``candidates`` and the
             prediction (``surrogate``). 1 (the default) is the paper's algorithm
-            (docs/algorithm.md, section 10).
+            (docs/algorithm.md, section 10). A single objective only.
     """
 
     population_size: int = 10
@@ -100,9 +102,11 @@ class SamplerSettings:
         return Layout(self.population_size, self.elite_size, self.rescore_elites,
                       self.multi_fidelity, self.elite_search)
 
-    def selection(self) -> Selection:
-        return Selection(self.population_size, self.elite_size, self.elite_pair_mean,
-                         self.extinction_after_init)
+    def selection(self, objectives: int = 1) -> Selection | ParetoSelection:
+        """BioTune's selection for a study of that many objectives."""
+        kind = Selection if objectives == 1 else ParetoSelection
+        return kind(self.population_size, self.elite_size, self.elite_pair_mean,
+                    self.extinction_after_init)
 
     def elite_local_search(self) -> EliteLocalSearch:
         return EliteLocalSearch(self.exploration_rate, self.threshold_param,

@@ -162,11 +162,6 @@ def journal_file(storage: BaseStorage) -> str | None:
     return getattr(backend_of(storage), "_file_path", None)
 
 
-def is_multi_objective(study: Study) -> bool:
-    # public study.directions works too, but reading it on every hook costs a storage call
-    return study._is_multi_objective()
-
-
 def study_attrs(study: Study) -> dict[str, Any]:
     """The study's system attrs (no public reader: Study.system_attrs is deprecated)."""
     return storage_of(study).get_study_system_attrs(study_id_of(study))

@@ -19,6 +19,7 @@ import numpy as np
 import optuna
 
 from . import genome
+from .plan import FineTunePlan
 from .records import LOW
 from .storage_io import trial_context
 
@@ -38,6 +39,8 @@ class FineTuneTask:
     noise: float = 0.01
     seed: int = 0
     low_fidelity_gap: float = 0.05  # a low-fidelity trial (fewer epochs) scores this much less
+    # forward FLOPs of each block, relative: early blocks see the largest feature maps
+    block_flops: tuple[float, ...] = (0.3, 0.25, 0.2, 0.13, 0.1, 0.02)
 
     direction = "maximize"
 
@@ -60,6 +63,28 @@ class FineTuneTask:
         rng = np.random.default_rng([self.seed, trial.number])
         gap = self.low_fidelity_gap if genome_fidelity(trial) == LOW else 0.0
         return float(np.clip(self.accuracy(plan) - gap + rng.normal(0.0, self.noise), 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class CostAwareTask:
+    """Two objectives of a synthetic fine-tuning: the task's accuracy (maximised) and the
+    plan's training FLOPs as a fraction of full fine-tuning's (minimised)."""
+
+    task: FineTuneTask
+    directions = ("maximize", "minimize")
+
+    @property
+    def search_space(self) -> dict[str, optuna.distributions.FloatDistribution]:
+        return self.task.search_space
+
+    def cost(self, plan: FineTunePlan) -> float:
+        full = FineTunePlan(plan.block_names, (1.0,) * len(plan.block_names))
+        return plan.training_flops(self.task.block_flops) / full.training_flops(
+            self.task.block_flops)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        accuracy = self.task(trial)
+        return accuracy, self.cost(genome.decode(trial.params, self.task.blocks))
 
 
 def genome_fidelity(trial: optuna.Trial) -> str:
@@ -107,5 +132,7 @@ class StandardFunction:
     def __call__(self, trial: optuna.Trial) -> float:
         return self.value([trial.suggest_float(n, 0.0, 1.0) for n in self.search_space])
 
+
+COST_AWARE = {name: CostAwareTask(task) for name, task in TASKS.items()}
 
 FUNCTIONS = {name: StandardFunction(name) for name in ("sphere", "rastrigin")}

@@ -284,13 +284,6 @@ def test_retry_takes_over_the_slot_of_the_trial_it_retries(tmp_path):
     assert record(following).slot == 8
 
 
-def test_multi_objective_study_is_refused_and_left_clean():
-    study = optuna.create_study(sampler=biotune(), directions=["maximize", "minimize"])
-    with pytest.raises(ValueError, match="single-objective"):
-        study.optimize(lambda t: (t.suggest_float("x", 0, 1), 0.0), n_trials=1)
-    assert [t.state for t in study.trials] == [TrialState.FAIL]
-
-
 def test_resuming_with_other_settings_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     run(biotune(population_size=6), 3, storage=storage)
@@ -416,16 +409,6 @@ def test_a_storage_failure_in_before_trial_leaves_no_trial_running(monkeypatch):
     with pytest.raises(OSError):
         study.optimize(TASK, n_trials=1)
     assert study.trials[-1].state == TrialState.FAIL
-
-
-def test_multi_objective_refused_by_every_sampling_hook():
-    study = optuna.create_study(sampler=biotune(), directions=["maximize", "minimize"])
-    trial = study._storage.get_trial(study._storage.create_new_trial(study._study_id))
-    dist = optuna.distributions.FloatDistribution(0, 1)
-    for call in (lambda: study.sampler.sample_relative(study, trial, {"x": dist}),
-                 lambda: study.sampler.sample_independent(study, trial, "x", dist)):
-        with pytest.raises(ValueError, match="single-objective"):
-            call()
 
 
 def test_sampler_survives_pickling_mid_study():

@@ -1,0 +1,218 @@
+"""BioTuneSampler on several objectives: Pareto ranking with crowding distance where the
+single-objective algorithm sorts by fitness, domination where it compares two values, and
+the same guarantees (resume, threads, processes, audits) as on one objective."""
+
+import math
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from benchmarks.sampler_parallel import WORKER
+from biotune_optuna import BioTuneSampler
+from biotune_optuna.sampler import pareto, records, storage_io
+from biotune_optuna.sampler.population import Generation
+from biotune_optuna.sampler.records import Individual
+from biotune_optuna.sampler.synthetic import COST_AWARE
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+TASK = COST_AWARE["near-domain"]
+
+
+def sampler(seed=0, population_size=6, elite_size=2, **options):
+    return BioTuneSampler(population_size, elite_size, seed=seed,
+                          search_space=TASK.search_space, **options)
+
+
+def search(seed=0, generations=5, n_jobs=1, storage=None, study_name=None, **options):
+    s = sampler(seed, **options)
+    study = optuna.create_study(directions=TASK.directions, sampler=s, storage=storage,
+                                study_name=study_name, load_if_exists=True)
+    study.optimize(TASK, n_trials=s.n_trials(generations), n_jobs=n_jobs)
+    return study
+
+
+def audit(study, population_size=6):
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return records.audit(study.get_trials(deepcopy=False), attrs, population_size)
+
+
+def individual(trial, *values, extinction=0.0):
+    return Individual(trial, {"x": 0.5}, records.unranked_fitness(values), extinction,
+                      values=tuple(values))
+
+
+# -- ranking ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fronts_are_mutually_non_dominated_and_each_dominated_by_the_one_before(seed):
+    rng = np.random.default_rng(seed)
+    points = [tuple(p) for p in rng.integers(0, 6, size=(25, int(rng.integers(2, 4))))]
+    found = pareto.fronts(points)
+    assert sorted(i for front in found for i in front) == list(range(25))
+    first = {i for i in range(25) if not any(pareto.dominates(q, points[i]) for q in points)}
+    assert set(found[0]) == first
+    for k, front in enumerate(found):
+        assert not any(pareto.dominates(points[i], points[j]) for i in front for j in front)
+        if k:
+            assert all(any(pareto.dominates(points[i], points[j]) for i in found[k - 1])
+                       for j in front)
+
+
+def test_domination_needs_one_strict_improvement():
+    assert pareto.dominates((0, 1), (1, 1))
+    assert not pareto.dominates((1, 1), (1, 1))
+    assert not pareto.dominates((0, 2), (1, 1))
+
+
+def test_crowding_gives_the_extremes_infinity_and_the_rest_their_normalised_gaps():
+    distance = pareto.crowding_distances([(0, 4), (1, 2), (2, 1), (4, 0)])
+    assert math.isinf(distance[0]) and math.isinf(distance[3])
+    assert distance[1] == pytest.approx(2 / 4 + 3 / 4)
+    assert distance[2] == pytest.approx(3 / 4 + 2 / 4)
+
+
+def test_pareto_sort_ranks_by_front_then_crowding_and_puts_failures_last():
+    population = [individual(0, 1, 3), individual(1, math.inf, math.inf),
+                  individual(2, 2, 2), individual(3, 0, 4), individual(4, 3, 0),
+                  individual(5, 3, 3)]
+    ordered = pareto.pareto_sort(population)
+    # front 0: the extremes 3 and 4, then 2 (crowding 2/3 + 3/4) before 0 (2/3 + 2/4)
+    assert [i.trial for i in ordered] == [3, 4, 2, 0, 5, 1]
+    assert [i.fitness for i in ordered] == [0, 0, 0, 0, 1, math.inf]
+
+
+def test_an_exploration_replaces_its_elite_only_when_it_dominates_it():
+    elite = individual(0, 1.0, 1.0, extinction=0.3)
+    incomparable = Generation(explorations={0: [individual(1, 0.5, 2.0), individual(2, 2, 0)]})
+    assert pareto.resolve_elites([elite], 1, incomparable)[0].trial == 0
+    better = Generation(explorations={0: [individual(1, 0.5, 1.0), individual(2, 2, 0)]})
+    replaced = pareto.resolve_elites([elite], 1, better)[0]
+    assert (replaced.trial, replaced.values, replaced.extinction) == (1, (0.5, 1.0), 0.3)
+
+
+def test_when_both_explorations_dominate_the_one_improving_more_wins():
+    elite = individual(0, 1.0, 1.0)
+    both = Generation(explorations={0: [individual(1, 0.9, 0.9), individual(2, 0.2, 0.95)]})
+    assert pareto.resolve_elites([elite], 1, both)[0].trial == 2  # 0.04 > 0.01
+    chained = Generation(explorations={0: [individual(1, 0.5, 0.5), individual(2, 0.4, 0.4)]})
+    assert pareto.resolve_elites([elite], 1, chained)[0].trial == 2
+
+
+def test_rescoring_averages_each_objective():
+    elite = individual(0, 1.0, 3.0)
+    generation = Generation(rescores={0: [(2.0, 3.0), (3.0, 3.0)]})
+    resolved = pareto.resolve_elites([elite], 1, generation)[0]
+    assert resolved.values == (2.0, 3.0) and resolved.evaluations == 3
+
+
+def test_a_parent_leaves_the_mating_pool_only_when_its_child_dominates_it():
+    parents = [individual(0, 0, 3), individual(1, 1, 1), individual(2, 3, 0),
+               individual(3, 2, 2)]
+    selection = pareto.ParetoSelection(4, 1)
+    generation = Generation(children=[(individual(9, 0.5, 0.5), [1, 2]),
+                                      (individual(10, 1.5, 1.5), [3, 0])])
+    assert [p.trial for p in selection.mating_pool(parents, generation)] == [0, 2]
+
+
+def test_extinction_follows_the_front():
+    selection = pareto.ParetoSelection(4, 0)
+    generation = Generation(newcomers=[individual(0, 0, 1), individual(1, 1, 0),
+                                       individual(2, 1, 1), individual(3, 2, 2)])
+    population = selection.next([], generation, None)
+    assert [(i.trial, i.extinction) for i in population] == [(0, 0), (1, 0), (2, 0.5),
+                                                            (3, 1.0)]
+
+
+# -- the sampler on a study ------------------------------------------------------------
+
+def test_a_two_objective_search_evolves_a_front():
+    study = search(generations=8)
+    roles = Counter(records.role_of(t) for t in study.trials)
+    assert roles[records.ELITE_PLUS] == roles[records.ELITE_MINUS] == 16
+    assert roles[records.CHILD] + roles[records.IMMIGRANT] == 32
+    assert audit(study) == []
+    populations = storage_io.populations_of(study)
+    assert len(populations) == 8
+    assert all(len(i.values) == 2 and i.fitness >= 0 for p in populations.values() for i in p)
+    front = {tuple(t.values) for t in study.best_trials}
+    # the front spans cheap plans and accurate ones
+    assert min(c for _, c in front) < 0.3 and max(a for a, _ in front) > 0.75
+
+
+def test_the_elites_are_the_first_front(tmp_path):
+    study = search(generations=4)
+    for population in storage_io.populations_of(study).values():
+        assert population[0].fitness == population[1].fitness == 0
+
+
+def test_the_same_seed_gives_the_same_trials_and_a_resume_continues_the_same_search(tmp_path):
+    whole = search(seed=3, generations=6)
+    storage = f"sqlite:///{tmp_path}/r.db"
+    s = sampler(3)
+    study = optuna.create_study(directions=TASK.directions, sampler=s, storage=storage,
+                                study_name="r")
+    study.optimize(TASK, n_trials=25)
+    resumed = optuna.load_study(study_name="r", storage=storage, sampler=sampler(3))
+    resumed.optimize(TASK, n_trials=s.n_trials(6) - 25)
+    assert [(t.params, t.values) for t in resumed.trials] == [
+        (t.params, t.values) for t in whole.trials]
+
+
+@pytest.mark.slow
+def test_threads_never_take_a_position_twice_on_two_objectives():
+    for seed in range(20):
+        study = search(seed, generations=5, n_jobs=4)
+        assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 46}
+        assert audit(study) == [], seed
+
+
+@pytest.mark.slow
+def test_processes_on_one_sqlite_file_share_a_two_objective_search(tmp_path):
+    for run in range(2):
+        url = f"sqlite:///{tmp_path}/p{run}.db"
+        optuna.create_study(storage=url, study_name="p", directions=TASK.directions)
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, "20",
+                                     "none" if run else "4"], stderr=subprocess.PIPE,
+                                    text=True) for _ in range(3)]
+        errors = [w.communicate(timeout=300)[1] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0, 0], errors
+        study = optuna.load_study(study_name="p", storage=url)
+        assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 60}
+        assert audit(study) == [], run
+
+
+def test_failed_trials_rank_last_and_the_search_goes_on():
+    s = sampler(1)
+    study = optuna.create_study(directions=TASK.directions, sampler=s)
+
+    def sometimes_fails(trial):
+        values = TASK(trial)
+        if trial.number % 5 == 2:
+            raise RuntimeError("out of memory")
+        return values
+
+    study.optimize(sometimes_fails, n_trials=s.n_trials(4), catch=(RuntimeError,))
+    assert audit(study) == []
+    for population in storage_io.populations_of(study).values():
+        finite = [math.isfinite(i.fitness) for i in population]
+        assert finite == sorted(finite, reverse=True)
+
+
+@pytest.mark.parametrize("setting", [{"ideal_value": 1.0}, {"surrogate_candidates": 3}])
+def test_single_objective_settings_are_refused_on_several_objectives(setting):
+    study = optuna.create_study(directions=TASK.directions, sampler=sampler(**setting))
+    with pytest.raises(ValueError, match=f"{next(iter(setting))} .* 2 objectives"):
+        study.optimize(TASK, n_trials=1)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_multi_fidelity_promotes_the_first_front():
+    study = search(generations=4, multi_fidelity=True, rescore_elites=True)
+    assert audit(study) == []
+    promoted = [t for t in study.trials if records.role_of(t) == records.PROMOTE]
+    assert promoted and all(records.fidelity_of(t) == records.FULL for t in promoted)
