@@ -186,6 +186,7 @@ def test_the_sampler_example_runs_on_its_own():
     out = subprocess.run([sys.executable, str(PACKAGE / "sampler" / "example.py")],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.startswith("best 0.")
+    assert "front: accuracy" in out  # the two-objective half
     readme = (PACKAGE / "sampler" / "README.md").read_text()
     assert "## Example" in readme and "BioTuneSampler(" in readme
 

@@ -23,6 +23,19 @@ def main() -> None:
     plan = biotune.decode(study.best_params, blocks)
     print(f"best {study.best_value:.4f}: trains {plan.trained_blocks}")
 
+    # Two objectives: accuracy against the plan's training FLOPs (a fraction of full
+    # fine-tuning's); the search returns the front of the trade-off.
+    costly = biotune.synthetic.COST_AWARE["near-domain"]
+    sampler = biotune.BioTuneSampler(population_size=10, elite_size=3, seed=0,
+                                     search_space=biotune.search_space(blocks))
+    study = optuna.create_study(directions=costly.directions, sampler=sampler)
+    study.optimize(costly, n_trials=sampler.n_trials(generations=10))
+    for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
+        accuracy, cost = trial.values
+        trained = biotune.decode(trial.params, blocks).trained_blocks
+        print(f"front: accuracy {accuracy:.3f} at {cost:.0%} of full fine-tuning's cost, "
+              f"trains {trained}")
+
 
 if __name__ == "__main__":
     main()
