@@ -216,3 +216,22 @@ def test_multi_fidelity_promotes_the_first_front():
     assert audit(study) == []
     promoted = [t for t in study.trials if records.role_of(t) == records.PROMOTE]
     assert promoted and all(records.fidelity_of(t) == records.FULL for t in promoted)
+
+
+def test_hypervolume_of_a_staircase_and_of_a_box():
+    assert pareto.hypervolume([(1, 3), (2, 2), (3, 1)], (4, 4)) == pytest.approx(6.0)
+    assert pareto.hypervolume([(1, 3), (2, 2), (3, 1), (3, 3)], (4, 4)) == pytest.approx(6.0)
+    assert pareto.hypervolume([(5, 0)], (4, 4)) == 0.0
+    assert pareto.hypervolume([(0, 0, 0)], (1, 2, 3)) == pytest.approx(6.0)
+    # three boxes of volume 2, each pair sharing 1, all three sharing 1: 6 - 3 + 1
+    assert pareto.hypervolume([(0, 1, 1), (1, 0, 1), (1, 1, 0)], (2, 2, 2)) == pytest.approx(4)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_hypervolume_agrees_with_optunas_own(dims):
+    compute = pytest.importorskip("optuna._hypervolume").compute_hypervolume
+    rng = np.random.default_rng(dims)
+    for _ in range(10):
+        points = rng.random((15, dims))
+        assert pareto.hypervolume(points.tolist(), [1.1] * dims) == pytest.approx(
+            compute(points, np.full(dims, 1.1)))
