@@ -190,8 +190,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _print_best(study: optuna.Study) -> None:
-    from biotune_optuna.app.export import best
+    from biotune_optuna.app.export import best, front_table
 
+    if len(study.directions) > 1:
+        print(front_table(study))
+        return
     ranked = best(study)
     trial = ranked.trial
     print(f"best plan: trial {trial.number}, validation value {contents.describe_value(ranked)}")
@@ -212,10 +215,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    """Print the best plan as JSON."""
-    from biotune_optuna.app.export import best_plan
+    """Print the best plan as JSON (a study of several objectives: its front as a table)."""
+    from biotune_optuna.app.export import best_plan, front_table
 
-    print(json.dumps(best_plan(_load_searched_study(args)), indent=2))
+    study = _load_searched_study(args)
+    if len(study.directions) > 1 and args.max_cost is None:
+        print(front_table(study))
+    else:
+        print(json.dumps(best_plan(study, args.max_cost), indent=2))
     return 0
 
 
@@ -223,7 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export the best plan as JSON or as a plain PyTorch snippet with its param groups."""
     from biotune_optuna.app.export import best_plan, torch_snippet
 
-    plan = best_plan(_load_searched_study(args))
+    plan = best_plan(_load_searched_study(args), args.max_cost)
     text = json.dumps(plan, indent=2) + "\n" if args.format == "json" else torch_snippet(plan)
     if args.out:
         Path(args.out).write_text(text)
@@ -241,7 +248,8 @@ def cmd_train_best(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     print(train_best(study, seeds, args.out, device=args.device, data_root=args.data_root,
                      compare=args.compare, quiet=args.quiet, top_k=args.top_k,
-                     storage_url=_storage_url(args), threads=args.threads))
+                     storage_url=_storage_url(args), threads=args.threads,
+                     max_cost=args.max_cost))
     return 0
 
 
@@ -426,6 +434,12 @@ def _summary(doc: str) -> str:
     return text.split(". ")[0].rstrip(".")
 
 
+def _add_max_cost(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-cost", type=_at_least(0, float), default=None, metavar="COST",
+                        help="a study of several objectives: the most accurate plan whose "
+                        "first cost (as --objectives named it) is at most this")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="biotune-optuna", description=__doc__.split("\n\n")[0],
@@ -442,10 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     search = command("search", cmd_search)
     _add_search_options(search)
     _add_output_options(search)
-    for name, handler in (("status", cmd_status), ("best", cmd_best), ("studies", cmd_studies)):
+    for name, handler in (("status", cmd_status), ("studies", cmd_studies)):
         _add_study_options(command(name, handler))
+    best = command("best", cmd_best)
+    _add_study_options(best)
+    _add_max_cost(best)
     export = command("export", cmd_export)
     _add_study_options(export)
+    _add_max_cost(export)
     export.add_argument("--format", choices=("json", "python"), default="json",
                         help="json: the plan and its learning rates; python: a PyTorch snippet "
                         "that applies it (default: json)")
@@ -458,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "./studies/)")
     train.add_argument("--top-k", type=_at_least(1), default=5, help="re-validate this many of the "
                        "best trials with --seeds and keep the best (1: the best trial alone)")
+    _add_max_cost(train)
     train.add_argument("--device", default="auto", help=_help("device"))
     train.add_argument("--data-root", default=None, metavar="DIR", help=_help("data_root"))
     train.add_argument("--threads", type=_at_least(1), default=None, metavar="N",

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 
-from biotune_optuna.sampler import genome
+from biotune_optuna.sampler import genome, pareto
+from biotune_optuna.sampler.plan import FROZEN_BLOCKS as FROZEN_BLOCKS
 from biotune_optuna.sampler.plan import LR_MULTIPLIERS as LR_MULTIPLIERS  # FineTunePlan.as_dict
 from biotune_optuna.sampler.plan import TRAINED_BLOCKS as TRAINED_BLOCKS
 from biotune_optuna.sampler.records import FULL, LOW
@@ -25,6 +26,8 @@ BUDGET = "biotune_optuna:budget"  # trials the last search command asked for
 COMPUTE_BUDGET = "biotune_optuna:compute_budget"  # epochs the last search command asked for
 FINAL = "biotune_optuna:final"  # test results of train-best
 DEMO = "biotune_optuna:demo"  # the demo's summary
+# several objectives: the hypervolume's reference point (chance metric, full fine-tuning's costs)
+REFERENCE = "biotune_optuna:reference"
 
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system attrs of artifact metadata (plots)
 
@@ -95,6 +98,10 @@ def trained_blocks(trial: optuna.trial.FrozenTrial) -> list[str]:
     return list(trial.user_attrs.get(TRAINED_BLOCKS, []))
 
 
+def frozen_blocks(trial: optuna.trial.FrozenTrial) -> list[str]:
+    return list(trial.user_attrs.get(FROZEN_BLOCKS, []))
+
+
 def lr_multipliers(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     return dict(trial.user_attrs.get(LR_MULTIPLIERS, {}))
 
@@ -145,6 +152,28 @@ def set_budget(study: optuna.Study, trials: int | None, epochs: int | None) -> N
             study.set_user_attr(key, value)
 
 
+def set_reference(study: optuna.Study, point: Sequence[float]) -> None:
+    """The point a study's hypervolume is measured from, each objective as the study
+    states it: the metric by chance and full fine-tuning's costs."""
+    if study.user_attrs.get(REFERENCE) != list(point):
+        study.set_user_attr(REFERENCE, list(point))
+
+
+def hypervolume(study: optuna.Study, plans: Sequence[RankedPlan] | None = None,
+                ) -> float | None:
+    """The hypervolume of the study's front at the full fidelity (of ``plans`` when given),
+    from its reference point; None for a study of one objective or without the point."""
+    reference = study.user_attrs.get(REFERENCE)
+    if reference is None or len(study.directions) < 2:
+        return None
+    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
+             for d in study.directions]
+    plans = ranked_plans(study) if plans is None else plans
+    points = [[s * v for s, v in zip(signs, (p.value, *p.costs))] for p in plans
+              if p.fidelity == FULL]
+    return pareto.hypervolume(points, [s * r for s, r in zip(signs, reference)])
+
+
 def stored_budget(study: optuna.Study) -> tuple[int | None, int | None]:
     """(trials, epochs) the last search command asked for."""
     return study.user_attrs.get(BUDGET), study.user_attrs.get(COMPUTE_BUDGET)
@@ -185,12 +214,16 @@ def compute_spent(trials) -> Compute:
 @dataclass(frozen=True)
 class RankedPlan:
     """A distinct plan of a study: its first trial at the fidelity it is ranked by, the mean
-    value of its completed trials there, and how many they are."""
+    value (the first objective) of its completed trials there, and how many they are. In a
+    study of several objectives, ``costs`` holds the other objectives' means and ``front``
+    the plan's Pareto front among the plans at its fidelity (0: not dominated)."""
 
     trial: optuna.trial.FrozenTrial
     value: float
     evaluations: int
     fidelity: str
+    costs: tuple[float, ...] = ()
+    front: int = 0
 
 
 def describe_value(plan: RankedPlan) -> str:
@@ -207,7 +240,7 @@ def evaluations_by_plan(trials: Sequence[optuna.trial.FrozenTrial]
     fidelity, trials in the given order."""
     plans: dict[tuple, dict[str, list[optuna.trial.FrozenTrial]]] = {}
     for t in trials:
-        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None:
+        if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None:
             key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
             plans.setdefault(key, {}).setdefault(fidelity(t), []).append(t)
     return list(plans.values())
@@ -221,13 +254,45 @@ def ranked_plans(study: optuna.Study,
     together, so one lucky draw does not decide), then the plans only evaluated at the low
     fidelity, ranked likewise (a low-fidelity value trains fewer epochs and is not comparable
     with a full one). Ties: the older trial first. ``trials``: rank these instead of all
-    the study's (e.g. those a search had finished at some compute)."""
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    the study's (e.g. those a search had finished at some compute).
+
+    Several objectives: the plans of the Pareto front first (at each fidelity), each front
+    ranked by the first objective (the metric) as above."""
+    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
+             for d in study.directions]
     ranked = []
     for by_fidelity in evaluations_by_plan(
             study.get_trials(deepcopy=False) if trials is None else trials):
         level = FULL if FULL in by_fidelity else LOW
         trials = by_fidelity[level]
-        ranked.append(RankedPlan(trials[0], sum(t.value for t in trials) / len(trials),
-                                 len(trials), level))
-    return sorted(ranked, key=lambda p: (p.fidelity != FULL, sign * p.value, p.trial.number))
+        means = [sum(t.values[k] for t in trials) / len(trials) for k in range(len(signs))]
+        ranked.append(RankedPlan(trials[0], means[0], len(trials), level, tuple(means[1:])))
+    if len(signs) > 1:
+        ranked = _with_fronts(ranked, signs)
+    return sorted(ranked, key=lambda p: (p.fidelity != FULL, p.front, signs[0] * p.value,
+                                         p.trial.number))
+
+
+def within_cost(plans: Sequence[RankedPlan], max_cost: float | None) -> list[RankedPlan]:
+    """The plans a search hands over under a cap on its first cost objective (the most
+    accurate first, full-fidelity evaluations before low ones); all of ``plans`` without a
+    cap."""
+    if max_cost is None:
+        return list(plans)
+    kept = [p for p in plans if p.costs and p.costs[0] <= max_cost]
+    return sorted(kept, key=lambda p: (p.fidelity != FULL, -p.value, p.trial.number))
+
+
+def _with_fronts(plans: list[RankedPlan], signs: Sequence[float]) -> list[RankedPlan]:
+    ranked = []
+    for level in (FULL, LOW):
+        at_level = [p for p in plans if p.fidelity == level]
+        points = [[s * v for s, v in zip(signs, (p.value, *p.costs))] for p in at_level]
+        for index, front in enumerate(pareto.fronts(points)):
+            ranked += [replace(at_level[i], front=index) for i in front]
+    return ranked
+
+
+def cost_key(name: str) -> str:
+    """The user attr of a trial's cost objective (``train-gflops``: ``cost:train-gflops``)."""
+    return f"cost:{name}"

@@ -157,6 +157,11 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
 
     from biotune_optuna.analysis import plot_convergence
 
+    if config.cost_objectives:
+        raise ConfigError(f"compare ranks searches by {config.metric} alone for now, not by "
+                          f"--objectives {config.objectives}: run `search --objectives "
+                          f"{config.objectives} --sampler <name>` per sampler and read each "
+                          "front's hypervolume in `status`")
     if len(seeds) == 1 and not quiet:
         print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
               "--seeds is a list of seeds, such as 0,1,2,3,4", file=sys.stderr, flush=True)

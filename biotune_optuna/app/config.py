@@ -36,7 +36,17 @@ from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.population import Layout
 from biotune_optuna.sampler.settings import SamplerSettings, check_settings
 
-SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2")
+SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2", "gp")
+# what a search may minimise beside the validation metric (--objectives), and what each is
+COSTS = {
+    "train-gflops": "training GFLOPs per image and epoch (forward from the first trained "
+                    "block, input and weight gradients; the frozen prefix from the cache)",
+    "train-memory": "MB a training step holds at --batch-size (weights, gradients and "
+                    "optimizer state of trained blocks, saved activations)",
+    "trainable-fraction": "the share of the network's parameters that is trained",
+}
+ACCURACY = "accuracy"  # the first objective: --metric on the validation split
+SEVERAL_OBJECTIVES = ("biotune", "nsga2", "tpe", "random", "gp")  # samplers that take them
 DEFAULT_SAMPLERS = "biotune,tpe,random,cmaes"  # what compare runs unless told
 PRUNERS = ("none", "median", "hyperband")
 # compare --variants: BioTune with one part changed (docs/algorithm.md, section 9)
@@ -232,6 +242,11 @@ class SearchConfig:
                                      "genomes too")
     train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "
                               "genome, where the head's gene can freeze it)", legacy=False)
+    objectives: str = option(
+        ACCURACY, "what the search optimises, comma-separated: accuracy (--metric on "
+        "validation, maximised), then costs to minimise beside it for a Pareto front: "
+        + ", ".join(COSTS) + " (e.g. accuracy,train-gflops)", legacy=ACCURACY,
+        metavar="LIST")
     trainable_penalty: float = option(
         0.0, "subtract this x the trainable-parameter fraction from each trial's validation "
         "value: 0.05 trades 0.01 of accuracy for 20%% of the parameters (0: accuracy alone)",
@@ -288,6 +303,7 @@ class SearchConfig:
         if self.enqueue_baselines and self.genome == genome.LR_ONLY:
             raise ConfigError("--genome lr-only trains every block, so linear probing cannot "
                               "be enqueued; drop --enqueue-baselines")
+        self._check_objectives()
         if self.grace <= self.heartbeat:
             raise ConfigError(f"--grace must be larger than --heartbeat, got {self.grace} and "
                               f"{self.heartbeat}")
@@ -305,6 +321,40 @@ class SearchConfig:
             raise ConfigError(f"--multi-fidelity prunes {self.sampler}'s trials with Hyperband "
                               f"from --low-epochs; drop --pruner {self.pruner} or give "
                               "--no-multi-fidelity")
+
+    @property
+    def cost_objectives(self) -> list[str]:
+        """The costs minimised beside the metric (none for a search of the metric alone)."""
+        return self.objectives.split(",")[1:]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] + ["minimize"] * len(self.cost_objectives)
+
+    def _check_objectives(self) -> None:
+        names = self.objectives.split(",")
+        if names[0] != ACCURACY or any(n not in COSTS for n in names[1:]):
+            raise ConfigError(f"--objectives {self.objectives!r}: give accuracy first, then "
+                              f"costs among {', '.join(COSTS)}, such as accuracy,train-gflops")
+        if len(set(names)) < len(names):
+            raise ConfigError(f"--objectives {self.objectives!r} repeats an objective; give "
+                              "each once")
+        if len(names) == 1:
+            return
+        refusals = [
+            (self.sampler not in SEVERAL_OBJECTIVES, f"--sampler {self.sampler} optimises one "
+             f"objective; use one of {', '.join(SEVERAL_OBJECTIVES)}"),
+            (self.pruner != "none", f"Optuna cannot prune a study of several objectives; "
+             f"drop --pruner {self.pruner}"),
+            (self.multi_fidelity and self.sampler != "biotune", "--multi-fidelity prunes "
+             f"{self.sampler}'s trials, which Optuna cannot do with several objectives; give "
+             "--no-multi-fidelity"),
+            (self.trainable_penalty > 0, "a cost objective replaces --trainable-penalty; drop "
+             "it"),
+        ]
+        for refused, message in refusals:
+            if refused:
+                raise ConfigError(f"with --objectives {self.objectives}: {message}")
 
     @property
     def storage_url(self) -> str:
@@ -331,8 +381,9 @@ class SearchConfig:
 
     def sampler_settings(self) -> SamplerSettings:
         """BioTune's sampler settings under these options (the metrics are accuracies: 1 is
-        the ideal value)."""
-        return SamplerSettings(ideal_value=1.0, **self._sampler_values())
+        the ideal value of a search of the metric alone)."""
+        return SamplerSettings(ideal_value=None if self.cost_objectives else 1.0,
+                               **self._sampler_values())
 
     def _sampler_values(self) -> dict[str, Any]:
         biotune = self.sampler == "biotune"

@@ -92,6 +92,10 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
                 if block in multipliers else "frozen")
             lines.append(f"| {block} | {rate} |")
         lines.append("")
+        if ranked[0].costs:
+            from biotune_optuna.app.export import front_table
+
+            lines += ["## Front", "", "```", front_table(study), "```", ""]
     quality = surrogate_quality(study)
     if quality:
         lines += ["## Surrogate", "", "Children and immigrants pre-selected among "

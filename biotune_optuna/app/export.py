@@ -13,12 +13,56 @@ from biotune_optuna.app.config import ConfigError
 from biotune_optuna.contents import trial_plan
 
 
-def best(study: optuna.Study) -> contents.RankedPlan:
-    """The plan the study hands over (:func:`contents.ranked_plans`)."""
+def handed_over(study: optuna.Study, max_cost: float | None = None,
+                ) -> list[contents.RankedPlan]:
+    """The plans the study hands over, best first (:func:`contents.ranked_plans`); with
+    ``max_cost``, those whose first cost objective is at most that."""
     ranked = contents.ranked_plans(study)
     if not ranked:
         raise ConfigError(no_plan(study))
-    return ranked[0]
+    if max_cost is None:
+        return ranked
+    names = contents.config(study).get("objectives", "accuracy").split(",")[1:]
+    if not ranked[0].costs:
+        raise ConfigError(f"study {study.study_name!r} optimises one objective, so there is "
+                          "no cost to cap; drop --max-cost (search with --objectives "
+                          "accuracy,train-gflops for a front)")
+    kept = contents.within_cost(ranked, max_cost)
+    if not kept:
+        cheapest = min(p.costs[0] for p in ranked)
+        raise ConfigError(f"no plan of study {study.study_name!r} costs at most {max_cost:g} "
+                          f"{names[0] if names else 'cost'} (the cheapest costs "
+                          f"{cheapest:.4g}); raise --max-cost")
+    return kept
+
+
+def best(study: optuna.Study, max_cost: float | None = None) -> contents.RankedPlan:
+    """The plan the study hands over: the first of :func:`handed_over`."""
+    return handed_over(study, max_cost)[0]
+
+
+def front_table(study: optuna.Study) -> str:
+    """The Pareto front of a study of several objectives, cheapest first: each plan's
+    trial, metric, costs and frozen blocks, and which plan ``export`` hands over."""
+    ranked = handed_over(study)
+    names = contents.config(study).get("objectives", "").split(",")[1:] or [
+        f"objective {k + 1}" for k in range(1, len(ranked[0].costs) + 1)]
+    front = sorted((p for p in ranked if p.front == 0 and p.fidelity == ranked[0].fidelity),
+                   key=lambda p: (p.costs, -p.value))
+    metric = contents.config(study).get("metric", "value")
+    rows = [[str(p.trial.number), f"{p.value:.4f}", *(f"{c:.4g}" for c in p.costs),
+             ", ".join(contents.frozen_blocks(p.trial)) or "-"] for p in front]
+    header = ["trial", metric, *names, "frozen blocks"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+             for r in [header, *rows]]
+    volume = contents.hypervolume(study, ranked)
+    lines.append(f"{len(front)} plan{'s' * (len(front) != 1)} on the front" + (
+        f" ({ranked[0].fidelity} fidelity)" if ranked[0].fidelity != contents.FULL else "")
+        + ("" if volume is None else f", hypervolume {volume:.4g}")
+        + f"; export and train-best hand over trial {ranked[0].trial.number} (the most "
+        "accurate), or the most accurate within --max-cost")
+    return "\n".join(lines)
 
 
 def no_plan(study: optuna.Study) -> str:
@@ -40,9 +84,10 @@ def no_plan(study: optuna.Study) -> str:
             ". Fix that and search again (a new --study-name starts afresh)")
 
 
-def best_plan(study: optuna.Study) -> dict:
-    """The best plan with what it needs to be reused: rates, block modules."""
-    ranked = best(study)
+def best_plan(study: optuna.Study, max_cost: float | None = None) -> dict:
+    """The best plan (within ``max_cost``) with what it needs to be reused: rates, block
+    modules."""
+    ranked = best(study, max_cost)
     trial = ranked.trial
     names = block_names(study)
     plan = trial_plan(study, trial, names)
@@ -56,7 +101,13 @@ def best_plan(study: optuna.Study) -> dict:
             "learning_rates": plan.learning_rates(config.get("lr") or 1e-3),
             "block_modules": contents.blocks(study),
             "params": trial.params,
-            contents.TRAINABLE_FRACTION: contents.trainable_fraction(trial)}
+            contents.TRAINABLE_FRACTION: contents.trainable_fraction(trial),
+            **_costs(study, ranked)}
+
+
+def _costs(study: optuna.Study, ranked: contents.RankedPlan) -> dict[str, float]:
+    names = contents.config(study).get("objectives", "").split(",")[1:]
+    return dict(zip(names, ranked.costs))
 
 
 def torch_snippet(plan: dict) -> str:

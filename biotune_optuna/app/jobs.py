@@ -11,10 +11,10 @@ import numpy as np
 import optuna
 
 from biotune_optuna import contents
-from biotune_optuna.app.config import ConfigError, SearchConfig
+from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
-from biotune_optuna.app.export import no_plan
+from biotune_optuna.app.export import handed_over
 from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.runner import Budget, StopRequests, run_search
@@ -108,7 +108,8 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
                                   trainable_penalty=config.trainable_penalty,
                                   should_stop=stops.training_should_stop,
                                   report_epochs=reports_epochs(config),
-                                  low_fidelity=config.low_fidelity)
+                                  low_fidelity=config.low_fidelity,
+                                  costs=tuple(config.cost_objectives))
     try:
         with CoreShare(n_jobs, config.threads) as share:
             run_search(study, share.before(objective), budget, n_jobs=n_jobs,
@@ -137,21 +138,15 @@ def describe_budget(budget: Budget) -> str:
     return " or ".join(parts)
 
 
-def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    """The first trials of the ``k`` best distinct plans, as :func:`contents.ranked_plans`
-    ranks them (full-fidelity evaluations first, by their mean)."""
-    return [plan.trial for plan in contents.ranked_plans(study)[:k]]
-
-
 def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k: int,
-                quiet: bool = False, trainable_penalty: float = 0.0):
+                quiet: bool = False, trainable_penalty: float = 0.0,
+                max_cost: float | None = None):
     """Retrain the ``top_k`` best trials' plans with ``seeds`` and keep the one with the best
     mean *validation* value (less the search's trainable penalty): one noisy search score no
     longer decides alone (the winner's curse of picking the maximum of many noisy
-    estimates). Test metrics play no part."""
-    candidates = top_trials(study, top_k)
-    if not candidates:
-        raise ConfigError(no_plan(study))
+    estimates). Test metrics play no part. ``max_cost``: among the plans within that
+    cost (a study of several objectives)."""
+    candidates = [plan.trial for plan in handed_over(study, max_cost)[:top_k]]
     if not quiet:
         print(f"re-validating the top {len(candidates)} trials with seeds {seeds} ...",
               flush=True)
@@ -173,20 +168,21 @@ def select_plan(study: optuna.Study, task: Task, train, seeds: list[int], top_k:
 def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
                device: str | None = None, data_root: str | None = None, compare: bool = True,
                quiet: bool = False, task: Task | None = None, top_k: int = 5,
-               storage_url: str | None = None, threads: int | None = None) -> str:
+               storage_url: str | None = None, threads: int | None = None,
+               max_cost: float | None = None) -> str:
     """Pick the best plan among the study's ``top_k`` plans by their mean validation value
     over ``seeds`` (retrained on the training split), test it, save the first seed's
     best-epoch weights (to ``out``, else beside the study's SQLite or journal file at
     ``storage_url``), and (with ``compare``) put full fine-tuning and linear probing beside
-    it on the same seeds."""
-    if not contents.ranked_plans(study):
-        raise ConfigError(no_plan(study))
+    it on the same seeds. ``max_cost``: the top plans within that cost (a study of several
+    objectives)."""
+    handed_over(study, max_cost)  # a study without a plan to hand over stops here
     config = config_of(study, device=device, data_root=data_root, threads=threads)
     _take_machine(config)
     task = task or task_for(config)
     train = config.train_config()
     trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet,
-                                      config.trainable_penalty)
+                                      config.trainable_penalty, max_cost)
     result.name = f"BioTune (trial {trial.number})"
     evaluations = [result]
     for name, recipe in (recipe_plans(task.block_names) if compare else {}).items():

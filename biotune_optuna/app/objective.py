@@ -13,10 +13,11 @@ import optuna
 from biotune_optuna import contents
 from biotune_optuna.app.fidelity import FULL, Fidelity, training_at
 from biotune_optuna.app.optuna_internals import study_key
+from biotune_optuna.finetuning.cost import profile
 from biotune_optuna.finetuning.task import Task
 from biotune_optuna.finetuning.train import METRICS, RunResult, TrainConfig, fine_tune
 from biotune_optuna.sampler import genome, trial_context
-from biotune_optuna.sampler.plan import FineTunePlan
+from biotune_optuna.sampler.plan import FineTunePlan, recipe_plan
 
 EMPTY_PLAN_VALUE = 0.0  # the paper's fitness 1.0 (accuracy 0) for a plan that trains nothing
 
@@ -63,6 +64,10 @@ class FineTuneObjective:
             far, all seed runs together) the best value of the first seed run so far, then
             the mean of the finished seed runs. The validation value of every epoch is stored
             once, at the end, in the ``learning_curves`` user attr.
+        costs: Costs minimised beside the metric (names of ``cost_of``, such as
+            ``train-gflops``): the trial then returns (metric, cost, ...), each cost known
+            from the plan and the network before training, and also stored as a user attr.
+            A study of several objectives cannot be pruned, so nothing is reported.
         low_fidelity: How a trial the sampler marks low-fidelity (a multi-fidelity BioTune
             search, :func:`biotune_optuna.sampler.fidelity_of`) trains: at most its epochs
             (the first epochs of a full run, on the same schedule) and its number of seeds.
@@ -84,15 +89,34 @@ class FineTuneObjective:
     should_stop: Callable[[], bool] | None = None
     report_epochs: bool = True
     low_fidelity: Fidelity | None = None
+    costs: Sequence[str] = ()
     _described: set = field(default_factory=set, init=False, repr=False)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __post_init__(self) -> None:
+        self._pricing = Pricing(self.task, self.config) if self.costs else None
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        value = self._value(trial)
+        if self._pricing is None:
+            return value
+        names = self.task.block_names
+        plan = genome.decode(trial.params, names, self.train_head, self.genome)
+        costs = [self._pricing.cost(name, plan) for name in self.costs]
+        for name, cost in zip(self.costs, costs):
+            trial.set_user_attr(contents.cost_key(name), cost)
+        return (value, *costs)
+
+    def _value(self, trial: optuna.Trial) -> float:
         study = trial.study
         if study_key(study) not in self._described:  # made in Python?
             from biotune_optuna.app.studies import config_of_objective, describe_study
 
             if contents.study_config(study) is None:
                 describe_study(study, self.task, config_of_objective(study, self))
+            if self._pricing is not None:
+                full = recipe_plan("full", self.task.block_names)
+                contents.set_reference(study, [1.0 / self.task.data.num_classes] + [
+                    self._pricing.cost(name, full) for name in self.costs])
             self._described.add(study_key(study))
         names = self.task.block_names
         plan = genome.decode(genome.suggest_genome(trial, names, self.genome), names,
@@ -115,7 +139,8 @@ class FineTuneObjective:
             trial.set_user_attr(contents.RESCORE_SEEDS, seeds)
         fidelity = context.fidelity if self.low_fidelity else FULL
         config, seeds = training_at(fidelity, self.config, seeds, self.low_fidelity)
-        run = _Runs(trial, task, time.perf_counter(), fidelity, self.report_epochs, penalty)
+        run = _Runs(trial, task, time.perf_counter(), fidelity,
+                    self.report_epochs and not self.costs, penalty)
         for index, seed in enumerate(seeds):
             try:
                 result = fine_tune(task, plan, config, seed, report=run.reporter(),
@@ -131,6 +156,26 @@ class FineTuneObjective:
                 return math.nan  # Optuna fails the trial and the study goes on
         run.record()
         return run.value()
+
+
+class Pricing:
+    """What a plan costs on the task's network (``finetuning.cost``), by objective name; the
+    network is profiled once."""
+
+    def __init__(self, task: Task, config: TrainConfig) -> None:
+        spec = task.model.input
+        self.costs = profile(task.model.model, task.blocks, (spec.channels, spec.size, spec.size))
+        self.config = config
+
+    def cost(self, name: str, plan: FineTunePlan) -> float:
+        if name == "train-gflops":
+            return self.costs.training_gflops(plan)
+        if name == "train-memory":
+            return self.costs.memory_mb(plan, self.config.batch_size, self.config.optimizer)
+        if name == "trainable-fraction":
+            return sum(p for p, t in zip(self.costs.params, plan.trained) if t) / sum(
+                self.costs.params)
+        raise ValueError(f"unknown cost {name!r}")
 
 
 class _Runs:

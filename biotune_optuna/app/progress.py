@@ -46,6 +46,9 @@ class SearchProgress:
         ranked = contents.ranked_plans(study)
         best = "-" if not ranked else f"{ranked[0].value:.4f}" + (
             " (low fidelity)" if ranked[0].fidelity == contents.LOW else "")
+        if ranked and ranked[0].costs:  # several objectives: the front's size too
+            front = sum(1 for p in ranked if p.front == 0 and p.fidelity == ranked[0].fidelity)
+            best += f", front {front}"
         trials = study.get_trials(deepcopy=False)
         generations = [TrialRecord.of(t) for t in trials]
         if any(generations):  # a BioTune study

@@ -33,6 +33,12 @@ def status_report(study: optuna.Study) -> str:
         lines.append(f"  generation {progress.generation}: {progress.finished()} of {size} "
                      "trials finished")
     ranked = contents.ranked_plans(study)
+    front = [p for p in ranked if p.front == 0 and p.fidelity == ranked[0].fidelity]
+    if ranked and ranked[0].costs:
+        volume = contents.hypervolume(study, ranked)
+        lines.append(f"  front: {len(front)} plan{'s' * (len(front) != 1)}" + (
+            "" if volume is None else f", hypervolume {volume:.4g} (from chance and full "
+            "fine-tuning's costs)") + "; `best` lists them")
     if ranked:
         best = ranked[0].trial
         lines.append(f"  best so far: trial {best.number}, value "

@@ -13,7 +13,9 @@ from optuna.trial import TrialState
 
 from biotune_optuna import contents
 from biotune_optuna.app.config import (
+    ACCURACY,
     SAMPLER_SETTINGS,
+    SAMPLERS,
     ConfigError,
     SearchConfig,
     differences,
@@ -45,7 +47,9 @@ def other_sampler(name: str, seed: int, population: int = 10) -> optuna.samplers
         return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; use biotune, tpe, random, cmaes or nsga2")
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 
 def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
@@ -79,7 +83,7 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
     fingerprint = {**config.fingerprint(), "blocks": list(block_names)}
     space = genome.search_space(block_names, config.genome)
     study = optuna.create_study(
-        study_name=config.study_name, storage=storage, direction="maximize",
+        study_name=config.study_name, storage=storage, directions=config.directions,
         sampler=make_sampler(config, space), pruner=make_pruner(config),
         load_if_exists=True)
     with lock_for(study):  # workers starting together agree
@@ -205,7 +209,7 @@ def describe_study(study: optuna.Study, task, config: SearchConfig | None) -> No
 
 
 SAMPLER_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "CmaEsSampler": "cmaes",
-                 "NSGAIISampler": "nsga2"}
+                 "NSGAIISampler": "nsga2", "GPSampler": "gp"}
 PRUNER_NAMES = {"NopPruner": "none", "MedianPruner": "median",
                 "HyperbandPruner": "hyperband"}
 
@@ -234,6 +238,7 @@ def config_of_objective(study: optuna.Study, objective) -> SearchConfig | None:
                     train_seeds=list(objective.seeds), folds=objective.n_folds,
                     train_head=objective.train_head, genome=objective.genome,
                     trainable_penalty=objective.trainable_penalty,
+                    objectives=",".join([ACCURACY, *objective.costs]),
                     multi_fidelity=low is not None, pruner=PRUNER_NAMES[pruner],
                     **({"low_epochs": low.epochs} if low is not None else {}))
     try:

@@ -1,0 +1,120 @@
+"""Accuracy against training cost: the hypervolume of the front each search finds, at equal
+compute, for BioTune, NSGA-II, TPE, GP and random search.
+
+    .venv/bin/python -m benchmarks.multiobjective --synthetic     # minutes; RESULTS.md
+
+Synthetic tasks (``sampler/synthetic.py``, ``COST_AWARE``): each trial returns the task's
+accuracy and the plan's training FLOPs as a fraction of full fine-tuning's. Compute is what
+the trials cost, so a search that evaluates cheap plans buys more of them: every search runs
+until it has spent what BioTune spent in its 140 trials (N=10, E=3, 10 generations), in
+units of one full fine-tuning. Hypervolume: of the points (1 - accuracy, cost) below the
+reference (1 - chance accuracy, full fine-tuning's cost), as the issue fixes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import optuna
+
+from benchmarks import results
+from benchmarks.common import prepare
+from biotune_optuna import BioTuneSampler
+from biotune_optuna.sampler.pareto import hypervolume
+from biotune_optuna.sampler.synthetic import CHANCE, COST_AWARE
+
+REFERENCE_TRIALS = 140
+MAX_TRIALS = 2000  # a search whose trials cost nothing must stop somewhere
+SAMPLERS = {
+    "BioTune": lambda task, seed: BioTuneSampler(10, 3, seed=seed,
+                                                 search_space=task.search_space),
+    "BioTune, no adoption or elite search": lambda task, seed: BioTuneSampler(
+        10, 3, seed=seed, search_space=task.search_space, adoption=False, elite_search=False),
+    "NSGA-II": lambda task, seed: optuna.samplers.NSGAIISampler(population_size=10, seed=seed),
+    "TPE": lambda task, seed: optuna.samplers.TPESampler(seed=seed),
+    "GP": lambda task, seed: optuna.samplers.GPSampler(seed=seed),
+    "random": lambda task, seed: optuna.samplers.RandomSampler(seed=seed),
+}
+REFERENCE = "BioTune"
+
+
+def front_volume(values: list[tuple[float, float]]) -> float:
+    return hypervolume([(-accuracy, cost) for accuracy, cost in values], (-CHANCE, 1.0))
+
+
+def run(task, sampler, budget: float | None) -> tuple[float, float, int]:
+    """(hypervolume, compute spent, trials) of a search stopped at ``budget`` compute (or,
+    without one, at the reference's trials)."""
+    study = optuna.create_study(directions=task.directions, sampler=sampler)
+    spent, values = 0.0, []
+
+    def stop_at_budget(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal spent
+        values.append(tuple(trial.values))
+        spent += trial.values[1]
+        if budget is not None and spent >= budget:
+            study.stop()
+
+    study.optimize(task, n_trials=REFERENCE_TRIALS if budget is None else MAX_TRIALS,
+                   callbacks=[stop_at_budget])
+    return front_volume(values), spent, len(values)
+
+
+def synthetic_section(seeds: int, methods: list[str]) -> str:
+    rows, diffs = [], []
+    for name, task in COST_AWARE.items():
+        found: dict[str, list[tuple[float, float, int]]] = {}
+        for seed in range(seeds):
+            reference = run(task, SAMPLERS[REFERENCE](task, seed), None)
+            found.setdefault(REFERENCE, []).append(reference)
+            for method in methods:
+                if method != REFERENCE:
+                    found.setdefault(method, []).append(
+                        run(task, SAMPLERS[method](task, seed), reference[1]))
+            print(f"{name} seed {seed} done", flush=True)
+        for method, runs in found.items():
+            volumes = [r[0] for r in runs]
+            rows.append([name, method, results.mean_se(volumes),
+                         f"{np.mean([r[1] for r in runs]):.1f}",
+                         f"{np.mean([r[2] for r in runs]):.0f}"])
+            if method != REFERENCE:
+                diffs.append([name, f"{REFERENCE} - {method}",
+                              results.paired([r[0] for r in found[REFERENCE]], volumes),
+                              str(seeds)])
+    return (results.table(["task", "search", "hypervolume (mean ± se)",
+                           "compute (full fine-tunes)", "trials"], rows)
+            + "\n\nPaired differences of the hypervolume (same seed):\n\n"
+            + results.table(["task", "difference", "mean ± se", "pairs"], diffs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synthetic", action="store_true", help="the synthetic tasks")
+    parser.add_argument("--seeds", type=int, default=20, help="seeds per search (default: 20)")
+    parser.add_argument("--methods", default=",".join(SAMPLERS),
+                        help=f"comma-separated, of: {', '.join(SAMPLERS)}")
+    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    args = parser.parse_args()
+    prepare(None)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(SAMPLERS))
+    if unknown:
+        parser.error(f"unknown search {unknown[0]!r}; use some of: {', '.join(SAMPLERS)}")
+    if not args.synthetic:
+        parser.error("say which tasks: --synthetic (the real backbones are not wired yet)")
+    body = (f"Command: `.venv/bin/python -m benchmarks.multiobjective --synthetic --seeds "
+            f"{args.seeds}` ({results.machine()}).\n\n"
+            "Two objectives on the synthetic tasks: accuracy (maximised) and the plan's "
+            "training FLOPs as a fraction of full fine-tuning's (minimised). BioTune runs "
+            f"{REFERENCE_TRIALS} trials (N=10, E=3); every other search runs until it has "
+            "spent the same compute (the sum of its trials' costs). Hypervolume of (1 - "
+            f"accuracy, cost) below the reference point (1 - {CHANCE}, 1.0): chance accuracy "
+            "and full fine-tuning's cost.\n\n" + synthetic_section(args.seeds, methods) + "\n")
+    results.publish("multiobjective_synthetic",
+                    "Accuracy against training cost: synthetic tasks", body,
+                    write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()

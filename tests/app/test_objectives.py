@@ -1,0 +1,112 @@
+"""`search --objectives accuracy,<cost>`: a front of accuracy against training cost, stored
+with the study, listed by `best`, capped by `--max-cost`, refused where it cannot work."""
+
+import json
+
+import optuna
+import pytest
+
+from biotune_optuna import contents
+from biotune_optuna.sampler import records
+
+SEARCH = ["search", "--study-name", "f", "--dataset", "digits", "--model", "tiny", "--epochs",
+          "2", "--population", "4", "--elite", "1", "--trials", "12", "-q"]
+
+
+@pytest.fixture(scope="module")
+def front_study(tmp_path_factory):
+    from tests.conftest import call_main
+
+    folder = tmp_path_factory.mktemp("front")
+    storage = f"sqlite:///{folder}/f.db"
+    out = call_main(*SEARCH, "--storage", storage, "--objectives", "accuracy,train-gflops",
+                    cwd=folder, check=True).stdout
+    assert "on the front" in out and "best plan" not in out  # the search ends on its front
+    return folder, storage
+
+
+def test_a_two_objective_search_stores_both_values_and_the_reference(front_study):
+    _, storage = front_study
+    study = optuna.load_study(study_name="f", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 12
+    for t in complete:
+        assert t.values[1] == t.user_attrs[contents.cost_key("train-gflops")]
+        assert (t.values[1] == 0) == (not t.user_attrs["trained_blocks"])
+    chance, full = study.user_attrs[contents.REFERENCE]
+    assert chance == pytest.approx(0.1) and full >= max(t.values[1] for t in complete)
+    assert contents.config(study)["objectives"] == "accuracy,train-gflops"
+    roles = {records.role_of(t) for t in study.trials}
+    assert records.ELITE_PLUS in roles  # BioTune evolved it
+    assert not any(t.intermediate_values for t in study.trials)  # nothing reported
+
+
+def test_best_lists_the_front_and_status_its_hypervolume(cli, front_study):
+    folder, storage = front_study
+    study = optuna.load_study(study_name="f", storage=storage)
+    front = {t.number for t in study.best_trials}
+    table = cli("best", "--storage", storage, "--study-name", "f", cwd=folder,
+                check=True).stdout
+    listed = {int(line.split()[0]) for line in table.splitlines()[1:-1]}
+    assert listed <= front and listed  # each distinct plan of the front, once
+    assert f"{len(listed)} plan{'s' * (len(listed) != 1)} on the front, hypervolume" in table
+    status = cli("status", "--storage", storage, "--study-name", "f", cwd=folder,
+                 check=True).stdout
+    volume = contents.hypervolume(study)
+    assert f"front: {len(listed)} plan{'s' * (len(listed) != 1)}, hypervolume {volume:.4g}" in status
+    assert 0 < volume
+
+
+def test_max_cost_hands_over_the_most_accurate_plan_within_it(cli, front_study):
+    folder, storage = front_study
+    study = optuna.load_study(study_name="f", storage=storage)
+    costs = sorted({t.values[1] for t in study.best_trials})
+    cap = costs[len(costs) // 2]
+    out = cli("export", "--storage", storage, "--study-name", "f", "--max-cost", str(cap),
+              cwd=folder, check=True).stdout
+    plan = json.loads(out)
+    within = [t for t in study.trials if t.state.name == "COMPLETE" and t.values[1] <= cap]
+    assert plan["train-gflops"] <= cap
+    assert plan["value"] == pytest.approx(max(t.values[0] for t in within))
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--objectives", "train-gflops"], "give accuracy first"),
+    (["--objectives", "accuracy,flops"], "give accuracy first"),
+    (["--objectives", "accuracy,train-gflops,train-gflops"], "repeats an objective"),
+    (["--objectives", "accuracy,train-gflops", "--sampler", "cmaes"],
+     "--sampler cmaes optimises one objective"),
+    (["--objectives", "accuracy,train-gflops", "--pruner", "median"],
+     "Optuna cannot prune a study of several objectives"),
+    (["--objectives", "accuracy,train-gflops", "--sampler", "tpe", "--multi-fidelity"],
+     "give --no-multi-fidelity"),
+    (["--objectives", "accuracy,train-gflops", "--trainable-penalty", "0.1"],
+     "replaces --trainable-penalty"),
+])
+def test_what_cannot_work_with_several_objectives_is_refused(cli, argv, fragment):
+    result = cli("search", "--model", "tiny", *argv)
+    assert result.returncode == 2 and fragment in result.stderr, result.stderr
+
+
+def test_a_cost_cap_on_a_study_of_one_objective_is_refused(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/one.db"
+    cli(*SEARCH[:-3], "--trials", "2", "-q", "--storage", storage, check=True)
+    result = cli("export", "--storage", storage, "--study-name", "f", "--max-cost", "1")
+    assert result.returncode == 2 and "no cost to cap" in result.stderr
+
+
+def test_plot_and_compare_say_what_to_use_instead(cli, front_study):
+    folder, storage = front_study
+    result = cli("plot", "--storage", storage, "--study-name", "f", "--out", "p", cwd=folder)
+    assert result.returncode == 2 and "`best` lists its front" in result.stderr
+    assert not (folder / "p").exists()
+    result = cli("compare", "--model", "tiny", "--objectives", "accuracy,train-gflops")
+    assert result.returncode == 2 and "hypervolume in `status`" in result.stderr
+
+
+def test_resuming_with_other_objectives_is_refused(cli, front_study):
+    folder, storage = front_study
+    result = cli(*SEARCH, "--storage", storage, "--objectives", "accuracy,train-memory",
+                 cwd=folder)
+    assert result.returncode == 2 and "objectives" in result.stderr, result.stderr
