@@ -54,7 +54,8 @@ def test_best_lists_the_front_and_status_its_hypervolume(cli, front_study):
     status = cli("status", "--storage", storage, "--study-name", "f", cwd=folder,
                  check=True).stdout
     volume = contents.hypervolume(study)
-    assert f"front: {len(listed)} plan{'s' * (len(listed) != 1)}, hypervolume {volume:.4g}" in status
+    plans = f"{len(listed)} plan{'s' * (len(listed) != 1)}"
+    assert f"front: {plans}, hypervolume {volume:.4g}" in status
     assert 0 < volume
 
 
@@ -110,3 +111,27 @@ def test_resuming_with_other_objectives_is_refused(cli, front_study):
     result = cli(*SEARCH, "--storage", storage, "--objectives", "accuracy,train-memory",
                  cwd=folder)
     assert result.returncode == 2 and "objectives" in result.stderr, result.stderr
+
+
+def test_train_best_retrains_the_top_plans_within_the_cap(cli, front_study):
+    folder, storage = front_study
+    study = optuna.load_study(study_name="f", storage=storage)
+    cheapest = min(t.values[1] for t in study.best_trials if t.values[1] > 0)
+    out = cli("train-best", "--storage", storage, "--study-name", "f", "--seeds", "0",
+              "--max-cost", str(cheapest), "--no-compare", "-q", "--out", "b.pt", cwd=folder,
+              check=True).stdout
+    trial = int(out.split("BioTune (trial ")[1].split(")")[0])
+    assert study.trials[trial].values[1] <= cheapest
+
+
+@pytest.mark.slow
+def test_biotunes_multi_fidelity_builds_the_front_from_promoted_plans(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/m.db"
+    cli(*SEARCH[:-3], "--trials", "16", "-q", "--storage", storage, "--objectives",
+        "accuracy,train-gflops", "--multi-fidelity", "--epochs", "3", "--low-epochs", "1",
+        check=True)
+    study = optuna.load_study(study_name="f", storage=storage)
+    promoted = {t.number for t in study.trials if records.role_of(t) == records.PROMOTE}
+    listed = cli("best", "--storage", storage, "--study-name", "f", check=True).stdout
+    numbers = {int(line.split()[0]) for line in listed.splitlines()[1:-1]}
+    assert promoted and numbers <= promoted
