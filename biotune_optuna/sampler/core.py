@@ -333,10 +333,8 @@ class BioTuneSampler(BaseSampler):
             values = {n: pop.denormalize(float(g), space[n])
                       for n, g in zip(names, proposal.genes)}
             extra = dict(proposal.fields)
-            if "predicted" in extra:  # a fitness (minimised): stored as an objective value
-                predicted = extra.pop("predicted")
-                extra["surrogate"] = (predicted if state.directions[0] == StudyDirection.MINIMIZE
-                                      else -predicted)
+            if "predicted" in extra:  # minimised: stored as the objective's values
+                extra["surrogate"] = _as_objectives(extra.pop("predicted"), state.directions)
             return replace(base, proposal=values, **extra)
 
         if records.is_enqueued(trial):
@@ -411,8 +409,7 @@ class BioTuneSampler(BaseSampler):
     def _check_objectives(self, study: Study, trial: FrozenTrial, objectives: int) -> None:
         if objectives == 1:
             return
-        for setting, why in (("ideal_value", "is one objective's best value"),
-                             ("surrogate_candidates", "models one objective")):
+        for setting, why in (("ideal_value", "is one objective's best value"),):
             if getattr(self._settings, setting) != getattr(SamplerSettings(), setting):
                 fail_trial(study, trial)
                 raise ValueError(f"{setting} {why}; leave it at its default for a study of "
@@ -455,6 +452,16 @@ def _within(distribution: FloatDistribution, value: float) -> bool:
 
 def _independent(base: TrialRecord, reason: str) -> TrialRecord:
     return replace(base, role=records.INDEPENDENT, fallback=reason)
+
+
+def _as_objectives(predicted: float | list[float], directions: Sequence[StudyDirection],
+                   ) -> float | list[float]:
+    """A surrogate's prediction (minimised fitness, or one value per objective) in the
+    terms of the study's objectives."""
+    signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions]
+    if isinstance(predicted, list):
+        return [s * v for s, v in zip(signs, predicted)]
+    return predicted if signs[0] > 0 else -predicted
 
 
 def _fresh_seed() -> int:

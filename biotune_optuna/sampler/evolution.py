@@ -25,7 +25,7 @@ import numpy as np
 
 from . import operators
 from .records import CHILD, ELITE_PLUS, FULL, IMMIGRANT, Individual, TrialRecord
-from .surrogate import Surrogate
+from .surrogate import FrontSurrogate, Surrogate
 
 SLOT_STREAM, ELITE_STREAM, INDEPENDENT_STREAM = 0, 1, 2  # random streams, keyed by the seed
 
@@ -93,7 +93,8 @@ class Breeding:
     immigrants: bool = True
     candidates: int = 1  # children and immigrants drawn per position (section 10)
 
-    def random(self, seed: int, slot: int, names: Sequence[str], model: Surrogate | None = None,
+    def random(self, seed: int, slot: int, names: Sequence[str],
+               model: Surrogate | FrontSurrogate | None = None,
                **fields: Any) -> Proposal:
         """A random genome, redrawn until it trains some block (a slot's own stream); with a
         surrogate ``model``, the best predicted of ``candidates`` such draws."""
@@ -105,7 +106,7 @@ class Breeding:
 
     def breed(self, seed: int, slot: int, pool: Sequence[Individual],
               names: Sequence[str], population: Sequence[Individual] = (),
-              model: Surrogate | None = None) -> Proposal:
+              model: Surrogate | FrontSurrogate | None = None) -> Proposal:
         """A child of two parents of the mating pool, or an immigrant once the pool has two
         parents or fewer (without immigrants, the whole ``population`` is the pool then).
         With a surrogate ``model``, ``candidates`` children are bred from the position's
@@ -135,7 +136,8 @@ class Breeding:
                                 "prototype": pool[proto].trial})
 
 
-def _preselect(candidates: list[Proposal], model: Surrogate | None) -> Proposal:
+def _preselect(candidates: list[Proposal],
+               model: Surrogate | FrontSurrogate | None) -> Proposal:
     """The candidate the surrogate predicts best (the first one without a model); its
     record says how many there were and what the model predicted for it."""
     if model is None or len(candidates) == 1:
@@ -144,4 +146,4 @@ def _preselect(candidates: list[Proposal], model: Surrogate | None) -> Proposal:
     best = int(np.argmin(predicted))
     chosen = candidates[best]
     return Proposal(chosen.genes, {**chosen.fields, "candidates": len(candidates),
-                                   "predicted": float(predicted[best])})
+                                   "predicted": model.recorded(predicted, best, chosen.genes)})

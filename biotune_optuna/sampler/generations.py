@@ -87,17 +87,19 @@ class StudyState:
         return {i.trial for g in earlier for i in self.populations.get(g, [])[:elite_size]}
 
     def surrogate(self, study: Study, trials: Sequence[records.Known], fidelity: str | None,
-                  space: dict[str, BaseDistribution],
-                  threshold_index: int | None) -> surrogate.Surrogate | None:
+                  space: dict[str, BaseDistribution], threshold_index: int | None,
+                  ) -> surrogate.Surrogate | surrogate.FrontSurrogate | None:
         """A model of the finished evaluations at ``fidelity`` (promotions and low-fidelity
-        trials are not mixed)."""
+        trials are not mixed): of the fitness, or of each objective of several."""
         names = list(space)
         # its own cache: the population's may hold an elite's unclipped genes
         known = self.genes.setdefault(("surrogate", *space.items()), {})
-        genes, fitness = [], []
+        several = len(self.directions) > 1
+        genes, targets = [], []
         for trial, record in trials:
-            value = pop.trial_fitness(trial, self.directions[0])
-            if value is None or not np.isfinite(value) or (
+            value = (pop.trial_values(trial, self.directions) if several else
+                     pop.trial_fitness(trial, self.directions[0]))
+            if value is None or not np.all(np.isfinite(value)) or (
                     record is not None and record.fidelity != fidelity):
                 continue
             if trial.number not in known:
@@ -106,8 +108,10 @@ class StudyState:
             vector = known[trial.number]
             if all(n in vector for n in names):
                 genes.append(np.array([vector[n] for n in names]))
-                fitness.append(value)
-        return surrogate.fit(genes, fitness, threshold_index)
+                targets.append(value)
+        if several:
+            return surrogate.fit_front(genes, targets, threshold_index)
+        return surrogate.fit(genes, targets, threshold_index)
 
     def _learn(self, attrs: Mapping[str, Any]) -> None:
         for g, population in records.stored_populations(attrs).items():

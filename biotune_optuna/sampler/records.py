@@ -60,7 +60,7 @@ class TrialRecord:
     fallback: str | None = None
     fidelity: str | None = None  # LOW or FULL in a multi-fidelity search
     candidates: int | None = None  # candidates the surrogate chose among (when more than one)
-    surrogate: float | None = None  # the surrogate's prediction of the objective value
+    surrogate: float | list[float] | None = None  # its prediction of the objective value(s)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

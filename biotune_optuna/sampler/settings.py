@@ -64,7 +64,9 @@ class SamplerSettings:
             the one a surrogate (``surrogate.py``, fitted on the finished trials of the same
             fidelity) predicts best is evaluated; its record keeps ``candidates`` and the
             prediction (``surrogate``). 1 (the default) is the paper's algorithm
-            (docs/algorithm.md, section 10). A single objective only.
+            (docs/algorithm.md, section 10). With several objectives, one surrogate per
+            objective, and the candidate predicted to add the most hypervolume to the front
+            of the finished trials is evaluated (section 11).
     """
 
     population_size: int = 10

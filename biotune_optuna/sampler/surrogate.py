@@ -32,6 +32,10 @@ def features(genes: np.ndarray, threshold_index: int | None) -> np.ndarray:
 class Surrogate:
     """Predicted fitness (minimised) of genomes, fitted on finished ones."""
 
+    def recorded(self, predicted: np.ndarray, chosen: int, genes: np.ndarray) -> float:
+        """What the record keeps of the chosen candidate: its predicted fitness."""
+        return float(predicted[chosen])
+
     def __init__(self, genes: np.ndarray, fitness: Sequence[float],
                  threshold_index: int | None) -> None:
         self.threshold_index = threshold_index
@@ -58,6 +62,48 @@ def fit(genes: Sequence[np.ndarray], fitness: Sequence[float],
     if len(pairs) < MIN_POINTS:
         return None
     return Surrogate(np.array([g for g, _ in pairs]), [f for _, f in pairs], threshold_index)
+
+
+class FrontSurrogate:
+    """Several objectives: one :class:`Surrogate` per objective (each minimised). A
+    candidate scores minus the hypervolume its predicted point adds to the front of the
+    finished evaluations (reference: each objective's worst value plus a tenth of its
+    range), so the best candidate is the one predicted to extend the front most; a
+    candidate predicted dominated adds nothing, and ties keep the first candidate."""
+
+    def __init__(self, models: list[Surrogate], observed: np.ndarray) -> None:
+        from .pareto import fronts, hypervolume
+
+        self.models, self._hypervolume = models, hypervolume
+        span = observed.max(0) - observed.min(0)
+        self.reference = observed.max(0) + 0.1 * np.where(span > 0, span, 1.0)
+        self.front = observed[fronts(observed.tolist())[0]].tolist()
+        self.base = hypervolume(self.front, self.reference)
+
+    def values(self, genes: np.ndarray) -> np.ndarray:
+        return np.column_stack([m.predict(genes) for m in self.models])
+
+    def predict(self, genes: np.ndarray) -> np.ndarray:
+        gains = [self._hypervolume([*self.front, list(point)], self.reference) - self.base
+                 for point in self.values(np.atleast_2d(genes))]
+        return -np.maximum(gains, 0.0)  # rounding must not rank dominated candidates
+
+    def recorded(self, predicted: np.ndarray, chosen: int, genes: np.ndarray) -> list[float]:
+        """What the record keeps of the chosen candidate: its predicted objective values."""
+        return [float(v) for v in self.values(genes[None, :])[0]]
+
+
+def fit_front(genes: Sequence[np.ndarray], values: Sequence[Sequence[float]],
+              threshold_index: int | None) -> FrontSurrogate | None:
+    """A surrogate of each objective on the evaluations finite in all of them, None while
+    there are fewer than MIN_POINTS."""
+    pairs = [(g, v) for g, v in zip(genes, values) if all(map(np.isfinite, v))]
+    if len(pairs) < MIN_POINTS:
+        return None
+    x = np.array([g for g, _ in pairs])
+    y = np.array([v for _, v in pairs], dtype=float)
+    return FrontSurrogate([Surrogate(x, y[:, k], threshold_index) for k in range(y.shape[1])],
+                          y)
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

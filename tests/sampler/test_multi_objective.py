@@ -203,12 +203,32 @@ def test_failed_trials_rank_last_and_the_search_goes_on():
         assert finite == sorted(finite, reverse=True)
 
 
-@pytest.mark.parametrize("setting", [{"ideal_value": 1.0}, {"surrogate_candidates": 3}])
-def test_single_objective_settings_are_refused_on_several_objectives(setting):
-    study = optuna.create_study(directions=TASK.directions, sampler=sampler(**setting))
-    with pytest.raises(ValueError, match=f"{next(iter(setting))} .* 2 objectives"):
+def test_an_ideal_value_is_refused_on_several_objectives():
+    study = optuna.create_study(directions=TASK.directions, sampler=sampler(ideal_value=1.0))
+    with pytest.raises(ValueError, match="ideal_value .* 2 objectives"):
         study.optimize(TASK, n_trials=1)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_the_front_surrogate_prefers_a_candidate_that_extends_the_front():
+    from biotune_optuna.sampler.surrogate import fit_front
+
+    rng = np.random.default_rng(0)
+    genes = rng.random((30, 2))
+    values = np.column_stack([genes[:, 0], 1 - genes[:, 0] + genes[:, 1]])  # x1 = 0 is best
+    model = fit_front(list(genes), values.tolist(), None)
+    scores = model.predict(np.array([[0.5, 0.0], [0.5, 0.9]]))
+    assert scores[0] < scores[1] <= 0
+
+
+def test_surrogate_pre_selection_on_two_objectives_records_both_predictions():
+    study = search(seed=2, generations=4, surrogate_candidates=3)
+    assert audit(study) == []
+    chosen = [records.TrialRecord.of(t) for t in study.trials]
+    chosen = [r for r in chosen if r.candidates]
+    assert chosen and all(len(r.surrogate) == 2 for r in chosen)
+    # in the objectives' own terms: accuracy near the task's, cost a fraction
+    assert all(0 < r.surrogate[0] < 1.2 and -0.2 < r.surrogate[1] < 1.2 for r in chosen)
 
 
 def test_multi_fidelity_promotes_the_first_front():

@@ -1,6 +1,6 @@
 """Optuna's own generic sampler tests (optuna.testing.pytest_samplers), run on BioTuneSampler
 at small and default settings, with the noise-aware options, with multi-fidelity, with
-every operator ablation and with surrogate pre-selection (a single objective only)."""
+every operator ablation and with surrogate pre-selection."""
 
 import pytest
 from optuna.testing.pytest_samplers import (
@@ -39,8 +39,6 @@ class TestBasic(BasicSamplerTestCase):
 class TestMultiObjective(MultiObjectiveSamplerTestCase):
     @pytest.fixture
     def sampler(self, settings):
-        if settings.get("surrogate_candidates", 1) > 1:
-            pytest.skip("surrogate pre-selection models a single objective")
         return lambda: BioTuneSampler(seed=0, **settings)
 
 
