@@ -163,15 +163,20 @@ def hypervolume(study: optuna.Study, plans: Sequence[RankedPlan] | None = None,
                 ) -> float | None:
     """The hypervolume of the study's front at the full fidelity (of ``plans`` when given),
     from its reference point; None for a study of one objective or without the point."""
+    plans = ranked_plans(study) if plans is None else plans
+    return hypervolume_of(study, [(p.value, *p.costs) for p in plans if p.fidelity == FULL])
+
+
+def hypervolume_of(study: optuna.Study, points: Sequence[Sequence[float]]) -> float | None:
+    """The hypervolume of ``points`` (objective values as the study states them) from the
+    study's reference point; None for a study of one objective or without the point."""
     reference = study.user_attrs.get(REFERENCE)
     if reference is None or len(study.directions) < 2:
         return None
     signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
              for d in study.directions]
-    plans = ranked_plans(study) if plans is None else plans
-    points = [[s * v for s, v in zip(signs, (p.value, *p.costs))] for p in plans
-              if p.fidelity == FULL]
-    return pareto.hypervolume(points, [s * r for s, r in zip(signs, reference)])
+    return pareto.hypervolume([[s * v for s, v in zip(signs, p)] for p in points],
+                              [s * r for s, r in zip(signs, reference)])
 
 
 def stored_budget(study: optuna.Study) -> tuple[int | None, int | None]:

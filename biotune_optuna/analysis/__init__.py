@@ -19,6 +19,7 @@ from biotune_optuna.analysis._table import (
 from biotune_optuna.analysis.plots import (
     pareto_front,
     plot_convergence,
+    plot_front,
     plot_frozen_heatmap,
     plot_layer_importance,
     plot_lr_heatmap,
@@ -48,6 +49,8 @@ def plot_all(study: optuna.Study, out_dir: str | Path,
     figures = {name: make(study) for name, make in PLOTS.items()}
     figures["convergence"] = plot_convergence(compare or {study.study_name: [study]},
                                               title=f"{study.study_name}: convergence")
+    if len(study.directions) > 1:
+        figures["front"] = plot_front(study)
     if surrogate_quality(study):  # the study pre-selected children with a surrogate
         figures["surrogate"] = plot_surrogate(study)
     for name, figure in figures.items():
@@ -66,6 +69,7 @@ __all__ = [
     "pareto_front",
     "plot_all",
     "plot_convergence",
+    "plot_front",
     "plot_frozen_heatmap",
     "plot_layer_importance",
     "plot_lr_heatmap",

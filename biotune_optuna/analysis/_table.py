@@ -52,6 +52,7 @@ class TrialTable:
     thresholds: np.ndarray
     multipliers: np.ndarray  # trials x blocks, 0 where frozen
     trainable_fraction: np.ndarray  # NaN when the block sizes are unknown
+    costs: np.ndarray  # trials x the objectives after the first (none for one objective)
 
     @property
     def trained(self) -> np.ndarray:
@@ -74,7 +75,7 @@ def trial_table(study: optuna.Study) -> TrialTable:
         if not t.state.is_finished() or not all(n in t.params for n in names):
             continue
         if t.state == TrialState.COMPLETE:
-            value = t.value
+            value = t.values[0]
         elif t.state == TrialState.PRUNED and t.intermediate_values:
             value = t.intermediate_values[max(t.intermediate_values)]
         else:
@@ -83,18 +84,21 @@ def trial_table(study: optuna.Study) -> TrialTable:
         fraction = contents.trainable_fraction(t)
         if fraction is None and sizes is not None:
             fraction = float(sizes[np.array(plan.trained)].sum() / sizes.sum())
+        costs = (t.values[1:] if t.state == TrialState.COMPLETE else
+                 [np.nan] * (len(study.directions) - 1))
         rows.append((t.number, value, generation_of(t), role_of(t) or "-",
                      [t.params[n] for n in names[:-1]], t.params[genome.THRESHOLD],
-                     plan.multipliers, np.nan if fraction is None else fraction))
-    columns = list(zip(*rows)) if rows else [[]] * 8
+                     plan.multipliers, np.nan if fraction is None else fraction, costs))
+    columns = list(zip(*rows)) if rows else [[]] * 9
     return TrialTable(
-        study.study_name, study.direction, blocks,
+        study.study_name, study.directions[0], blocks,
         np.array(columns[0], dtype=int), np.array(columns[1], dtype=float),
         np.array(columns[2], dtype=int), list(columns[3]),
         np.array(columns[4], dtype=float).reshape(len(rows), len(blocks)),
         np.array(columns[5], dtype=float),
         np.array(columns[6], dtype=float).reshape(len(rows), len(blocks)),
-        np.array(columns[7], dtype=float))
+        np.array(columns[7], dtype=float),
+        np.array(columns[8], dtype=float).reshape(len(rows), len(study.directions) - 1))
 
 
 def populations(study: optuna.Study) -> dict[int, list[Individual]]:
@@ -106,18 +110,23 @@ def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
     """(compute, best value) after each finished trial, in trial order: the epochs the
     trials trained so far, and the best full-fidelity value so far (a multi-fidelity
     search's low-fidelity trials train fewer epochs and are not compared with it; failed
-    and pruned trials repeat the best)."""
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    best, spent, values, compute = np.nan, 0, [], []
+    and pruned trials repeat the best). A study of several objectives: the hypervolume of
+    the full-fidelity trials so far instead (:func:`contents.hypervolume_of`)."""
+    several = len(study.directions) > 1
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    best, spent, values, compute, kept = np.nan, 0, [], [], []
     for t in study.get_trials(deepcopy=False):
         if not t.state.is_finished():
             continue
         spent += contents.trial_compute(t).epochs
-        if (t.state == TrialState.COMPLETE and t.value is not None and np.isfinite(t.value)
-                and contents.fidelity(t) != contents.LOW):
-            if np.isnan(best) or (t.value > best if maximize else t.value < best):
+        if (t.state == TrialState.COMPLETE and t.values is not None
+                and np.all(np.isfinite(t.values)) and contents.fidelity(t) != contents.LOW):
+            if several:
+                kept.append(t.values)
+                best = contents.hypervolume_of(study, kept)
+            elif np.isnan(best) or (t.value > best if maximize else t.value < best):
                 best = t.value
-        values.append(best)
+        values.append(np.nan if best is None else best)
         compute.append(spent)
     return np.array(compute, dtype=float), np.array(values, dtype=float)
 
@@ -128,8 +137,11 @@ def surrogate_points(study: optuna.Study) -> list[tuple[int, float, float]]:
     points = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = TrialRecord.of(t)
-        if record is not None and record.surrogate is not None and t.value is not None:
-            points.append((record.generation, record.surrogate, t.value))
+        if record is not None and record.surrogate is not None:
+            predicted = record.surrogate  # one value, or one per objective: the metric's
+            points.append((record.generation,
+                           predicted[0] if isinstance(predicted, list) else predicted,
+                           t.values[0]))
     return points
 
 

@@ -102,7 +102,9 @@ def _importances(study: optuna.Study) -> dict[str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study, target=None)
+            # several objectives: the importance for the metric, the first
+            target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+            return optuna.importance.get_param_importances(study, target=target)
     except (RuntimeError, ValueError) as error:  # e.g. all values equal
         logger.info("no parameter importances: %s", error)
         return {}
@@ -177,12 +179,12 @@ def plot_convergence(groups: Mapping[str, Sequence[optuna.Study]],
     (seeds) in a group, the mean and a band from min to max."""
     fig = _figure(12, 5)
     by_trials, by_compute = fig.subplots(1, 2)
-    direction = None
+    direction, several = None, False
     for label, studies in groups.items():
         curves = [c for c in (best_so_far(s) for s in studies) if len(c[1])]
         if not curves:
             continue
-        direction = studies[0].direction
+        direction, several = studies[0].directions[0], len(studies[0].directions) > 1
         length = max(len(values) for _, values in curves)
         padded = np.array([np.pad(v, (0, length - len(v)), mode="edge") for _, v in curves])
         line = _band(by_trials, np.arange(1, length + 1), padded, f"{label} (n={len(curves)})")
@@ -190,10 +192,11 @@ def plot_convergence(groups: Mapping[str, Sequence[optuna.Study]],
             grid = np.linspace(0, max(compute[-1] for compute, _ in curves), 200)
             stepped = np.array([_at(grid, compute, values) for compute, values in curves])
             _band(by_compute, grid, stepped, f"{label} (n={len(curves)})", line.get_color())
-    better = "higher" if direction == optuna.study.StudyDirection.MAXIMIZE else "lower"
+    better = "higher" if direction == optuna.study.StudyDirection.MAXIMIZE or several else "lower"
+    measure = "hypervolume" if several else "best full-fidelity value"
     for ax, xlabel in ((by_trials, "trials"), (by_compute, "compute (epochs trained)")):
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"best full-fidelity value so far ({better} is better)")
+        ax.set_ylabel(f"{measure} so far ({better} is better)")
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
@@ -233,8 +236,12 @@ def pareto_front(fraction: np.ndarray, values: np.ndarray, maximize: bool) -> np
 
 def plot_pareto(study: optuna.Study) -> Figure:
     """Objective against the trainable-parameter fraction, the Pareto front marked; a
-    search with a trainable penalty shows its validation value before the penalty."""
+    search with a trainable penalty shows its validation value before the penalty. A study
+    of several objectives: the metric against its first cost objective."""
     table = trial_table(study)
+    cost = _first_cost(study)
+    if cost is not None:
+        return _metric_against_cost(study, table, cost)
     ok = _finite(table) & np.isfinite(table.trainable_fraction)
     penalty = contents.config(study).get("trainable_penalty", 0.0)
     fraction = table.trainable_fraction[ok]
@@ -255,6 +262,74 @@ def plot_pareto(study: optuna.Study) -> Figure:
                   else "objective")
     ax.grid(alpha=0.3)
     ax.set_title(f"{study.study_name}: accuracy vs trainable parameters")
+    return fig
+
+
+def _first_cost(study: optuna.Study) -> str | None:
+    """The name of a study's first cost objective; None for a study of one objective."""
+    if len(study.directions) < 2:
+        return None
+    names = contents.config(study).get("objectives", "").split(",")[1:]
+    return names[0] if names else "objective 2"
+
+
+def _metric_against_cost(study: optuna.Study, table: TrialTable, cost: str) -> Figure:
+    ok = _finite(table) & np.isfinite(table.costs[:, 0])
+    costs, values = table.costs[ok, 0], table.values[ok]
+    fig = _figure(8, 5)
+    ax = fig.add_subplot()
+    points = ax.scatter(costs, values, c=table.generations[ok], cmap="viridis", s=14,
+                        alpha=0.7)
+    front = pareto_front(costs, values, table.maximize)
+    if len(front):
+        ax.step(costs[front], values[front], where="post", color="tab:red",
+                label="Pareto front")
+        ax.scatter(costs[front], values[front], color="tab:red", s=30, zorder=3)
+        ax.legend(loc="lower right")
+    fig.colorbar(points, ax=ax).set_label("generation")
+    ax.set_xlabel(cost)
+    ax.set_ylabel("validation " + contents.config(study).get("metric", "value"))
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{study.study_name}: accuracy against {cost}")
+    return fig
+
+
+def plot_front(study: optuna.Study) -> Figure:
+    """A study of several objectives: the front of the trials finished by the end of each
+    generation (metric against the first cost), and which blocks each plan of the final
+    front freezes, cheapest first."""
+    table = trial_table(study)
+    cost = _first_cost(study) or "cost"
+    ok = _finite(table) & np.all(np.isfinite(table.costs), axis=1)
+    fig = _figure(13, 5)
+    fronts, pattern = fig.subplots(1, 2, width_ratios=[3, 2])
+    generations = sorted(set(table.generations[ok]))
+    colors = plt.get_cmap("viridis")(np.linspace(0, 1, max(len(generations), 1)))
+    for g, color in zip(generations, colors):
+        seen = ok & (table.generations <= g)
+        costs, values = table.costs[seen, 0], table.values[seen]
+        front = pareto_front(costs, values, table.maximize)
+        fronts.step(costs[front], values[front], where="post", color=color,
+                    label=f"by generation {g}")
+    fronts.set_xlabel(cost)
+    fronts.set_ylabel("validation " + contents.config(study).get("metric", "value"))
+    fronts.set_title("The front, generation by generation")
+    fronts.grid(alpha=0.3)
+    if generations:
+        fronts.legend(fontsize=7, loc="lower right")
+    final = pareto_front(table.costs[ok, 0], table.values[ok], table.maximize)
+    rows = {}  # one row per distinct point and pattern (plans that differ in rates alone)
+    for i in final:
+        rows.setdefault((table.costs[ok, 0][i], tuple(table.trained[ok][i])), i)
+    final = np.array(list(rows.values()), dtype=int)
+    frozen = ~table.trained[ok][final]
+    pattern.imshow(frozen.astype(float) if len(final) else np.zeros((1, len(table.blocks))),
+                   aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    pattern.set_xticks(range(len(table.blocks)), table.blocks, rotation=60, ha="right")
+    pattern.set_yticks(range(len(final)), [f"{c:.3g}" for c in table.costs[ok, 0][final]])
+    pattern.set_ylabel(f"plans of the final front, by {cost}")
+    pattern.set_title("Frozen blocks along the front (black: frozen)")
+    fig.suptitle(f"{study.study_name}: accuracy against {cost}")
     return fig
 
 

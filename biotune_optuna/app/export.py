@@ -50,8 +50,13 @@ def front_table(study: optuna.Study) -> str:
     front = sorted((p for p in ranked if p.front == 0 and p.fidelity == ranked[0].fidelity),
                    key=lambda p: (p.costs, -p.value))
     metric = contents.config(study).get("metric", "value")
-    rows = [[str(p.trial.number), f"{p.value:.4f}", *(f"{c:.4g}" for c in p.costs),
-             ", ".join(contents.frozen_blocks(p.trial)) or "-"] for p in front]
+    alike: dict[tuple, list[contents.RankedPlan]] = {}  # plans of equal values: one row
+    for p in front:
+        alike.setdefault((p.value, *p.costs), []).append(p)
+    rows = [[str(p.trial.number) + (f" (+{len(same) - 1} alike)" if len(same) > 1 else ""),
+             f"{p.value:.4f}", *(f"{c:.4g}" for c in p.costs),
+             ", ".join(contents.frozen_blocks(p.trial)) or "-"]
+            for p, same in ((same[0], same) for same in alike.values())]
     header = ["trial", metric, *names, "frozen blocks"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()

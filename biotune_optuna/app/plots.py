@@ -26,11 +26,6 @@ def plot_study(study: optuna.Study, others: Sequence[optuna.Study], out: str,
 
     if not contents.ranked_plans(study):
         raise ConfigError(no_plan(study))
-    if len(study.directions) > 1:
-        raise ConfigError(f"plot draws studies of one objective for now; study "
-                          f"{study.study_name!r} has {len(study.directions)}: `best` lists "
-                          "its front and `dashboard` draws it (optuna-dashboard's Pareto "
-                          "front)")
     groups: dict[str, list[optuna.Study]] = {}
     for each in (study, *others):
         groups.setdefault(contents.config(each).get("sampler", each.study_name), []).append(each)

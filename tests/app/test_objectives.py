@@ -97,11 +97,22 @@ def test_a_cost_cap_on_a_study_of_one_objective_is_refused(cli, tmp_path):
     assert result.returncode == 2 and "no cost to cap" in result.stderr
 
 
-def test_plot_and_compare_say_what_to_use_instead(cli, front_study):
+def test_plot_draws_the_front_and_the_hypervolume(cli, front_study):
+    from biotune_optuna.analysis import best_so_far
+
     folder, storage = front_study
-    result = cli("plot", "--storage", storage, "--study-name", "f", "--out", "p", cwd=folder)
-    assert result.returncode == 2 and "`best` lists its front" in result.stderr
-    assert not (folder / "p").exists()
+    cli("plot", "--storage", storage, "--study-name", "f", "--out", "p", "--no-dashboard",
+        cwd=folder, check=True)
+    drawn = {p.name for p in (folder / "p").iterdir()}
+    assert {"f_front.png", "f_pareto.png", "f_convergence.png"} <= drawn
+    study = optuna.load_study(study_name="f", storage=storage)
+    _, volumes = best_so_far(study)
+    finished = [t.values for t in study.trials if t.state.name == "COMPLETE"]
+    assert volumes[-1] == pytest.approx(contents.hypervolume_of(study, finished))
+    assert all(b >= a for a, b in zip(volumes[:-1], volumes[1:]) if a == a)  # never falls
+
+
+def test_compare_says_what_to_use_instead(cli):
     result = cli("compare", "--model", "tiny", "--objectives", "accuracy,train-gflops")
     assert result.returncode == 2 and "hypervolume in `status`" in result.stderr
 
