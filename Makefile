@@ -62,8 +62,9 @@ test-quick: install
 
 # every section of benchmarks/RESULTS.md: the samplers on synthetic objectives, the search's
 # cost, the transfer tasks, the baselines with tuned rates, three protocol variants, the
-# noise-aware, multi-fidelity and surrogate-assisted BioTune and the ablations (about 20 hours
-# on 2 CPU cores; run nothing else meanwhile; every long one resumes from benchmarks/out)
+# noise-aware, multi-fidelity and surrogate-assisted BioTune, the ablations, the cost model,
+# the fronts and the real backbone (about 50 hours on 2 CPU cores; run nothing else
+# meanwhile; every long one resumes from benchmarks/out)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
 	$(BIN)/python -m benchmarks.sampler_parallel
@@ -91,6 +92,13 @@ benchmark: install system-deps
 	$(BIN)/python -m benchmarks.surrogate --seeds 20
 	$(BIN)/python -m benchmarks.surrogate --part mnist --seeds 5
 	$(BIN)/python -m benchmarks.ablations --seeds 10
+	$(BIN)/python -m benchmarks.training_cost --plans 30
+	$(BIN)/python -m benchmarks.multiobjective --synthetic --seeds 20 \
+	  --methods biotune,biotune-lean,biotune-k4,biotune-lean-k4,nsga2,tpe,random
+	$(BIN)/python -m benchmarks.real_backbone --targets emoji,fashion --seeds 10 \
+	  --methods biotune,tpe,cmaes
+	$(BIN)/python -m benchmarks.real_backbone --report
+	$(BIN)/python -m benchmarks.search_cost --real lite0
 
 clean-venv:
 	rm -rf $(VENV)

@@ -33,6 +33,10 @@ SAMPLERS = {  # key: (label, sampler for a task and a seed)
         10, 3, seed=seed, search_space=task.search_space, adoption=False, elite_search=False)),
     "biotune-k4": ("BioTune, surrogate pre-selection (K=4)", lambda task, seed: BioTuneSampler(
         10, 3, seed=seed, search_space=task.search_space, surrogate_candidates=4)),
+    "biotune-lean-k4": ("BioTune, no adoption or elite search, K=4", lambda task, seed:
+                        BioTuneSampler(10, 3, seed=seed, search_space=task.search_space,
+                                       adoption=False, elite_search=False,
+                                       surrogate_candidates=4)),
     "nsga2": ("NSGA-II", lambda task, seed: optuna.samplers.NSGAIISampler(
         population_size=10, seed=seed)),
     "tpe": ("TPE", lambda task, seed: optuna.samplers.TPESampler(seed=seed)),
