@@ -94,7 +94,9 @@ benchmark: install system-deps
 	$(BIN)/python -m benchmarks.ablations --seeds 10
 	$(BIN)/python -m benchmarks.training_cost --plans 30
 	$(BIN)/python -m benchmarks.multiobjective --synthetic --seeds 20 \
-	  --methods biotune,biotune-lean,biotune-k4,biotune-lean-k4,nsga2,tpe,random
+	  --methods biotune,biotune-lean,nsga2,tpe,random
+	$(BIN)/python -m benchmarks.multiobjective --synthetic --seeds 20 \
+	  --methods biotune,biotune-k4,biotune-lean-k4 --section surrogate
 	$(BIN)/python -m benchmarks.real_backbone --targets emoji,fashion --seeds 10 \
 	  --methods biotune,tpe,cmaes
 	$(BIN)/python -m benchmarks.real_backbone --report

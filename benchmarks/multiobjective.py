@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20, help="seeds per search (default: 20)")
     parser.add_argument("--methods", default=",".join(SAMPLERS),
                         help=f"comma-separated, of: {', '.join(SAMPLERS)} (default: all)")
+    parser.add_argument("--section", default="synthetic",
+                        help="the RESULTS.md section's name (default: synthetic)")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
     args = parser.parse_args()
     prepare(None)
@@ -110,8 +112,9 @@ def main() -> None:
         parser.error(f"unknown search {unknown[0]!r}; use some of: {', '.join(SAMPLERS)}")
     if not args.synthetic:
         parser.error("say which tasks: --synthetic (the real backbones are not wired yet)")
+    section = "" if args.section == "synthetic" else f" --section {args.section}"
     body = (f"Command: `.venv/bin/python -m benchmarks.multiobjective --synthetic --seeds "
-            f"{args.seeds} --methods {args.methods}` ({results.machine()}).\n\n"
+            f"{args.seeds} --methods {args.methods}{section}` ({results.machine()}).\n\n"
             "Two objectives on the synthetic tasks: accuracy (maximised) and the plan's "
             "training FLOPs as a fraction of full fine-tuning's (minimised). BioTune runs "
             f"{REFERENCE_TRIALS} trials (N=10, E=3); every other search runs until it has "
@@ -119,9 +122,9 @@ def main() -> None:
             f"{MAX_TRIALS} trials. Hypervolume of (1 - "
             f"accuracy, cost) below the reference point (1 - {CHANCE}, 1.0): chance accuracy "
             "and full fine-tuning's cost.\n\n" + synthetic_section(args.seeds, methods) + "\n")
-    results.publish("multiobjective_synthetic",
-                    "Accuracy against training cost: synthetic tasks", body,
-                    write=not args.no_write)
+    title = "Accuracy against training cost: synthetic tasks" + (
+        "" if args.section == "synthetic" else f" ({args.section})")
+    results.publish(f"multiobjective_{args.section}", title, body, write=not args.no_write)
 
 
 if __name__ == "__main__":
