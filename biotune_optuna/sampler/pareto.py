@@ -40,6 +40,15 @@ def fronts(points: Sequence[Sequence[float]]) -> list[list[int]]:
     return found
 
 
+def non_dominated(points: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point dominates (the first front), vectorised for the
+    hundreds of finished trials a surrogate sees."""
+    points = np.asarray(points, dtype=float)
+    no_worse = np.all(points[:, None, :] <= points[None, :, :], axis=2)  # [j, i]: j <= i
+    better = np.any(points[:, None, :] < points[None, :, :], axis=2)
+    return np.flatnonzero(~np.any(no_worse & better, axis=0))
+
+
 def crowding_distances(points: Sequence[Sequence[float]]) -> np.ndarray:
     """NSGA-II's crowding distance of each point within its front: the boundary points of
     each objective get inf, the others the sum over objectives of the normalised gap between

@@ -72,12 +72,12 @@ class FrontSurrogate:
     candidate predicted dominated adds nothing, and ties keep the first candidate."""
 
     def __init__(self, models: list[Surrogate], observed: np.ndarray) -> None:
-        from .pareto import fronts, hypervolume
+        from .pareto import hypervolume, non_dominated
 
         self.models, self._hypervolume = models, hypervolume
         span = observed.max(0) - observed.min(0)
         self.reference = observed.max(0) + 0.1 * np.where(span > 0, span, 1.0)
-        self.front = observed[fronts(observed.tolist())[0]].tolist()
+        self.front = observed[non_dominated(observed)].tolist()
         self.base = hypervolume(self.front, self.reference)
 
     def values(self, genes: np.ndarray) -> np.ndarray:

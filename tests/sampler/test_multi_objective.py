@@ -55,7 +55,7 @@ def test_fronts_are_mutually_non_dominated_and_each_dominated_by_the_one_before(
     found = pareto.fronts(points)
     assert sorted(i for front in found for i in front) == list(range(25))
     first = {i for i in range(25) if not any(pareto.dominates(q, points[i]) for q in points)}
-    assert set(found[0]) == first
+    assert set(found[0]) == first == set(pareto.non_dominated(np.array(points)))
     for k, front in enumerate(found):
         assert not any(pareto.dominates(points[i], points[j]) for i in front for j in front)
         if k:
