@@ -14,8 +14,13 @@ units of one full fine-tuning, or has run twice as many trials. Hypervolume: of 
 from __future__ import annotations
 
 import argparse
+import os
 
-import numpy as np
+# one BLAS thread, set before NumPy loads: the surrogates' small solves slowed 10x when
+# OpenBLAS threads fought the other processes on this machine for its two cores
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import optuna
 
 from benchmarks import results
