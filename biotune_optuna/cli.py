@@ -24,6 +24,7 @@ import optuna
 from biotune_optuna import contents
 from biotune_optuna.app.config import (
     DEFAULT_SAMPLERS,
+    FRONT_SAMPLERS,
     LR_GRID,
     SAMPLERS,
     VARIANTS,
@@ -385,7 +386,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args)
     variants = _names(args.variants, "--variants", VARIANTS) if args.variants else []
-    samplers = _names(args.samplers or ("biotune" if variants else DEFAULT_SAMPLERS),
+    default = FRONT_SAMPLERS if config.cost_objectives else DEFAULT_SAMPLERS
+    samplers = _names(args.samplers or ("biotune" if variants else default),
                       "--samplers", SAMPLERS)
     print(compare_samplers(config, samplers, _seeds(args.seeds), args.target, args.out,
                            quiet=args.quiet, variants=variants))
@@ -513,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_options(comparison, skip=("sampler", "seed"))
     comparison.add_argument("--samplers", default=None,
                             help=f"samplers to compare, comma-separated: {', '.join(SAMPLERS)} "
-                            f"(default: {DEFAULT_SAMPLERS}, or biotune with --variants)")
+                            f"(default: {DEFAULT_SAMPLERS}; with --objectives: {FRONT_SAMPLERS}; "
+                            "biotune with --variants)")
     comparison.add_argument("--variants", default=None,
                             help="BioTune variants to compare instead (the paper's ablations), "
                             f"comma-separated: {', '.join(VARIANTS)}; the genome variants "

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import optuna
 
 from biotune_optuna.sampler import genome, pareto
@@ -167,16 +168,29 @@ def hypervolume(study: optuna.Study, plans: Sequence[RankedPlan] | None = None,
     return hypervolume_of(study, [(p.value, *p.costs) for p in plans if p.fidelity == FULL])
 
 
+def reference_point(study: optuna.Study) -> list[float] | None:
+    """The study's hypervolume reference (chance metric, full fine-tuning's costs); None
+    for a study of one objective or without one."""
+    reference = study.user_attrs.get(REFERENCE)
+    return None if reference is None or len(study.directions) < 2 else list(reference)
+
+
 def hypervolume_of(study: optuna.Study, points: Sequence[Sequence[float]]) -> float | None:
     """The hypervolume of ``points`` (objective values as the study states them) from the
-    study's reference point; None for a study of one objective or without the point."""
-    reference = study.user_attrs.get(REFERENCE)
-    if reference is None or len(study.directions) < 2:
+    study's reference point, as a share of the box between it and the ideal point (metric
+    1, every cost 0): 0 for nothing better than chance or than full fine-tuning's cost, 1
+    for a perfect plan that costs nothing. None for a study of one objective or without the
+    point."""
+    reference = reference_point(study)
+    if reference is None:
         return None
     signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
              for d in study.directions]
-    return pareto.hypervolume([[s * v for s, v in zip(signs, p)] for p in points],
-                              [s * r for s, r in zip(signs, reference)])
+    ideal = [1.0] + [0.0] * (len(reference) - 1)
+    box = float(np.prod([abs(r - i) for r, i in zip(reference, ideal)]))
+    volume = pareto.hypervolume([[s * v for s, v in zip(signs, p)] for p in points],
+                                [s * r for s, r in zip(signs, reference)])
+    return volume / box if box > 0 else 0.0
 
 
 def stored_budget(study: optuna.Study) -> tuple[int | None, int | None]:

@@ -57,8 +57,10 @@ class Scores:
     """One run's searches, one entry per seed."""
 
     sampler: str
-    best: np.ndarray  # validation value of the plan each search hands over
-    tests: np.ndarray  # test value of that plan, retrained
+    best: np.ndarray  # validation value of the plan each search hands over (a front's
+    # hypervolume, with several objectives)
+    tests: np.ndarray  # test value of that plan (with several objectives: of the best plan
+    # within a third of full fine-tuning's first cost), retrained
     epochs: np.ndarray  # epochs trained
     reach: list[int | None]  # epochs until the target was reached (None: never)
 
@@ -97,21 +99,24 @@ def score(studies: dict[str, list[optuna.Study]], config: SearchConfig, task: Ta
     reached)."""
     from biotune_optuna.analysis import best_so_far
 
-    best = {sampler: np.array([plans[0].value if (plans := contents.ranked_plans(s))
-                               else np.nan for s in group])
-            for sampler, group in studies.items()}
+    best = {sampler: np.array([measure(s) for s in group]) for sampler, group in studies.items()}
     if target is None:
         target = float(np.nanmin(np.concatenate(list(best.values()))))
     rows = []
     for sampler, group in studies.items():
         tests, spent, reach = [], [], []
         for study in group:
-            _, plan, _ = select_plan(study, task, config.train_config(),
-                                     list(REVALIDATION_SEEDS), top_k=5, quiet=True,
-                                     trainable_penalty=config.trainable_penalty)
-            evaluation = evaluate_plan(task, plan, config.train_config(),
-                                       config.train_seeds, study.study_name)
-            tests.append(evaluation.mean())
+            try:
+                _, plan, _ = select_plan(study, task, config.train_config(),
+                                         list(REVALIDATION_SEEDS), top_k=5, quiet=True,
+                                         trainable_penalty=config.trainable_penalty,
+                                         max_cost=cost_cap(study))
+            except ConfigError:  # nothing within the cap
+                tests.append(np.nan)
+            else:
+                evaluation = evaluate_plan(task, plan, config.train_config(),
+                                           config.train_seeds, study.study_name)
+                tests.append(evaluation.mean())
             spent.append(contents.compute_spent(study.get_trials(deepcopy=False)).epochs)
             compute, values = best_so_far(study)
             hit = np.nonzero(values >= target)[0]
@@ -120,11 +125,37 @@ def score(studies: dict[str, list[optuna.Study]], config: SearchConfig, task: Ta
     return rows, target
 
 
+def measure(study: optuna.Study) -> float:
+    """What a search found: the validation value of the plan it hands over, or with several
+    objectives its front's hypervolume."""
+    plans = contents.ranked_plans(study)
+    if not plans:
+        return np.nan
+    if len(study.directions) > 1:
+        volume = contents.hypervolume(study, plans)
+        return np.nan if volume is None else volume
+    return plans[0].value
+
+
+COST_CAP = 1 / 3  # with several objectives, hand-overs are tested within this share of
+# full fine-tuning's first cost
+
+
+def cost_cap(study: optuna.Study) -> float | None:
+    """The first cost a compared search's hand-over may have: a third of full
+    fine-tuning's (None with one objective)."""
+    reference = contents.reference_point(study)
+    return None if reference is None else COST_CAP * reference[1]
+
+
 def render(rows: Sequence[Scores], target: float, config: SearchConfig,
            seeds: Sequence[int], plot: Path) -> str:
     """The comparison table, with what was compared in one closing line."""
     width = max(8, *(len(r.sampler) for r in rows))
-    header = (f"{'run':<{width}} {'best validation':>17} {'test (retrained best)':>22} "
+    several = bool(config.cost_objectives)
+    found, tested = (("hypervolume", "test (best at <= 1/3 cost)") if several else
+                     ("best validation", "test (retrained best)"))
+    header = (f"{'run':<{width}} {found:>17} {tested:>26} "
               f"{'epochs trained':>15} {'epochs to reach ' + format(target, '.4f'):>24}")
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -132,18 +163,32 @@ def render(rows: Sequence[Scores], target: float, config: SearchConfig,
         needed = (f"median {int(np.median(reached))} ({len(reached)}/{len(row.reach)} reach)"
             if reached else f"never (0/{len(row.reach)})")
         lines.append(f"{row.sampler:<{width}} {np.nanmean(row.best):>8.4f} ± "
-                     f"{np.nanstd(row.best):.4f} {row.tests.mean():>12.4f} ± "
-                     f"{row.tests.std():.4f} {row.epochs.mean():>15,.0f} {needed:>24}")
+                     f"{np.nanstd(row.best):.4f} {_mean_of_tested(row.tests):>26} "
+                     f"{row.epochs.mean():>15,.0f} {needed:>24}")
     fidelity = (f"multi-fidelity, low fidelity {config.low_fidelity.epochs} epochs of one "
                 "seed run" if config.multi_fidelity else "every trial at the full protocol")
     per = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per sampler"
+    found = ("hypervolume: of each front, as a share of the box from chance accuracy and "
+             "full fine-tuning's costs to a perfect plan that costs nothing; a test within "
+             "the cap: (searches with a plan there / all)" if several else
+             "best validation: the plan each search hands over")
     lines.append(f"({per}, {fidelity}; the others matched to "
-                 f"{rows[0].sampler}'s compute per seed, in {config.storage_label}; best "
-                 f"validation: the plan each search hands over; convergence plot {plot})"
+                 f"{rows[0].sampler}'s compute per seed, in {config.storage_label}; "
+                 f"{found}; convergence plot {plot})"
                  if config.compute_budget is None else
                  f"({per}, {fidelity}, {config.compute_budget:,} "
                  f"epochs each, in {config.storage_label}; convergence plot {plot})")
     return "\n".join(lines)
+
+
+def _mean_of_tested(tests: np.ndarray) -> str:
+    """Mean ± std of the tests that ran (a search with no plan within the cost cap has
+    none), and how many ran when not all did."""
+    ran = tests[~np.isnan(tests)]
+    if not len(ran):
+        return "none within"
+    return f"{ran.mean():.4f} ± {ran.std():.4f}" + (
+        f" ({len(ran)}/{len(tests)})" if len(ran) < len(tests) else "")
 
 
 def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[int],
@@ -157,16 +202,14 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
 
     from biotune_optuna.analysis import plot_convergence
 
-    if config.cost_objectives:
-        raise ConfigError(f"compare ranks searches by {config.metric} alone for now, not by "
-                          f"--objectives {config.objectives}: run `search --objectives "
-                          f"{config.objectives} --sampler <name>` per sampler and read each "
-                          "front's hypervolume in `status`")
     if len(seeds) == 1 and not quiet:
         print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
               "--seeds is a list of seeds, such as 0,1,2,3,4", file=sys.stderr, flush=True)
+    runs = runs_of(samplers, variants)
+    for run in runs:  # every run's options checked before the first search starts
+        config.replace(**run.options)
     task = task_for(config)
-    studies = run_searches(config, runs_of(samplers, variants), seeds, task, quiet)
+    studies = run_searches(config, runs, seeds, task, quiet)
     rows, target = score(studies, config, task, target)
     figure = plot_convergence(studies, title=f"{config.study_name}: "
                               f"{'variants' if variants else 'samplers'} at equal compute")

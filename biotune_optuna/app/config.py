@@ -48,6 +48,7 @@ COSTS = {
 ACCURACY = "accuracy"  # the first objective: --metric on the validation split
 SEVERAL_OBJECTIVES = ("biotune", "nsga2", "tpe", "random", "gp")  # samplers that take them
 DEFAULT_SAMPLERS = "biotune,tpe,random,cmaes"  # what compare runs unless told
+FRONT_SAMPLERS = "biotune,nsga2,tpe,gp,random"  # the same, with several objectives
 PRUNERS = ("none", "median", "hyperband")
 # compare --variants: BioTune with one part changed (docs/algorithm.md, section 9)
 VARIANTS = {

@@ -64,7 +64,7 @@ def front_table(study: optuna.Study) -> str:
     volume = contents.hypervolume(study, ranked)
     lines.append(f"{len(front)} plan{'s' * (len(front) != 1)} on the front" + (
         f" ({ranked[0].fidelity} fidelity)" if ranked[0].fidelity != contents.FULL else "")
-        + ("" if volume is None else f", hypervolume {volume:.4g}")
+        + ("" if volume is None else f", hypervolume {volume:.4f}")
         + f"; export and train-best hand over trial {ranked[0].trial.number} (the most "
         "accurate), or the most accurate within --max-cost")
     return "\n".join(lines)

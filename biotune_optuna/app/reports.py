@@ -37,8 +37,9 @@ def status_report(study: optuna.Study) -> str:
     if ranked and ranked[0].costs:
         volume = contents.hypervolume(study, ranked)
         lines.append(f"  front: {len(front)} plan{'s' * (len(front) != 1)}" + (
-            "" if volume is None else f", hypervolume {volume:.4g} (from chance and full "
-            "fine-tuning's costs)") + "; `best` lists them")
+            "" if volume is None else f", hypervolume {volume:.4f} (share of the box from "
+            "chance and full fine-tuning's costs to a perfect plan at no cost)")
+            + "; `best` lists them")
     if ranked:
         best = ranked[0].trial
         lines.append(f"  best so far: trial {best.number}, value "

@@ -55,8 +55,8 @@ def test_best_lists_the_front_and_status_its_hypervolume(cli, front_study):
                  check=True).stdout
     volume = contents.hypervolume(study)
     plans = f"{len(listed)} plan{'s' * (len(listed) != 1)}"
-    assert f"front: {plans}, hypervolume {volume:.4g}" in status
-    assert 0 < volume
+    assert f"front: {plans}, hypervolume {volume:.4f}" in status
+    assert 0 < volume < 1  # a share of the box from the reference to the ideal
 
 
 def test_max_cost_hands_over_the_most_accurate_plan_within_it(cli, front_study):
@@ -112,9 +112,29 @@ def test_plot_draws_the_front_and_the_hypervolume(cli, front_study):
     assert all(b >= a for a, b in zip(volumes[:-1], volumes[1:]) if a == a)  # never falls
 
 
-def test_compare_says_what_to_use_instead(cli):
-    result = cli("compare", "--model", "tiny", "--objectives", "accuracy,train-gflops")
-    assert result.returncode == 2 and "hypervolume in `status`" in result.stderr
+COMPARE = ["compare", "--model", "tiny", "--dataset", "digits", "--epochs", "1",
+           "--population", "3", "--elite", "1", "--trials", "8", "--seeds", "0",
+           "--objectives", "accuracy,train-gflops", "--study-name", "c", "-q"]
+
+
+def test_compare_ranks_fronts_by_hypervolume_at_equal_compute(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/c.db"
+    out = cli(*COMPARE, "--samplers", "biotune,nsga2", "--storage", storage,
+              check=True).stdout
+    assert "hypervolume" in out.splitlines()[0] and "test (best at <= 1/3 cost)" in out
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    assert set(studies) == {"c-biotune-s0", "c-nsga2-s0"}
+    for name in studies:
+        study = optuna.load_study(study_name=name, storage=storage)
+        volume = contents.hypervolume(study)
+        assert f"{volume:.4f}" in out
+
+
+def test_compare_refuses_a_single_objective_sampler_before_any_search(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/c.db"
+    result = cli(*COMPARE, "--samplers", "biotune,cmaes", "--storage", storage)
+    assert result.returncode == 2 and "--sampler cmaes optimises one objective" in result.stderr
+    assert not (tmp_path / "c.db").exists()
 
 
 def test_resuming_with_other_objectives_is_refused(cli, front_study):
