@@ -27,10 +27,11 @@ from benchmarks import results
 from benchmarks.common import prepare
 from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler.pareto import hypervolume
+from biotune_optuna.sampler.records import LOW, fidelity_of
 from biotune_optuna.sampler.synthetic import CHANCE, COST_AWARE
 
 REFERENCE_TRIALS = 140
-MAX_TRIALS = 2 * REFERENCE_TRIALS  # plans that train nothing cost nothing: stop somewhere
+MAX_TRIALS = 2 * REFERENCE_TRIALS  # default: plans that train nothing cost nothing, so stop
 SAMPLERS = {  # key: (label, sampler for a task and a seed)
     "biotune": ("BioTune", lambda task, seed: BioTuneSampler(
         10, 3, seed=seed, search_space=task.search_space)),
@@ -42,6 +43,9 @@ SAMPLERS = {  # key: (label, sampler for a task and a seed)
                         BioTuneSampler(10, 3, seed=seed, search_space=task.search_space,
                                        adoption=False, elite_search=False,
                                        surrogate_candidates=4)),
+    "biotune-mf": ("BioTune, multi-fidelity (promotions by Pareto order)", lambda task, seed:
+                   BioTuneSampler(10, 3, seed=seed, search_space=task.search_space,
+                                  multi_fidelity=True)),
     "nsga2": ("NSGA-II", lambda task, seed: optuna.samplers.NSGAIISampler(
         population_size=10, seed=seed)),
     "tpe": ("TPE", lambda task, seed: optuna.samplers.TPESampler(seed=seed)),
@@ -55,25 +59,32 @@ def front_volume(values: list[tuple[float, float]]) -> float:
     return hypervolume([(-accuracy, cost) for accuracy, cost in values], (-CHANCE, 1.0))
 
 
-def run(task, sampler, budget: float | None) -> tuple[float, float, int]:
+LOW_FIDELITY_SHARE = 0.25  # what a low-fidelity trial trains of the full protocol
+
+
+def run(task, sampler, budget: float | None, max_trials: int = MAX_TRIALS,
+        ) -> tuple[float, float, int]:
     """(hypervolume, compute spent, trials) of a search stopped at ``budget`` compute (or,
-    without one, at the reference's trials)."""
+    without one, at the reference's trials). A multi-fidelity search's low-fidelity trials
+    cost a quarter and do not enter its front, as on the command line."""
     study = optuna.create_study(directions=task.directions, sampler=sampler)
     spent, values = 0.0, []
 
     def stop_at_budget(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal spent
-        values.append(tuple(trial.values))
-        spent += trial.values[1]
+        low = fidelity_of(trial) == LOW
+        if not low:
+            values.append(tuple(trial.values))
+        spent += trial.values[1] * (LOW_FIDELITY_SHARE if low else 1.0)
         if budget is not None and spent >= budget:
             study.stop()
 
-    study.optimize(task, n_trials=REFERENCE_TRIALS if budget is None else MAX_TRIALS,
+    study.optimize(task, n_trials=REFERENCE_TRIALS if budget is None else max_trials,
                    callbacks=[stop_at_budget])
-    return front_volume(values), spent, len(values)
+    return front_volume(values), spent, len(study.trials)
 
 
-def synthetic_section(seeds: int, methods: list[str]) -> str:
+def synthetic_section(seeds: int, methods: list[str], max_trials: int = MAX_TRIALS) -> str:
     rows, diffs = [], []
     for name, task in COST_AWARE.items():
         found: dict[str, list[tuple[float, float, int]]] = {}
@@ -83,7 +94,7 @@ def synthetic_section(seeds: int, methods: list[str]) -> str:
             for method in methods:
                 if method != REFERENCE:
                     found.setdefault(method, []).append(
-                        run(task, SAMPLERS[method][1](task, seed), reference[1]))
+                        run(task, SAMPLERS[method][1](task, seed), reference[1], max_trials))
             print(f"{name} seed {seed} done", flush=True)
         for method, runs in found.items():
             volumes = [r[0] for r in runs]
@@ -106,6 +117,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20, help="seeds per search (default: 20)")
     parser.add_argument("--methods", default=",".join(SAMPLERS),
                         help=f"comma-separated, of: {', '.join(SAMPLERS)} (default: all)")
+    parser.add_argument("--max-trials", type=int, default=MAX_TRIALS,
+                        help=f"stop a search there if its compute lasts (default: {MAX_TRIALS})")
     parser.add_argument("--section", default="synthetic",
                         help="the RESULTS.md section's name (default: synthetic)")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
@@ -117,16 +130,18 @@ def main() -> None:
         parser.error(f"unknown search {unknown[0]!r}; use some of: {', '.join(SAMPLERS)}")
     if not args.synthetic:
         parser.error("say which tasks: --synthetic (the real backbones are not wired yet)")
-    section = "" if args.section == "synthetic" else f" --section {args.section}"
+    section = ("" if args.section == "synthetic" else f" --section {args.section}") + (
+        "" if args.max_trials == MAX_TRIALS else f" --max-trials {args.max_trials}")
     body = (f"Command: `.venv/bin/python -m benchmarks.multiobjective --synthetic --seeds "
             f"{args.seeds} --methods {args.methods}{section}` ({results.machine()}).\n\n"
             "Two objectives on the synthetic tasks: accuracy (maximised) and the plan's "
             "training FLOPs as a fraction of full fine-tuning's (minimised). BioTune runs "
             f"{REFERENCE_TRIALS} trials (N=10, E=3); every other search runs until it has "
-            "spent the same compute (the sum of its trials' costs) or run "
-            f"{MAX_TRIALS} trials. Hypervolume of (1 - "
-            f"accuracy, cost) below the reference point (1 - {CHANCE}, 1.0): chance accuracy "
-            "and full fine-tuning's cost.\n\n" + synthetic_section(args.seeds, methods) + "\n")
+            "spent the same compute (the sum of its trials' costs; a low-fidelity trial "
+            f"costs {LOW_FIDELITY_SHARE:g} of its plan's) or run {args.max_trials} trials. "
+            f"Hypervolume of (1 - accuracy, cost) below the reference point (1 - {CHANCE}, "
+            "1.0): chance accuracy and full fine-tuning's cost.\n\n"
+            + synthetic_section(args.seeds, methods, args.max_trials) + "\n")
     title = "Accuracy against training cost: synthetic tasks" + (
         "" if args.section == "synthetic" else f" ({args.section})")
     results.publish(f"multiobjective_{args.section}", title, body, write=not args.no_write)
