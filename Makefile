@@ -97,6 +97,8 @@ benchmark: install system-deps
 	  --methods biotune,biotune-lean,nsga2,tpe,random
 	$(BIN)/python -m benchmarks.multiobjective --synthetic --seeds 20 \
 	  --methods biotune,biotune-k4,biotune-lean-k4 --section surrogate
+	$(BIN)/python -m benchmarks.multiobjective --synthetic --seeds 20 \
+	  --methods biotune,biotune-mf --section multifidelity --max-trials 600
 	$(BIN)/python -m benchmarks.real_backbone --targets emoji,fashion --seeds 10 \
 	  --methods biotune,tpe,cmaes
 	$(BIN)/python -m benchmarks.real_backbone --report
