@@ -22,21 +22,14 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def fronts(points: Sequence[Sequence[float]]) -> list[list[int]]:
-    """Indices of ``points`` by non-dominated front, the first front first."""
-    dominated_by = [[j for j in range(len(points)) if dominates(points[i], points[j])]
-                    for i in range(len(points))]
-    count = [sum(dominates(points[j], points[i]) for j in range(len(points)))
-             for i in range(len(points))]
-    found, current = [], [i for i, c in enumerate(count) if c == 0]
-    while current:
-        found.append(current)
-        following = []
-        for i in current:
-            for j in dominated_by[i]:
-                count[j] -= 1
-                if count[j] == 0:
-                    following.append(j)
-        current = sorted(following)
+    """Indices of ``points`` by non-dominated front, the first front first, each in index
+    order: the first front peeled off, then the first of the rest, and so on."""
+    values = np.asarray(points, dtype=float).reshape(len(points), -1)
+    left, found = np.arange(len(values)), []
+    while len(left):
+        front = left[non_dominated(values[left])]
+        found.append([int(i) for i in front])
+        left = np.setdiff1d(left, front)
     return found
 
 
