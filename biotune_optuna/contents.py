@@ -175,13 +175,14 @@ def reference_point(study: optuna.Study) -> list[float] | None:
     return None if reference is None or len(study.directions) < 2 else list(reference)
 
 
-def hypervolume_of(study: optuna.Study, points: Sequence[Sequence[float]]) -> float | None:
+def hypervolume_of(study: optuna.Study, points: Sequence[Sequence[float]],
+                   reference: Sequence[float] | None = None) -> float | None:
     """The hypervolume of ``points`` (objective values as the study states them) from the
-    study's reference point, as a share of the box between it and the ideal point (metric
-    1, every cost 0): 0 for nothing better than chance or than full fine-tuning's cost, 1
-    for a perfect plan that costs nothing. None for a study of one objective or without the
-    point."""
-    reference = reference_point(study)
+    study's reference point (``reference``, when read already), as a share of the box
+    between it and the ideal point (metric 1, every cost 0): 0 for nothing better than
+    chance or than full fine-tuning's cost, 1 for a perfect plan that costs nothing. None
+    for a study of one objective or without the point."""
+    reference = reference_point(study) if reference is None else reference
     if reference is None:
         return None
     signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0

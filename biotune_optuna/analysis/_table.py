@@ -113,6 +113,7 @@ def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
     and pruned trials repeat the best). A study of several objectives: the hypervolume of
     the full-fidelity trials so far instead (:func:`contents.hypervolume_of`)."""
     several = len(study.directions) > 1
+    reference = contents.reference_point(study) if several else None  # read once
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     best, spent, values, compute, kept = np.nan, 0, [], [], []
     for t in study.get_trials(deepcopy=False):
@@ -123,7 +124,7 @@ def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
                 and np.all(np.isfinite(t.values)) and contents.fidelity(t) != contents.LOW):
             if several:
                 kept.append(t.values)
-                best = contents.hypervolume_of(study, kept)
+                best = contents.hypervolume_of(study, kept, reference)
             elif np.isnan(best) or (t.value > best if maximize else t.value < best):
                 best = t.value
         values.append(np.nan if best is None else best)
