@@ -24,7 +24,9 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 def fronts(points: Sequence[Sequence[float]]) -> list[list[int]]:
     """Indices of ``points`` by non-dominated front, the first front first, each in index
     order: the first front peeled off, then the first of the rest, and so on."""
-    values = np.asarray(points, dtype=float).reshape(len(points), -1)
+    if not len(points):
+        return []
+    values = np.asarray(points, dtype=float)
     left, found = np.arange(len(values)), []
     while len(left):
         front = left[non_dominated(values[left])]

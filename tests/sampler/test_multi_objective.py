@@ -63,6 +63,10 @@ def test_fronts_are_mutually_non_dominated_and_each_dominated_by_the_one_before(
                        for j in front)
 
 
+def test_no_points_have_no_fronts():
+    assert pareto.fronts([]) == []
+
+
 def test_domination_needs_one_strict_improvement():
     assert pareto.dominates((0, 1), (1, 1))
     assert not pareto.dominates((1, 1), (1, 1))
