@@ -185,8 +185,7 @@ def hypervolume_of(study: optuna.Study, points: Sequence[Sequence[float]],
     reference = reference_point(study) if reference is None else reference
     if reference is None:
         return None
-    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
-             for d in study.directions]
+    signs = _minimising_signs(study)
     ideal = [1.0] + [0.0] * (len(reference) - 1)
     box = float(np.prod([abs(r - i) for r, i in zip(reference, ideal)]))
     volume = pareto.hypervolume([[s * v for s, v in zip(signs, p)] for p in points],
@@ -278,8 +277,7 @@ def ranked_plans(study: optuna.Study,
 
     Several objectives: the plans of the Pareto front first (at each fidelity), each front
     ranked by the first objective (the metric) as above."""
-    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
-             for d in study.directions]
+    signs = _minimising_signs(study)
     ranked = []
     for by_fidelity in evaluations_by_plan(
             study.get_trials(deepcopy=False) if trials is None else trials):
@@ -301,6 +299,12 @@ def within_cost(plans: Sequence[RankedPlan], max_cost: float | None) -> list[Ran
         return list(plans)
     kept = [p for p in plans if p.costs and p.costs[0] <= max_cost]
     return sorted(kept, key=lambda p: (p.fidelity != FULL, -p.value, p.trial.number))
+
+
+def _minimising_signs(study: optuna.Study) -> list[float]:
+    """Per objective, the factor that makes it minimised."""
+    return [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            for d in study.directions]
 
 
 def _with_fronts(plans: list[RankedPlan], signs: Sequence[float]) -> list[RankedPlan]:

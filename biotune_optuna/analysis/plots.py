@@ -22,7 +22,7 @@ from biotune_optuna.analysis._table import (
     surrogate_quality,
     trial_table,
 )
-from biotune_optuna.sampler import genome
+from biotune_optuna.sampler import genome, pareto
 
 logger = logging.getLogger(__name__)
 LOG_MULTIPLIER = "log10 learning-rate multiplier"
@@ -224,13 +224,9 @@ def _band(ax, x: np.ndarray, curves: np.ndarray, label: str, color=None):
 
 def pareto_front(fraction: np.ndarray, values: np.ndarray, maximize: bool) -> np.ndarray:
     """Indices of trials no other trial beats on both value and trainable fraction."""
-    score = values if maximize else -values
-    front = []
-    for i in range(len(values)):
-        dominated = np.any((score >= score[i]) & (fraction <= fraction[i]) &
-                           ((score > score[i]) | (fraction < fraction[i])))
-        if not dominated:
-            front.append(i)
+    if not len(values):
+        return np.array([], dtype=int)
+    front = pareto.non_dominated(np.column_stack([-values if maximize else values, fraction]))
     return np.array(sorted(front, key=lambda i: fraction[i]), dtype=int)
 
 

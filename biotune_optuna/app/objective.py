@@ -96,18 +96,21 @@ class FineTuneObjective:
         self._pricing = Pricing(self.task, self.config) if self.costs else None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        value = self._value(trial)
+        self._describe(trial.study)
+        names = self.task.block_names
+        plan = genome.decode(genome.suggest_genome(trial, names, self.genome), names,
+                             self.train_head, self.genome)
+        value = self._value(trial, plan)
         if self._pricing is None:
             return value
-        names = self.task.block_names
-        plan = genome.decode(trial.params, names, self.train_head, self.genome)
         costs = [self._pricing.cost(name, plan) for name in self.costs]
         for name, cost in zip(self.costs, costs):
             trial.set_user_attr(contents.cost_key(name), cost)
         return (value, *costs)
 
-    def _value(self, trial: optuna.Trial) -> float:
-        study = trial.study
+    def _describe(self, study: optuna.Study) -> None:
+        """Once per study and process: its configuration when it has none (a study made in
+        Python) and, with costs, its hypervolume reference."""
         if study_key(study) not in self._described:  # made in Python?
             from biotune_optuna.app.studies import config_of_objective, describe_study
 
@@ -118,9 +121,9 @@ class FineTuneObjective:
                 contents.set_reference(study, [1.0 / self.task.data.num_classes] + [
                     self._pricing.cost(name, full) for name in self.costs])
             self._described.add(study_key(study))
-        names = self.task.block_names
-        plan = genome.decode(genome.suggest_genome(trial, names, self.genome), names,
-                             self.train_head, self.genome)
+
+    def _value(self, trial: optuna.Trial, plan: FineTunePlan) -> float:
+        """The plan's mean validation value (less the trainable penalty)."""
         attrs = plan_attrs(plan, self.task)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
