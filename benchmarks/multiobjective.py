@@ -2,6 +2,8 @@
 compute, for BioTune, NSGA-II, TPE, GP and random search.
 
     .venv/bin/python -m benchmarks.multiobjective --synthetic     # minutes; RESULTS.md
+    .venv/bin/python -m benchmarks.multiobjective --transfer      # hours; resumes
+    .venv/bin/python -m benchmarks.multiobjective --transfer --report   # the section so far
 
 Synthetic tasks (``sampler/synthetic.py``, ``COST_AWARE``): each trial returns the task's
 accuracy and the plan's training FLOPs as a fraction of full fine-tuning's. Compute is what
@@ -14,6 +16,7 @@ units of one full fine-tuning, or has run twice as many trials. Hypervolume: of 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 # one BLAS thread, set before NumPy loads: the surrogates' small solves slowed 10x when
@@ -24,8 +27,11 @@ import numpy as np  # noqa: E402
 import optuna
 
 from benchmarks import results
-from benchmarks.common import prepare
-from biotune_optuna import BioTuneSampler
+from benchmarks.common import OUT, TRANSFERS, Retrainer, prepare, task_config
+from biotune_optuna import BioTuneSampler, contents
+from biotune_optuna.app.comparison import COST_CAP
+from biotune_optuna.app.objective import FineTuneObjective
+from biotune_optuna.app.studies import open_study
 from biotune_optuna.sampler.pareto import hypervolume
 from biotune_optuna.sampler.records import LOW, fidelity_of
 from biotune_optuna.sampler.synthetic import CHANCE, COST_AWARE
@@ -111,25 +117,190 @@ def synthetic_section(seeds: int, methods: list[str], max_trials: int = MAX_TRIA
             + results.table(["task", "difference", "mean ± se", "pairs"], diffs))
 
 
+FRONT_SEARCHES = {"biotune": "BioTune (as shipped)", "nsga2": "NSGA-II", "tpe": "TPE",
+                  "gp": "GP", "random": "random search"}  # the first sets the budget
+TRANSFER_TRIALS = 46  # BioTune N=6, E=2, 5 generations, as the transfer benchmarks run it
+TRANSFER_MAX_TRIALS = 2 * TRANSFER_TRIALS  # a search of cheap plans stops there
+CHECKPOINTS = (1 / 3, 2 / 3, 1.0)  # shares of the reference's compute the fronts are read at
+HANDOVER_TOP_K = 3
+GFLOPS = "train-gflops"
+
+
+def trial_gflops(trial: optuna.trial.FrozenTrial) -> float:
+    """Training GFLOPs a trial spent: its image-epochs times its plan's GFLOPs per image."""
+    return (contents.trial_compute(trial).image_epochs
+            * (contents.trial_cost(trial, GFLOPS) or 0.0))
+
+
+class FrontRuns(Retrainer):
+    """One transfer task's front searches, their measures cached in benchmarks/out/mo-<task>.json
+    (a search interrupted in its study resumes there)."""
+
+    def __init__(self, task: str) -> None:
+        config = task_config("transfer", task).replace(
+            objectives=f"accuracy,{GFLOPS}", storage=f"sqlite:///{OUT}/mo-{task}.db")
+        super().__init__(config, OUT / f"mo-{task}.json")
+        self.key = task
+
+    def search(self, sampler: str, seed: int, budget: float | None,
+               max_trials: int) -> optuna.Study:
+        """The study of a search, run on until it has spent ``budget`` GFLOPs (or, without
+        one, the reference's trials) or run ``max_trials``."""
+        config = self.config.replace(study_name=f"{self.key}-{sampler}-s{seed}",
+                                     sampler=sampler, seed=seed)
+        study = open_study(config, self.task.block_names)
+        objective = FineTuneObjective(self.task, self.train, tuple(config.train_seeds),
+                                      costs=tuple(config.cost_objectives))
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            if (len(trials) >= (TRANSFER_TRIALS if budget is None else max_trials) or
+                    budget is not None and sum(map(trial_gflops, trials)) >= budget):
+                return study
+            study.optimize(objective, n_trials=1)
+
+    def measure(self, sampler: str, seed: int, budget: float | None, max_trials: int) -> dict:
+        key = f"search|{sampler}|{seed}"
+        if key in self.cache:
+            return self.cache[key]
+        study = self.search(sampler, seed, budget, max_trials)
+        trials = study.get_trials(deepcopy=False)
+        spent = np.cumsum([trial_gflops(t) for t in trials])
+        budget = budget or float(spent[-1])
+        volumes = []
+        for share in CHECKPOINTS:
+            within = [t for t, s in zip(trials, spent) if s <= share * budget * (1 + 1e-9)]
+            volumes.append(contents.hypervolume(study, contents.ranked_plans(study, within))
+                           or 0.0)
+        full_cost = contents.reference_point(study)[1]
+        candidates = contents.within_cost(contents.ranked_plans(study),
+                                          COST_CAP * full_cost)[:HANDOVER_TOP_K]
+        plans = {p.trial.number: contents.trial_plan(study, p.trial, self.task.block_names)
+                 for p in candidates}
+        chosen = max(candidates, default=None, key=lambda p: (
+            self.validation(plans[p.trial.number]), -p.trial.number))
+        found = {"volumes": volumes, "gflops": float(spent[-1]), "trials": len(trials),
+                 "test": None if chosen is None else self.test(plans[chosen.trial.number]),
+                 "cost": None if chosen is None else chosen.costs[0] / full_cost}
+        self._store(key, found)
+        return found
+
+
+def run_transfer(tasks: list[str], seeds: int, samplers: list[str]) -> None:
+    for seed in range(seeds):
+        for task in tasks:
+            runs, budget = FrontRuns(task), None
+            reference = next(iter(FRONT_SEARCHES))
+            for sampler in [reference] + [s for s in samplers if s != reference]:
+                found = runs.measure(sampler, seed, budget, TRANSFER_MAX_TRIALS)
+                budget = budget or found["gflops"]
+                print(f"{task} s{seed} {sampler}: {found['trials']} trials, hypervolume "
+                      f"{found['volumes'][-1]:.4f}, capped hand-over test {found['test']}",
+                      flush=True)
+
+
+def transfer_section(task: str) -> str | None:
+    path = OUT / f"mo-{task}.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    found: dict[str, dict[int, dict]] = {}
+    for key, value in cache.items():
+        kind, *rest = key.split("|")
+        if kind == "search":
+            found.setdefault(rest[0], {})[int(rest[1])] = value
+    reference = found.get(next(iter(FRONT_SEARCHES)))
+    if not reference:
+        return None
+    rows, diffs = [], []
+    for sampler, label in FRONT_SEARCHES.items():
+        by_seed = found.get(sampler, {})
+        if not by_seed:
+            continue
+        runs = list(by_seed.values())
+        rows.append([label, str(len(runs)),
+                     *(results.mean_se([r["volumes"][i] for r in runs])
+                       for i in range(len(CHECKPOINTS))),
+                     results.mean_se([r["test"] for r in runs]),
+                     f"{np.mean([r['cost'] for r in runs if r['cost'] is not None]):.2f}",
+                     f"{np.mean([r['trials'] for r in runs]):.0f}"])
+        if sampler in reference and by_seed is not reference:
+            common = sorted(reference.keys() & by_seed.keys())
+            diffs.append([f"BioTune - {label}",
+                          results.paired([reference[s]["volumes"][-1] for s in common],
+                                         [by_seed[s]["volumes"][-1] for s in common]),
+                          results.paired([reference[s]["test"] for s in common],
+                                         [by_seed[s]["test"] for s in common]),
+                          str(len(common))])
+    transfer = TRANSFERS[task]
+    return (f"### {transfer.source} -> {transfer.target}"
+            + (f" ({transfer.note})" if transfer.note else "") + "\n\n"
+            + results.table(["search", "seeds",
+                             *(f"hypervolume at {c:.2f} of the compute" for c in CHECKPOINTS),
+                             "capped hand-over: test balanced acc",
+                             "its cost (of full fine-tuning's)", "trials"], rows)
+            + "\n\nPaired differences (same seed):\n\n"
+            + results.table(["difference", "hypervolume at 1.00", "capped hand-over test",
+                             "pairs"], diffs))
+
+
+def transfer_report(tasks: list[str], seeds: int, write: bool) -> None:
+    sections = {task: transfer_section(task) for task in tasks}
+    missing = [task for task, section in sections.items() if section is None]
+    body = (f"Command: `.venv/bin/python -m benchmarks.multiobjective --transfer --seeds "
+            f"{seeds}`, then `--transfer --report` ({results.machine()}; one torch thread)."
+            "\n\nTwo objectives on the transfer tasks (the small CNN pretrained here, 10 labels "
+            "per class for training and for validation, at most 30 epochs, patience 3, batch "
+            "96, one training seed per trial): validation balanced accuracy and the plan's "
+            "training GFLOPs per image. Compute is training FLOPs (each trial's image-epochs "
+            f"times its plan's GFLOPs per image); BioTune (N=6, E=2, {TRANSFER_TRIALS} trials) "
+            "sets the budget and each other search runs until it has spent as much. "
+            "Hypervolume: the share of the box between (chance, full fine-tuning's cost) and "
+            "(accuracy 1, no cost) that the search's validation front dominates, read when "
+            "a third, two thirds and all of the budget was spent. Capped hand-over: the best "
+            f"of the {HANDOVER_TOP_K} most accurate plans within {COST_CAP:.2f} of full "
+            "fine-tuning's cost, re-validated with seeds 100-102, retrained with seeds 0-2 "
+            "and tested." + (f" Not run yet: {', '.join(missing)}." if missing else "")
+            + "\n\n" + "\n\n".join(s for s in sections.values() if s))
+    results.publish("multiobjective_transfer", "Accuracy against training cost: transfer tasks",
+                    body, write=write)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", action="store_true", help="the synthetic tasks")
-    parser.add_argument("--seeds", type=int, default=20, help="seeds per search (default: 20)")
-    parser.add_argument("--methods", default=",".join(SAMPLERS),
-                        help=f"comma-separated, of: {', '.join(SAMPLERS)} (default: all)")
+    parser.add_argument("--transfer", action="store_true",
+                        help="the transfer tasks (real fine-tunes; resumes)")
+    parser.add_argument("--tasks", default=",".join(TRANSFERS),
+                        help=f"transfer tasks, of: {', '.join(TRANSFERS)} (default: all)")
+    parser.add_argument("--report", action="store_true",
+                        help="with --transfer: write the section from what has finished")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per search (default: 20 synthetic, 10 transfer)")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated, synthetic: {', '.join(SAMPLERS)}; transfer: "
+                        f"{', '.join(FRONT_SEARCHES)} (default: all)")
     parser.add_argument("--max-trials", type=int, default=MAX_TRIALS,
                         help=f"stop a search there if its compute lasts (default: {MAX_TRIALS})")
     parser.add_argument("--section", default="synthetic",
                         help="the RESULTS.md section's name (default: synthetic)")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
     args = parser.parse_args()
-    prepare(None)
+    if args.synthetic == args.transfer:
+        parser.error("say which tasks: --synthetic or --transfer")
+    known = SAMPLERS if args.synthetic else FRONT_SEARCHES
+    args.methods = args.methods or ",".join(known)
     methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(SAMPLERS))
+    unknown = sorted(set(methods) - set(known)) or sorted(
+        set(args.tasks.split(",")) - set(TRANSFERS))
     if unknown:
-        parser.error(f"unknown search {unknown[0]!r}; use some of: {', '.join(SAMPLERS)}")
-    if not args.synthetic:
-        parser.error("say which tasks: --synthetic (the real backbones are not wired yet)")
+        parser.error(f"unknown search or task {unknown[0]!r}; use some of: "
+                     f"{', '.join(known)} (tasks: {', '.join(TRANSFERS)})")
+    prepare(1 if args.transfer else None)
+    if args.transfer:
+        seeds, tasks = args.seeds or 10, args.tasks.split(",")
+        if not args.report:
+            run_transfer(tasks, seeds, methods)
+        transfer_report(tasks, seeds, write=not args.no_write)
+        return
+    args.seeds = args.seeds or 20
     section = ("" if args.section == "synthetic" else f" --section {args.section}") + (
         "" if args.max_trials == MAX_TRIALS else f" --max-trials {args.max_trials}")
     body = (f"Command: `.venv/bin/python -m benchmarks.multiobjective --synthetic --seeds "

@@ -44,6 +44,7 @@ VALUE_STD = "value_std"
 LEARNING_CURVES = "learning_curves"  # validation value per epoch of each seed run
 RESCORE_SEEDS = "rescore_seeds"  # the fresh training seeds of an elite's re-scoring run
 INTERRUPTED = "interrupted"  # failed by Ctrl-C: the next run retries it
+WORKER = "worker"  # without a heartbeat: [host, pid, process start] of the trial's worker
 IMAGE_EPOCHS = "image_epochs"  # the trial's compute: epochs trained x training images
 FIDELITY = "fidelity"  # low or full: what the trial trained (multi-fidelity searches)
 
@@ -118,6 +119,12 @@ def failed_reason(trial: optuna.trial.FrozenTrial) -> str | None:
 def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
     """Failed by Ctrl-C (the next run retries it)."""
     return bool(trial.user_attrs.get(INTERRUPTED))
+
+
+def worker(trial: optuna.trial.FrozenTrial) -> list | None:
+    """[host, pid, process start] of the process running the trial (storages without a
+    heartbeat record it)."""
+    return trial.user_attrs.get(WORKER)
 
 
 def fidelity(trial: optuna.trial.FrozenTrial) -> str:
@@ -320,3 +327,8 @@ def _with_fronts(plans: list[RankedPlan], signs: Sequence[float]) -> list[Ranked
 def cost_key(name: str) -> str:
     """The user attr of a trial's cost objective (``train-gflops``: ``cost:train-gflops``)."""
     return f"cost:{name}"
+
+
+def trial_cost(trial: optuna.trial.FrozenTrial, name: str) -> float | None:
+    """The trial's cost ``name`` (a cost objective's), None when it recorded none."""
+    return trial.user_attrs.get(cost_key(name))

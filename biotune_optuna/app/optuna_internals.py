@@ -56,3 +56,11 @@ def fail_running_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial,
 def study_key(study: optuna.Study) -> tuple[int, Any]:
     """One study of one storage object, for caches keyed by study."""
     return id(storage_of(study)), study_id_of(study)
+
+
+def journal_lock(backend):
+    """The lock a journal file backend takes around each append (its own, so that other
+    Optuna processes on the file wait for ours)."""
+    from optuna.storages.journal._file import get_lock_file
+
+    return get_lock_file(backend._lock)

@@ -4,13 +4,17 @@ failed and retried."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -25,8 +29,8 @@ from biotune_optuna.app.optuna_internals import (
     storage_of,
     trial_id_of,
 )
-from biotune_optuna.app.storage import retry_callback
-from biotune_optuna.contents import INTERRUPTED
+from biotune_optuna.app.storage import out_of_room, retry_callback
+from biotune_optuna.contents import INTERRUPTED, WORKER
 from biotune_optuna.sampler.records import is_retry
 
 logger = logging.getLogger(__name__)
@@ -114,6 +118,8 @@ class StopRequests:
 
     def wrap(self, objective):
         def wrapped(trial: optuna.Trial) -> float:
+            if not heartbeat_enabled(storage_of(trial.study)):
+                trial.set_user_attr(WORKER, this_worker())  # see fail_dead_workers_trials
             self._in_objective += 1
             try:
                 return objective(trial)
@@ -121,7 +127,11 @@ class StopRequests:
                 pass
             except optuna.TrialPruned:
                 raise
-            except Exception:
+            except Exception as error:
+                if out_of_room(error) is not None:  # retried once there is room again
+                    with contextlib.suppress(Exception):
+                        trial.set_user_attr(INTERRUPTED, True)
+                    raise
                 if not self.requested:
                     raise
                 # the same signal can break other parts (DataLoader workers die of it)
@@ -157,6 +167,48 @@ def fail_orphaned_trials(study: optuna.Study) -> int:
             continue
         retry_callback()(study, failed_trial)
         failed += 1
+    return failed
+
+
+def this_worker() -> list:
+    return [socket.gethostname(), os.getpid(), _process_start(os.getpid())]
+
+
+def _process_start(pid: int) -> str | None:
+    """When the process started (Linux: clock ticks since boot), to tell a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _worker_gone(worker: list) -> bool:
+    host, pid, start = worker
+    if host != socket.gethostname():
+        return False  # another machine's: only a heartbeat can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return start is not None and _process_start(pid) != start
+
+
+def fail_dead_workers_trials(study: optuna.Study) -> int:
+    """Fail and retry RUNNING trials of a storage without a heartbeat (the journal file)
+    whose worker, a process of this machine, has exited (kill -9, a full disk that even
+    the trial's failure could not be written to)."""
+    if heartbeat_enabled(storage_of(study)):
+        return 0
+    failed = 0
+    for trial in running_trials(study):
+        worker = contents.worker(trial)
+        if worker and _worker_gone(worker):
+            stored = fail_running_trial(study, trial)
+            if stored is not None:
+                retry_callback()(study, stored)
+                failed += 1
     return failed
 
 

@@ -4,6 +4,7 @@ workers creating one new database together."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -86,15 +87,11 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
     database without Optuna's tables is an error, and a read-only folder is fine.
     """
     remember(url)
+    file = storage_file(url)
+    if file is not None:
+        _files_opened.add(file)
     if url.startswith("journal://"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = _journal_file(url)
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            _check_exists(path)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _journal(url, create)
     if url.startswith("sqlite:"):
         _check_sqlite_file(url, create)
     kwargs: dict[str, Any] = {} if create else {"skip_table_creation": True}
@@ -118,6 +115,34 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
                        "again")
 
 
+def _journal(url: str, create: bool):
+    """Optuna's journal storage on a mending backend (``app.journal``); damage left by an
+    older writer is mended by a command that writes, refused with the fix by one that
+    reads."""
+    from optuna.storages.journal import JournalStorage
+
+    from biotune_optuna.app.journal import MendingJournalBackend, first_damaged_line
+
+    path = _journal_file(url)
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_exists(path)
+        backend = MendingJournalBackend(str(path))
+    except OSError as error:
+        raise StorageError(f"cannot create the journal {path} ({error.strerror}); free space "
+                           "there or pass --storage with a writable location") from None
+    damaged = first_damaged_line(path)
+    if damaged is not None:
+        if not create:
+            raise StorageError(f"{path} is damaged from line {damaged} (a write torn by a "
+                               "crash, then appended to); run the search command again to "
+                               "mend it (the unreadable bytes are kept aside)")
+        backend.mend()
+    return JournalStorage(backend)
+
+
 def _journal_file(url: str) -> Path:
     path = _file_of(url)
     if path is None:
@@ -138,17 +163,38 @@ def _lost_creation_race(error: Exception) -> bool:
         and ("already exists" in message or "database is locked" in message))
 
 
-def describe_failure(error: BaseException, url: str | None) -> str | None:
-    """One line for a storage that failed under a running command (a file deleted or made
-    read-only meanwhile, a lost database server), None for anything else."""
-    file = storage_file(url) if url else None
-    if file is not None and not file.exists():
-        return (f"the storage file {file} disappeared while the command ran; what it wrote "
-                "before is lost with it (restore the file, or start again)")
+# errors of a file system that has no room or takes no writes: the work is retried later
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+_files_opened: set[Path] = set()  # storage files this process found or created
+
+
+def _causes(error: BaseException) -> list[BaseException]:
     chain, seen = [], error
-    while seen is not None:
+    while seen is not None and seen not in chain:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
+    return chain
+
+
+def out_of_room(error: BaseException) -> OSError | None:
+    """The full disk (or read-only file system) behind ``error``, if that is its cause."""
+    return next((e for e in _causes(error) if isinstance(e, OSError) and e.errno in NO_ROOM),
+                None)
+
+
+def describe_failure(error: BaseException, url: str | None) -> str | None:
+    """One line for a storage or disk that failed under a running command (a file deleted
+    meanwhile, a full or read-only disk, a lost database server), None for anything else."""
+    file = storage_file(url) if url else None
+    if file is not None and file in _files_opened and not file.exists():
+        return (f"the storage file {file} disappeared while the command ran; what it wrote "
+                "before is lost with it (restore the file, or start again)")
+    full = out_of_room(error)
+    if full is not None:
+        where = full.filename or (masked(url) if url else "a file")
+        return (f"could not write {where} ({full.strerror}); free space (or make it "
+                "writable) and run the same command again: an interrupted trial is retried")
+    chain = _causes(error)
     try:
         from sqlalchemy.exc import OperationalError
     except ImportError:  # pragma: no cover

@@ -26,6 +26,7 @@ from biotune_optuna.app.config import (
 )
 from biotune_optuna.app.fidelity import rung_pruner
 from biotune_optuna.app.optuna_internals import lock_for
+from biotune_optuna.app.runner import fail_dead_workers_trials
 from biotune_optuna.app.storage import StorageError, open_storage, retry_callback
 from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, masked
 from biotune_optuna.contents import study_config
@@ -102,6 +103,7 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
             raise ConfigError(f"study {config.study_name!r} was created with other settings ("
                               f"{'; '.join(changed)}); use the same options or a new "
                               "--study-name")
+    fail_dead_workers_trials(study)
     retry_interrupted(study)
     return study
 

@@ -1,0 +1,91 @@
+"""Storage after a fault: a journal line torn by a crash, a journal damaged by an older
+writer, a disk that fills during a search. Each time: one line, nothing readable lost, and
+the same command completes the budget."""
+
+import resource
+import signal
+import subprocess
+import sys
+
+import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from biotune_optuna.sampler.records import RETRY_OF
+
+JOURNAL = ["--study-name", "j", "--dataset", "digits", "--model", "tiny", "--epochs", "2",
+           "--population", "4", "--elite", "1", "--seed", "0", "--storage", "journal:///j.log",
+           "-q"]
+
+
+def search(trials):
+    return ["search", *JOURNAL, "--trials", str(trials)]
+
+
+def journal_study(tmp_path):
+    return optuna.load_study(study_name="j", storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / "j.log"))))
+
+
+def completed(study):
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+def test_a_torn_journal_line_is_cut_off_before_a_resume_appends(cli, tmp_path):
+    cli(*search(4), check=True)
+    log = tmp_path / "j.log"
+    last_line = log.read_bytes().splitlines(keepends=True)[-1]
+    with open(log, "r+b") as handle:  # a crash 37 bytes before the end of a write
+        handle.truncate(log.stat().st_size - 37)
+    resumed = cli(*search(8), check=True)
+    assert "ended in a line torn" in resumed.stderr
+    assert (tmp_path / "j.log.torn").read_bytes() == last_line[:-37]
+    assert cli("status", "--study-name", "j", "--storage", "journal:///j.log").returncode == 0
+    assert len(completed(journal_study(tmp_path))) == 8
+
+
+def test_a_journal_damaged_by_an_older_writer_is_refused_by_readers_and_mended(cli, tmp_path):
+    cli(*search(4), check=True)
+    log = tmp_path / "j.log"
+    with open(log, "r+b") as handle:
+        handle.truncate(log.stat().st_size - 20)
+    # Optuna's own backend appends after the torn line: the entry is glued onto it
+    journal_study(tmp_path).set_user_attr("written after the tear", 1)
+    status = cli("status", "--study-name", "j", "--storage", "journal:///j.log")
+    lines = status.stderr.strip().splitlines()
+    assert status.returncode == 2 and len(lines) == 1, status.stderr
+    assert "is damaged from line" in lines[0] and "run the search command again" in lines[0]
+    assert not (tmp_path / "j.log.torn").exists()  # a reader changes nothing
+    resumed = cli(*search(8), check=True)
+    assert "mended it" in resumed.stderr
+    study = journal_study(tmp_path)
+    assert study.user_attrs["written after the tear"] == 1  # what the older writer meant
+    assert len(completed(study)) == 8
+
+
+def _file_size_limit(limit):
+    def apply():  # EFBIG instead of the signal, as a full disk gives ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_disk_that_fills_mid_search_stops_it_in_one_line_and_the_rerun_loses_nothing(
+        cli, tmp_path):
+    cli(*search(4), check=True)
+    room = (tmp_path / "j.log").stat().st_size + 3000  # a trial or so more
+    full = subprocess.run([sys.executable, "-m", "biotune_optuna.cli", *search(10)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          preexec_fn=_file_size_limit(room))
+    errors = [line for line in full.stderr.splitlines() if "error" in line]
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    assert len(errors) == 1 and "could not write" in errors[0], full.stderr
+    assert "run the same command again" in errors[0]
+    cli(*search(10), check=True)
+    study = journal_study(tmp_path)
+    trials = study.get_trials(deepcopy=False)
+    assert len(completed(study)) == 10, [t.state for t in trials]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    retried = {t.system_attrs.get(RETRY_OF) for t in trials}
+    assert failed and all(t.number in retried for t in failed)  # the lost trial ran again
