@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from biotune_optuna.finetuning.images import SUFFIXES, check_image, image_transform, open_image
 from biotune_optuna.finetuning.names import DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -180,18 +181,6 @@ def _emoji(download: bool) -> ImageData:
 
 # -- files and torchvision datasets --------------------------------------------------------
 
-def image_transform(size: int, resize: int | None = None):
-    """PIL image -> RGB float tensor of size x size: resize the shorter side, centre crop."""
-    from torchvision import transforms
-
-    return transforms.Compose([
-        transforms.Lambda(lambda im: im.convert("RGB")),
-        transforms.Resize(resize or size),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-    ])
-
-
 class _Files(Dataset):
     """Images listed by path with integer labels."""
 
@@ -202,24 +191,13 @@ class _Files(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
-        try:
-            with Image.open(self.paths[index]) as image:
-                return self.transform(image), self.labels[index]
-        except OSError as error:
-            raise DataError(f"cannot read image {self.paths[index]} ({error.__class__.__name__})"
-                            "; remove or fix the file") from None
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                  ".pgm"}
+        return open_image(self.paths[index], self.transform), self.labels[index]
 
 
 def _image_folder(root: Path, size: int, resize: int | None) -> ImageData:
     folders = sorted(d.name for d in root.iterdir() if d.is_dir())
     found = {name: [p for p in sorted((root / name).rglob("*"))
-                    if p.suffix.lower() in IMAGE_SUFFIXES] for name in folders}
+                    if p.suffix.lower() in SUFFIXES] for name in folders}
     classes = [name for name in folders if found[name]]
     notes = []
     if len(classes) < len(folders):
@@ -240,9 +218,11 @@ def _file_data(name: str, classes: list[str], files: list[tuple[Path, int]], siz
                resize: int | None, notes: list[str], source: str) -> ImageData:
     """Images read from files, each file once: a file listed twice, or with the same bytes
     as another, would otherwise land in two splits (the model tested on what it trained on).
-    The first of each kept; two copies under different classes are refused."""
+    The first of each kept; two copies under different classes are refused. Each file is
+    decoded once here, so a damaged one is named before a search trains."""
     kept, seen, dropped = [], {}, 0
     for path, label in files:
+        check_image(path)
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
         if digest in seen:
             first, first_label = seen[digest]
