@@ -247,32 +247,48 @@ def _file_data(name: str, classes: list[str], files: list[tuple[Path, int]], siz
 
 
 def _csv(path: Path, size: int, resize: int | None) -> ImageData:
-    """Rows ``path,label``; relative paths are relative to the CSV file; a header is allowed."""
+    """Rows ``path,label``, relative paths relative to the CSV file. A first row that names
+    no image (``filepath,class``) is a header; columns given as ``label,path`` are read so,
+    with a note; a row without a label is refused."""
     with path.open(newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r and not r[0].startswith("#")]
-    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image"):
-        rows = rows[1:]
-    bad = [i for i, r in enumerate(rows) if len(r) < 2]
+        reader = csv.reader(handle)
+        rows = [(reader.line_num, [cell.strip() for cell in r]) for r in reader
+                if r and not r[0].lstrip().startswith("#")]
+    bad = [(line, r) for line, r in rows if len(r) < 2]
     if not rows or bad:
         raise DataError(f"{path} must hold rows 'path,label'" +
-                        (f"; row {bad[0] + 1} has {len(rows[bad[0]])} column" if bad else
+                        (f"; line {bad[0][0]} has {len(bad[0][1])} column" if bad else
                          " and has none"))
-    files = [(path.parent / r[0].strip()) for r in rows]
+    notes = []
+    if not any(_names_image(r[0]) for _, r in rows) and any(_names_image(r[1]) for _, r in rows):
+        rows = [(line, [r[1], r[0], *r[2:]]) for line, r in rows]
+        notes.append(f"{path} lists 'label,path'; read its second column as the images")
+    if not _names_image(rows[0][1][0]) and not (path.parent / rows[0][1][0]).is_file():
+        rows = rows[1:]  # a header
+    empty = [line for line, r in rows if not r[1]]
+    if empty:
+        raise DataError(f"line {empty[0]} of {path} has no label ({len(empty)} such rows); "
+                        "give every image its class, or remove the row")
+    files = [(path.parent / r[0]) for _, r in rows]
     absent = [f for f in files if not f.is_file()]
     if absent:
         raise DataError(f"{len(absent)} images listed in {path} do not exist (first: "
                         f"{absent[0]}); fix the paths (relative to the CSV file)")
-    names = [_label(r[1].strip()) for r in rows]
+    names = [_label(r[1]) for _, r in rows]
     numbered = [n.isdigit() for n in names]
     if any(numbered) and not all(numbered):
-        row = numbered.index(False)
-        raise DataError(f"row {row + 1} of {path} has label {rows[row][1].strip()!r} where the "
-                        "others are class numbers; fix that label (or name every class)")
+        line, row = rows[numbered.index(False)]
+        raise DataError(f"line {line} of {path} has label {row[1]!r} where the others are "
+                        "class numbers; fix that label (or name every class)")
     classes = sorted(set(names), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[n] for n in names]
-    return _file_data(path.stem, classes, list(zip(files, labels)), size, resize, [],
+    return _file_data(path.stem, classes, list(zip(files, labels)), size, resize, notes,
                       str(path))
+
+
+def _names_image(cell: str) -> bool:
+    return Path(cell).suffix.lower() in SUFFIXES
 
 
 def _label(text: str) -> str:

@@ -138,3 +138,30 @@ def test_torchvision_dataset_missing_locally_says_how_to_fix(tmp_path):
 def test_unknown_dataset_is_a_one_line_error():
     with pytest.raises(DataError, match="unknown dataset 'nosuchset'"):
         load_dataset("nosuchset")
+
+
+@pytest.mark.parametrize("header", ["", "filepath,class\n", "image,label\n", "# paths\n"])
+def test_a_csv_header_of_any_name_is_not_read_as_an_image(tmp_path, header):
+    write_images(tmp_path / "images")
+    rows = [f"images/{c}/{i}.png,{c}" for c in ("cat", "dog") for i in range(6)]
+    (tmp_path / "list.csv").write_text(header + "\n".join(rows) + "\n")
+    data = load_dataset(str(tmp_path / "list.csv"), image_size=10)
+    assert data.classes == ["cat", "dog"] and len(data) == 12 and not data.notes
+
+
+def test_csv_columns_given_as_label_then_path_are_read_so_with_a_note(tmp_path):
+    write_images(tmp_path / "images")
+    rows = ["class,filepath"] + [f"{c},images/{c}/{i}.png" for c in ("cat", "dog")
+                                 for i in range(6)]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    data = load_dataset(str(tmp_path / "list.csv"), image_size=10)
+    assert data.classes == ["cat", "dog"] and np.bincount(data.labels).tolist() == [6, 6]
+    assert any("'label,path'" in note for note in data.notes)
+
+
+def test_a_csv_row_without_a_label_is_refused_naming_its_line(tmp_path):
+    write_images(tmp_path / "images")
+    rows = ["path,label", "images/cat/0.png,cat", "images/cat/1.png,", "images/dog/0.png,dog"]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line 3 of .*list.csv has no label"):
+        load_dataset(str(tmp_path / "list.csv"), image_size=10)
