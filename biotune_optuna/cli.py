@@ -147,8 +147,7 @@ def _config_from_args(args: argparse.Namespace, stored: dict | None = None) -> S
     flags["storage"] = flags["storage"] or from_environment()
     config = make_config({**(stored or {}), **toml}, flags)
     if hasattr(args, "sampler"):  # compare runs every sampler it is given
-        refuse_unused({**toml, **{k: v for k, v in flags.items() if v is not None}},
-                      config.sampler)
+        refuse_unused({**toml, **{k: v for k, v in flags.items() if v is not None}}, config)
     return config
 
 

@@ -301,6 +301,11 @@ class SearchConfig:
         if len(set(self.train_seeds)) < len(self.train_seeds):
             raise ConfigError(f"--train-seeds repeats a seed ({self.train_seeds}); give "
                               "distinct seeds, such as 0,1,2")
+        parts = min(self.shots, self.val_shots or self.shots) if self.shots else None
+        if parts is not None and self.folds > parts:
+            raise ConfigError(f"--folds {self.folds} splits each class's {parts} training or "
+                              f"validation images into {self.folds} folds, some empty; use "
+                              f"--folds {parts} or fewer, or more --shots")
         if self.enqueue_baselines and self.genome == genome.LR_ONLY:
             raise ConfigError("--genome lr-only trains every block, so linear probing cannot "
                               "be enqueued; drop --enqueue-baselines")
@@ -459,8 +464,12 @@ def _absolute_if_path(value: str | None) -> str | None:
     return str(Path(value).resolve()) if value and Path(value).exists() else value
 
 
-def refuse_unused(given: Mapping[str, Any], sampler: str) -> None:
-    """Options given (flags or TOML) that ``sampler`` would ignore are an error."""
+def refuse_unused(given: Mapping[str, Any], config: SearchConfig) -> None:
+    """Options given (flags or TOML) that the configuration would ignore are an error."""
+    sampler = config.sampler
+    if given.get("low_epochs") is not None and not config.multi_fidelity:
+        raise ConfigError("--low-epochs sets the low fidelity of --multi-fidelity; add "
+                          "--multi-fidelity or drop --low-epochs")
     if sampler == "biotune":
         return
     unused = [flag(f.name) for f in fields(SearchConfig)

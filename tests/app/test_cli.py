@@ -376,6 +376,8 @@ def exit_code_and_error(capsys, *argv):
      "--low-epochs (4) below --epochs (3)"),
     (["search", "--multi-fidelity", "--elite", "0"], "--elite must be at least 1"),
     (["search", "--compute-budget", "0"], "--compute-budget must be at least 1"),
+    (["search", "--folds", "3", "--shots", "2"], "some empty; use --folds 2 or fewer"),
+    (["search", "--low-epochs", "2"], "add --multi-fidelity or drop --low-epochs"),
 ])
 def test_more_bad_inputs_get_one_line_errors(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
