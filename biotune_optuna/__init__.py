@@ -24,6 +24,7 @@ _LAZY = {
     "search": "biotune_optuna.app.jobs",
     "train_best": "biotune_optuna.app.jobs",
     "ranked_plans": "biotune_optuna.contents",
+    "record_model": "biotune_optuna.app.studies",
 }
 
 __all__ = list(_LAZY)

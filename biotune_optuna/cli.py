@@ -198,9 +198,10 @@ def _print_best(study: optuna.Study) -> None:
     ranked = best(study)
     trial = ranked.trial
     print(f"best plan: trial {trial.number}, validation value {contents.describe_value(ranked)}")
-    print(f"  trained blocks: {', '.join(contents.trained_blocks(trial)) or '-'}")
-    multipliers = contents.lr_multipliers(trial)
-    print("  lr multipliers: " + ", ".join(f"{b} {m:.3g}x" for b, m in multipliers.items()))
+    plan = contents.plan_of(study, trial)
+    print(f"  trained blocks: {', '.join(plan.trained_blocks) or '-'}")
+    print("  lr multipliers: " + ", ".join(f"{b} {m:.3g}x" for b, m in zip(
+        plan.block_names, plan.multipliers) if m > 0))
     fraction = contents.trainable_fraction(trial)
     if fraction is not None:
         print(f"  trainable parameters: {100 * fraction:.2f} %")

@@ -29,6 +29,7 @@ FINAL = "biotune_optuna:final"  # test results of train-best
 DEMO = "biotune_optuna:demo"  # the demo's summary
 # several objectives: the hypervolume's reference point (chance metric, full fine-tuning's costs)
 REFERENCE = "biotune_optuna:reference"
+BASE_LR = "biotune_optuna:base_lr"  # a bare-sampler study's base learning rate (record_model)
 
 ARTIFACT_PREFIX = "artifacts:"  # Optuna's study system attrs of artifact metadata (plots)
 
@@ -67,6 +68,32 @@ def trial_plan(study: optuna.Study, trial: optuna.trial.FrozenTrial,
     config = study_config(study) or {}
     return genome.decode(trial.params, block_names, bool(config.get("train_head", False)),
                          config.get("genome", genome.FULL))
+
+
+def block_names(study: optuna.Study) -> list[str]:
+    """The study's blocks in network order (stored at creation, else from parameter names)."""
+    stored = blocks(study)
+    if stored:
+        return list(stored)
+    for trial in study.get_trials(deepcopy=False):
+        genes = [n.removeprefix(genome.GENE_PREFIX) for n in trial.params
+                 if n.startswith(genome.GENE_PREFIX)]
+        if genes:
+            return genes
+    raise ValueError(f"study {study.study_name!r} has no BioTune genome parameters "
+                     "(gene:<block>); it was not a fine-tuning search")
+
+
+def plan_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> genome.FineTunePlan:
+    """The plan a trial trained, from its parameters (a bare sampler's trials record no
+    plan attrs)."""
+    return trial_plan(study, trial, block_names(study))
+
+
+def base_lr(study: optuna.Study) -> float | None:
+    """The learning rate the plans' multipliers scale: the search's ``--lr``, or what
+    ``record_model`` recorded for a study made with the bare sampler; None if neither."""
+    return config(study).get("lr") or study.user_attrs.get(BASE_LR)
 
 
 def study_config(study: optuna.Study) -> dict[str, Any] | None:
@@ -151,6 +178,10 @@ def describe(study: optuna.Study, config: dict[str, Any] | None, blocks: dict[st
     for key, value in ((CONFIG, config), (BLOCKS, blocks), (INPUT, model_input)):
         if value is not None and key not in attrs:
             study.set_user_attr(key, value)
+
+
+def set_base_lr(study: optuna.Study, lr: float) -> None:
+    study.set_user_attr(BASE_LR, float(lr))
 
 
 def set_budget(study: optuna.Study, trials: int | None, epochs: int | None) -> None:

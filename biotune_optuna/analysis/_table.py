@@ -10,24 +10,10 @@ import optuna
 from optuna.trial import TrialState
 
 from biotune_optuna import contents
-from biotune_optuna.contents import trial_plan
+from biotune_optuna.contents import block_names, trial_plan
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.records import Individual, TrialRecord, generation_of, role_of
 from biotune_optuna.sampler.storage_io import populations_of
-
-
-def block_names(study: optuna.Study) -> list[str]:
-    """The study's blocks in network order (stored at creation, else from parameter names)."""
-    stored = contents.blocks(study)
-    if stored:
-        return list(stored)
-    for trial in study.get_trials(deepcopy=False):
-        genes = [n.removeprefix(genome.GENE_PREFIX) for n in trial.params
-                 if n.startswith(genome.GENE_PREFIX)]
-        if genes:
-            return genes
-    raise ValueError(f"study {study.study_name!r} has no BioTune genome parameters "
-                     "(gene:<block>); it was not a fine-tuning search")
 
 
 def block_sizes(study: optuna.Study, blocks: list[str]) -> np.ndarray | None:

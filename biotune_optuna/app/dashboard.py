@@ -80,16 +80,16 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
     ranked = contents.ranked_plans(study)
     if ranked:
         best = ranked[0].trial
-        multipliers = contents.lr_multipliers(best)
-        base = config.get("lr", 1e-3)
+        plan = contents.plan_of(study, best)
+        base = contents.base_lr(study)
         lines += ["## Best plan", "",
                   f"Trial {best.number}, validation {config.get('metric', 'value')} "
                   f"**{contents.describe_value(ranked[0])}**, trainable parameters "
                   f"{100 * (contents.trainable_fraction(best) or float('nan')):.2f} %.", "",
                   "| block | learning rate |", "|---|---|"]
-        for block in config.get("blocks", multipliers):
-            rate = (f"{base * multipliers[block]:.3g} ({multipliers[block]:.3g}x)"
-                if block in multipliers else "frozen")
+        for block, multiplier in zip(plan.block_names, plan.multipliers):
+            rate = ("frozen" if multiplier == 0 else f"{multiplier:.3g}x of the base rate"
+                    if base is None else f"{base * multiplier:.3g} ({multiplier:.3g}x)")
             lines.append(f"| {block} | {rate} |")
         lines.append("")
         if ranked[0].costs:

@@ -8,9 +8,7 @@ from collections import Counter
 import optuna
 
 from biotune_optuna import contents
-from biotune_optuna.analysis._table import block_names
 from biotune_optuna.app.config import ConfigError
-from biotune_optuna.contents import trial_plan
 
 
 def handed_over(study: optuna.Study, max_cost: float | None = None,
@@ -55,7 +53,7 @@ def front_table(study: optuna.Study) -> str:
         alike.setdefault((p.value, *p.costs), []).append(p)
     rows = [[str(p.trial.number) + (f" (+{len(same) - 1} alike)" if len(same) > 1 else ""),
              f"{p.value:.4f}", *(f"{c:.4g}" for c in p.costs),
-             ", ".join(contents.frozen_blocks(p.trial)) or "-"]
+             ", ".join(contents.plan_of(study, p.trial).frozen_blocks) or "-"]
             for p, same in ((same[0], same) for same in alike.values())]
     header = ["trial", metric, *names, "frozen blocks"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -94,16 +92,17 @@ def best_plan(study: optuna.Study, max_cost: float | None = None) -> dict:
     modules."""
     ranked = best(study, max_cost)
     trial = ranked.trial
-    names = block_names(study)
-    plan = trial_plan(study, trial, names)
+    plan = contents.plan_of(study, trial)
     config = contents.config(study)
+    lr = contents.base_lr(study)
     return {"study": study.study_name, "trial": trial.number, "value": ranked.value,
             "evaluations": ranked.evaluations, "fidelity": ranked.fidelity,
-            "metric": config.get("metric", "value"), "base_lr": config.get("lr"),
+            "metric": config.get("metric", "value"), "base_lr": lr,
             "optimizer": config.get("optimizer"), "model": config.get("model"),
             "weights": config.get("weights"), "dataset": config.get("dataset"),
             **plan.as_dict(),
-            "learning_rates": plan.learning_rates(config.get("lr") or 1e-3),
+            # without a recorded base rate only the multipliers are known
+            "learning_rates": None if lr is None else plan.learning_rates(lr),
             "block_modules": contents.blocks(study),
             "params": trial.params,
             contents.TRAINABLE_FRACTION: contents.trainable_fraction(trial),
@@ -116,7 +115,14 @@ def _costs(study: optuna.Study, ranked: contents.RankedPlan) -> dict[str, float]
 
 
 def torch_snippet(plan: dict) -> str:
-    """Plain PyTorch that applies the plan to an already-built model."""
+    """Plain PyTorch that applies the plan to an already-built model; a study that records
+    no block modules or base learning rate (made with the bare sampler) is refused."""
+    if not plan["block_modules"] or plan["base_lr"] is None:
+        raise ConfigError(
+            f"study {plan['study']!r} records no " + ("block modules" if not plan[
+                "block_modules"] else "base learning rate") + " (it was made with the bare "
+            "sampler), so a snippet would freeze nothing; record them once with "
+            "biotune_optuna.record_model(study, model, base_lr=...), or use --format json")
     modules = {b: v["modules"] if isinstance(v, dict) else v
                for b, v in plan["block_modules"].items()}
     own = {b: v.get("params", []) for b, v in plan["block_modules"].items()
@@ -125,8 +131,8 @@ def torch_snippet(plan: dict) -> str:
     lines = [
         f"# BioTune plan: study {plan['study']!r}, trial {plan['trial']}, "
         f"validation {plan['metric']} {plan['value']:.4f}",
-        f"# model {plan['model']} (weights {plan['weights']}) with a new head for "
-        f"{plan['dataset']}",
+        (f"# model {plan['model']} (weights {plan['weights']}) with a new head for "
+         f"{plan['dataset']}" if plan["model"] else "# the model the study's blocks describe"),
         "import torch",
         "from torch.nn.modules.batchnorm import _BatchNorm",
         "",

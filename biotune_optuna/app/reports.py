@@ -44,7 +44,7 @@ def status_report(study: optuna.Study) -> str:
         best = ranked[0].trial
         lines.append(f"  best so far: trial {best.number}, value "
                      f"{contents.describe_value(ranked[0])}, trains "
-                     f"{', '.join(contents.trained_blocks(best)) or '-'}")
+                     f"{', '.join(contents.plan_of(study, best).trained_blocks) or '-'}")
     else:
         lines.append("  best so far: none completed yet")
     spent = contents.compute_spent(trials)

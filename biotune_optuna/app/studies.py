@@ -4,7 +4,7 @@ configuration checked on resume, interrupted trials retried."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -191,8 +191,10 @@ def config_of(study: optuna.Study, **runtime) -> SearchConfig:
     """The study's stored configuration with run-time options (device, data root)."""
     stored = contents.stored_options(study)
     if not stored:
-        raise ConfigError(f"study {study.study_name!r} was not created by biotune-optuna; "
-                          "its configuration is unknown")
+        raise ConfigError(f"study {study.study_name!r} records no search configuration (it "
+                          "was made with the bare sampler), so its model and data are unknown;"
+                          " search with biotune-optuna search or FineTuneObjective, or train "
+                          "the plan `best` prints in your own code")
     return SearchConfig(study_name=study.study_name, **with_legacy_options(stored),
                         **{k: v for k, v in runtime.items() if v is not None})
 
@@ -202,12 +204,36 @@ def describe_study(study: optuna.Study, task, config: SearchConfig | None) -> No
     format) unless it is there: a study made in Python (``build_task``, a sampler and
     :class:`~biotune_optuna.app.objective.FineTuneObjective`) then works with ``best``,
     ``export``, ``status``, ``plot`` and ``train-best`` like one made by ``search``."""
-    blocks = {b.name: {"modules": list(b.modules), "n_params": b.n_params,
-                       **({"params": list(b.params)} if not b.modules else {})}
-              for b in task.blocks}
     contents.describe(study, None if config is None else
                       {**config.fingerprint(), "blocks": task.block_names},
-                      blocks, task.model.input.as_dict())
+                      _blocks_record(task.blocks), task.model.input.as_dict())
+
+
+def _blocks_record(blocks) -> dict[str, dict]:
+    return {b.name: {"modules": list(b.modules), "n_params": b.n_params,
+                     **({"params": list(b.params)} if not b.modules else {})} for b in blocks}
+
+
+def record_model(study: optuna.Study, model, base_lr: float, heads: Sequence[str] = ()) -> None:
+    """For a study made with the bare sampler: record the model's blocks (their modules and
+    sizes, partitioned as a search partitions them) and the base learning rate the plans'
+    multipliers scale, so that ``export --format python`` writes a snippet that applies the
+    plan and the plots weigh blocks by size. The blocks must be the study's genes."""
+    from biotune_optuna.finetuning.blocks import partition
+
+    if not base_lr > 0:
+        raise ValueError(f"base_lr must be a positive learning rate, got {base_lr!r}")
+    blocks = partition(model, heads=heads)
+    names = [b.name for b in blocks]
+    try:
+        genes = contents.block_names(study)
+    except ValueError:  # no trial yet: the model's blocks will be the genes
+        genes = names
+    if names != genes:
+        raise ValueError(f"the model's blocks {names} are not the study's genes {genes}; "
+                         "pass the model the study's search_space was made for")
+    contents.describe(study, None, _blocks_record(blocks), None)
+    contents.set_base_lr(study, base_lr)
 
 
 SAMPLER_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "CmaEsSampler": "cmaes",

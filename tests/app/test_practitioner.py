@@ -89,7 +89,7 @@ def test_a_csv_with_a_stray_label_names_the_row(cli, tmp_path):
     with (tmp_path / "labels.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     one_line_error(search(cli, tmp_path, "--model", "tiny", "--dataset", tmp_path /
-                          "labels.csv", "--shots", "5", *QUICK), "row 8", "'zero'",
+                          "labels.csv", "--shots", "5", *QUICK), "line 8", "'zero'",
                    "class numbers")
 
 

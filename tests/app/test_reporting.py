@@ -144,9 +144,16 @@ def test_time_waiting_for_a_dead_worker_is_not_searching():
 
 
 def test_a_storage_that_fails_under_a_command_is_one_line(tmp_path):
-    missing = tmp_path / "gone.db"
+    from biotune_optuna.app.storage import open_storage
+
+    gone = tmp_path / "gone.db"
+    open_storage(f"sqlite:///{gone}", heartbeat=None)
+    gone.unlink()
     assert "disappeared while the command ran" in describe_failure(
-        AssertionError("Should not reach"), f"sqlite:///{missing}")
+        AssertionError("Should not reach"), f"sqlite:///{gone}")
+    # a file never opened (the command failed before it made it): the real cause is shown
+    assert describe_failure(ValueError("a builder's bug"),
+                            f"sqlite:///{tmp_path / 'never.db'}") is None
     (tmp_path / "ro.db").touch()
     try:
         sqlite3.connect(f"file:{tmp_path / 'ro.db'}?mode=ro", uri=True).execute(
@@ -196,3 +203,46 @@ def test_a_study_made_in_python_is_readable_by_the_command_line(tmp_path):
     code, out, _ = run("best", "--storage", storage)
     plan = json.loads(out)
     assert code == 0 and plan["model"] == "tiny" and plan["base_lr"] == 0.001
+
+
+def test_a_bare_sampler_study_is_reported_right_or_says_what_to_record(tmp_path):
+    """The README's "sampler on its own" route: no plan attrs, no configuration, no
+    modules. Reports decode the plans from the genes; what needs more says which call
+    records it; after record_model the exported snippet freezes what the plan freezes."""
+    import torchvision
+
+    from biotune_optuna import BioTuneSampler, decode, record_model, search_space, suggest_genome
+
+    blocks = ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
+    storage = f"sqlite:///{tmp_path}/mine.db"
+    study = optuna.create_study(direction="maximize", storage=storage, study_name="mine",
+                                sampler=BioTuneSampler(4, 1, seed=0,
+                                                       search_space=search_space(blocks)))
+    study.enqueue_trial({**{f"gene:{b}": 0.9 for b in blocks}, "gene:stem": 0.0,
+                         "gene:layer1": 0.0})  # freezes stem and layer1 (threshold below)
+    study.optimize(lambda t: 1.0 - sum(decode(suggest_genome(t, blocks), blocks).trained) / 100
+                   + (t.number == 0), n_trials=6)
+    plan = decode(study.best_trial.params, blocks)
+    assert plan.frozen_blocks  # the enqueued plan won and freezes something
+    code, out, _ = run("status", "--storage", storage)
+    assert code == 0 and f"trains {', '.join(plan.trained_blocks)}" in out
+    code, out, _ = run("best", "--storage", storage)
+    best = json.loads(out)
+    assert best["frozen_blocks"] == plan.frozen_blocks and best["learning_rates"] is None
+    code, _, err = run("export", "--storage", storage, "--format", "python")
+    assert code == 2 and len(err) == 1 and "record_model(study, model" in err[0]
+    code, _, err = run("train-best", "--storage", storage)
+    assert code == 2 and len(err) == 1 and "model and data are unknown" in err[0]
+
+    model = torchvision.models.resnet18(num_classes=3)
+    with pytest.raises(ValueError, match="not the study's genes"):
+        record_model(study, torchvision.models.vgg11(), base_lr=1e-3)
+    record_model(study, model, base_lr=1e-3)
+    code, out, _ = run("export", "--storage", storage, "--format", "python")
+    assert code == 0 and "base_lr = 0.001" in out
+    namespace = {}
+    exec(out, namespace)
+    groups, _ = namespace["biotune_param_groups"](model)
+    assert [g["name"] for g in groups] == plan.trained_blocks
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("conv1", "bn1", "layer1")) for n in frozen)
