@@ -197,7 +197,10 @@ def _print_best(study: optuna.Study) -> None:
         return
     ranked = best(study)
     trial = ranked.trial
-    print(f"best plan: trial {trial.number}, validation value {contents.describe_value(ranked)}")
+    penalty = contents.config(study).get("trainable_penalty") or 0.0
+    label = ("validation value" if not penalty else
+             f"penalised value (validation - {penalty:g} x trainable fraction)")
+    print(f"best plan: trial {trial.number}, {label} {contents.describe_value(ranked)}")
     plan = contents.plan_of(study, trial)
     print(f"  trained blocks: {', '.join(plan.trained_blocks) or '-'}")
     print("  lr multipliers: " + ", ".join(f"{b} {m:.3g}x" for b, m in zip(
@@ -477,14 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "<study>-best.pt beside the study's SQLite or journal file, else in "
                        "./studies/)")
     train.add_argument("--top-k", type=_at_least(1), default=5, help="re-validate this many of the "
-                       "best trials with --seeds and keep the best (1: the best trial alone)")
+                       "best trials with --seeds and keep the best (1: the best trial alone; "
+                       "default: 5)")
     _add_max_cost(train)
     train.add_argument("--device", default="auto", help=_help("device"))
     train.add_argument("--data-root", default=None, metavar="DIR", help=_help("data_root"))
     train.add_argument("--threads", type=_at_least(1), default=None, metavar="N",
                        help="torch threads (default: torch's own, every core)")
     train.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
-                       help="also run full fine-tuning and linear probing on the same seeds")
+                       help="also run full fine-tuning and linear probing on the same seeds "
+                       "(default: on)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     plot = command("plot", cmd_plot)
     _add_study_options(plot)

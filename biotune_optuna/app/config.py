@@ -48,6 +48,8 @@ COSTS = {
 ACCURACY = "accuracy"  # the first objective: --metric on the validation split
 SEVERAL_OBJECTIVES = ("biotune", "nsga2", "tpe", "random", "gp")  # samplers that take them
 DEFAULT_SAMPLERS = "biotune,tpe,random,cmaes"  # what compare runs unless told
+SAMPLER_LABELS = {"biotune": "BioTune", "tpe": "TPE", "cmaes": "CMA-ES", "nsga2": "NSGA-II",
+                  "gp": "GP", "random": "random search"}  # how output names each sampler
 FRONT_SAMPLERS = "biotune,nsga2,tpe,gp,random"  # the same, with several objectives
 PRUNERS = ("none", "median", "hyperband")
 # compare --variants: BioTune with one part changed (docs/algorithm.md, section 9)
@@ -295,7 +297,8 @@ class SearchConfig:
         if file_name(self.study_name) != self.study_name:
             raise ConfigError(f"--study-name {self.study_name!r} cannot name a file (it names "
                               "the default storage and checkpoint files); use letters, "
-                              f"digits, '.', '-' and '_', such as {file_name(self.study_name)!r}")
+                              "digits, spaces, '.', '-' and '_', such as "
+                              f"{file_name(self.study_name)!r}")
         if not self.train_seeds:
             raise ConfigError("--train-seeds needs at least one seed")
         if len(set(self.train_seeds)) < len(self.train_seeds):

@@ -129,7 +129,7 @@ def torch_snippet(plan: dict) -> str:
            if isinstance(v, dict) and not v.get("modules")}
     optimizer = {"adamw": "AdamW", "sgd": "SGD"}.get(plan["optimizer"], "Adam")
     lines = [
-        f"# BioTune plan: study {plan['study']!r}, trial {plan['trial']}, "
+        f"# plan of study {plan['study']!r}, trial {plan['trial']}, "
         f"validation {plan['metric']} {plan['value']:.4f}",
         (f"# model {plan['model']} (weights {plan['weights']}) with a new head for "
          f"{plan['dataset']}" if plan["model"] else "# the model the study's blocks describe"),

@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 
 from biotune_optuna import contents
-from biotune_optuna.app.config import SearchConfig
+from biotune_optuna.app.config import SAMPLER_LABELS, SearchConfig
 from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
 from biotune_optuna.app.export import handed_over
@@ -34,6 +34,7 @@ from biotune_optuna.finetuning.evaluation import (
 from biotune_optuna.finetuning.models import is_torchvision_model
 from biotune_optuna.finetuning.names import BUILTIN_DATASETS, BUILTIN_MODELS
 from biotune_optuna.finetuning.task import Task
+from biotune_optuna.sampler.records import is_retry
 
 
 def task_for(config: SearchConfig) -> Task:
@@ -91,7 +92,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
     describe_study(study, task, None)
     budget = budget_of(config)
     contents.set_budget(study, budget.trials, budget.epochs)
-    for line in notices(config, task):
+    for line in notices(config, task) + spent_notice(study, budget):
         print(f"biotune-optuna: note: {line}", file=sys.stderr, flush=True)
     if not quiet:
         print(f"study {config.study_name!r} in {config.storage_label}: {config.model} "
@@ -119,6 +120,18 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
         progress.close()
     publish(study, config.storage_url)  # the note optuna-dashboard shows (secrets masked)
     return study
+
+
+def spent_notice(study: optuna.Study, budget: Budget) -> list[str]:
+    """A resume whose budget the study has spent already runs nothing: say so."""
+    if budget.has_room(study):
+        return []
+    slots = sum(1 for t in study.get_trials(deepcopy=False) if not is_retry(t))
+    if budget.trials is not None and slots >= budget.trials:
+        return [f"the study has {slots} trials already and --trials {budget.trials} counts "
+                f"the study's total: nothing to run (give --trials above {slots} to run more)"]
+    return [f"the study has spent its --compute-budget of {budget.epochs:,} epochs: nothing "
+            "to run (raise it to run more)"]
 
 
 def _take_machine(config: SearchConfig) -> None:
@@ -183,7 +196,8 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     train = config.train_config()
     trial, plan, result = select_plan(study, task, train, seeds, top_k, quiet,
                                       config.trainable_penalty, max_cost)
-    result.name = f"BioTune (trial {trial.number})"
+    searcher = SAMPLER_LABELS.get(config.sampler, config.sampler)
+    result.name = f"{searcher} (trial {trial.number})"
     evaluations = [result]
     for name, recipe in (recipe_plans(task.block_names) if compare else {}).items():
         if not quiet:
@@ -195,7 +209,7 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
                     classes=list(task.data.classes), model=config.model, head=task.model.heads,
                     config=config.fingerprint(), test=result.as_dict())
     study.set_user_attr(contents.FINAL, [e.as_dict() for e in evaluations])
-    return (results_table(evaluations) + f"\nBioTune's plan: the best of the top {top_k} "
+    return (results_table(evaluations) + f"\n{searcher}'s plan: the best of the top {top_k} "
             f"trials by mean validation over these seeds; checkpoint of seed {seeds[0]} "
             f"saved to {path}")
 

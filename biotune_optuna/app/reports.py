@@ -65,8 +65,9 @@ def status_report(study: optuna.Study) -> str:
                      f"{_duration(left * mean / workers)} at {mean:.1f} s per trial "
                      f"and {workers} worker(s)")
     if epochs:
-        lines.append(f"  compute budget: {min(spent.epochs, epochs):,} of {epochs:,} epochs "
-                     "spent")
+        lines.append(f"  compute budget: {spent.epochs:,} of {epochs:,} epochs spent" + (
+            " (the trials running when it was reached finished past it)"
+            if spent.epochs > epochs else ""))
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,22 @@ def _check_sqlite_file(url: str, create: bool) -> None:
         if header and header != b"SQLite format 3\x00":
             raise StorageError(f"{path} is not an SQLite database; pass another --storage file")
         try:
-            sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute(
-                "select name from sqlite_master limit 1").fetchall()
+            tables = {name for (name,) in sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                      .execute("select name from sqlite_master where type = 'table'")}
         except sqlite3.DatabaseError as error:
+            if "locked" in str(error):
+                raise StorageError(f"{path} is locked by another process ({error}); wait for "
+                                   "it to finish, or stop it, then run the command again"
+                                   ) from None
             raise StorageError(f"{path} is not a usable SQLite database ({error}); pass "
                                "another --storage file") from None
+        if tables and "studies" not in tables:
+            raise StorageError(f"{path} is an SQLite database of something else (tables: "
+                               f"{', '.join(sorted(tables)[:5])}), not Optuna's; pass another "
+                               "--storage file")
+        if not create and "studies" not in tables:
+            raise StorageError(f"{path} holds no Optuna studies yet; check --storage (a "
+                               "search creates them)")
 
 
 def _check_exists(path: Path) -> None:
@@ -89,6 +101,8 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
     remember(url)
     file = storage_file(url)
     if file is not None:
+        if create and not file.is_absolute() and not file.exists():
+            _note_relative(url, file)
         _files_opened.add(file)
     if url.startswith("journal://"):
         return _journal(url, create)
@@ -100,6 +114,10 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
         name = "heartbeat_stale_trial_callback" if hasattr(
             optuna.storages, "RetryHeartbeatStaleTrialCallback") else "failed_trial_callback"
         kwargs[name] = retry_callback()
+    if "://" not in url:
+        raise StorageError(f"--storage {masked(url)} is not a storage URL; a file is "
+                           f"sqlite:///{url}, a server "
+                           "postgresql://user@host/db")
     for attempt in range(STORAGE_ATTEMPTS):
         try:
             return RDBStorage(url, **kwargs)
@@ -109,10 +127,33 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
                 continue
             reason = scrubbed(str(error).splitlines()[0], url)[:160]
             raise StorageError(f"cannot open storage {masked(url)} ({error.__class__.__name__}"
-                               f": {reason}); check the URL, the server and the driver (pip "
-                               "install 'psycopg[binary]' for PostgreSQL)") from None
+                               f": {reason}); {_open_hint(url, error)}") from None
     raise StorageError(f"cannot create Optuna's tables in {masked(url)}; start the workers "
                        "again")
+
+
+DRIVERS = {"postgresql": "pip install 'psycopg[binary]' and use postgresql+psycopg://",
+           "mysql": "pip install pymysql and use mysql+pymysql://"}
+
+
+def _open_hint(url: str, error: Exception) -> str:
+    """The next step for a storage URL that did not open: the driver it lacks, or the
+    URL and server to check."""
+    if isinstance(error, ImportError) or "DB access module" in str(error):
+        dialect = url.split("://", 1)[0].split("+", 1)[0]
+        return ("its database driver is not installed: " + DRIVERS.get(
+            dialect, f"install the SQLAlchemy driver for {dialect}"))
+    return "check the URL and that the server is running and reachable"
+
+
+def _note_relative(url: str, file: Path) -> None:
+    """Three slashes name a path under the current folder: say so when the same path from
+    the root is a folder that exists (``sqlite:///tmp/x.db`` meant for /tmp)."""
+    if len(file.parts) > 1 and (Path("/") / file).parent.is_dir():
+        scheme = url.split(":", 1)[0]
+        print(f"biotune-optuna: note: {masked(url)} is {file.resolve()} (three slashes: under "
+              f"the current folder); write {scheme}:////{file} for /{file}", file=sys.stderr,
+              flush=True)
 
 
 def _journal(url: str, create: bool):

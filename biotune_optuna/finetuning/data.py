@@ -384,6 +384,9 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     elif (cls := _torchvision_class(name)) is not None:
         data = _torchvision_dataset(cls, Path(root) if root else None, download, image_size,
                                     resize)
+    elif "/" in name or name.startswith((".", "~")) or path.suffix:
+        raise DataError(f"no such folder or file {name!r} (from {Path.cwd()}); give an image "
+                        "folder (root/<class>/<image>) or a .csv of path,label that exists")
     else:
         raise DataError(f"unknown dataset {name!r}; use digits, mnist5k, fashion, emoji, an image "
                         "folder, a .csv of path,label, or a torchvision dataset name")
