@@ -43,6 +43,7 @@ from biotune_optuna.app.studies import (
     existing_study,
     load_searched_study,
     load_study,
+    refuse_other_tasks,
     storage_url,
     stored_options,
 )
@@ -273,6 +274,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     study = _load_searched_study(args)
     others = [_load_study(argparse.Namespace(**{**vars(args), "study_name": name}))
               for name in str(args.compare or "").replace(",", " ").split() if name]
+    refuse_other_tasks([study, *others])
     paths = plot_study(study, others, args.out,
                        publish_to=_storage_url(args) if args.dashboard else None)
     for path in paths:

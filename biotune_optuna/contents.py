@@ -298,9 +298,13 @@ def evaluations_by_plan(trials: Sequence[optuna.trial.FrozenTrial]
     plans: dict[tuple, dict[str, list[optuna.trial.FrozenTrial]]] = {}
     for t in trials:
         if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None:
-            key = tuple(sorted((n, round(v, 9)) for n, v in t.params.items()))
-            plans.setdefault(key, {}).setdefault(fidelity(t), []).append(t)
+            plans.setdefault(plan_key(t), {}).setdefault(fidelity(t), []).append(t)
     return list(plans.values())
+
+
+def plan_key(trial: optuna.trial.FrozenTrial) -> tuple:
+    """What makes two trials the same plan: the same parameters."""
+    return tuple(sorted((n, round(v, 9)) for n, v in trial.params.items()))
 
 
 def ranked_plans(study: optuna.Study,

@@ -94,25 +94,27 @@ def populations(study: optuna.Study) -> dict[int, list[Individual]]:
 
 def best_so_far(study: optuna.Study) -> tuple[np.ndarray, np.ndarray]:
     """(compute, best value) after each finished trial, in trial order: the epochs the
-    trials trained so far, and the best full-fidelity value so far (a multi-fidelity
-    search's low-fidelity trials train fewer epochs and are not compared with it; failed
-    and pruned trials repeat the best). A study of several objectives: the hypervolume of
-    the full-fidelity trials so far instead (:func:`contents.hypervolume_of`)."""
+    trials trained so far, and the best plan so far as ``best`` ranks plans: by the mean of
+    its full-fidelity evaluations, so a lucky re-scoring run does not count alone (and a
+    later one may lower the curve). A multi-fidelity search's low-fidelity trials train
+    fewer epochs and are not compared; failed and pruned trials repeat the best. A study of
+    several objectives: the hypervolume of those plan means (:func:`contents.hypervolume_of`)."""
     several = len(study.directions) > 1
     reference = contents.reference_point(study) if several else None  # read once
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    best, spent, values, compute, kept = np.nan, 0, [], [], []
+    pick = max if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else min
+    best, spent, values, compute = np.nan, 0, [], []
+    sums: dict[tuple, tuple[np.ndarray, int]] = {}  # plan -> (sum of values, evaluations)
     for t in study.get_trials(deepcopy=False):
         if not t.state.is_finished():
             continue
         spent += contents.trial_compute(t).epochs
         if (t.state == TrialState.COMPLETE and t.values is not None
                 and np.all(np.isfinite(t.values)) and contents.fidelity(t) != contents.LOW):
-            if several:
-                kept.append(t.values)
-                best = contents.hypervolume_of(study, kept, reference)
-            elif np.isnan(best) or (t.value > best if maximize else t.value < best):
-                best = t.value
+            total, count = sums.get(contents.plan_key(t), (0.0, 0))
+            sums[contents.plan_key(t)] = (total + np.asarray(t.values, dtype=float), count + 1)
+            means = [total / count for total, count in sums.values()]
+            best = (contents.hypervolume_of(study, means, reference) if several
+                    else pick(float(m[0]) for m in means))
         values.append(np.nan if best is None else best)
         compute.append(spent)
     return np.array(compute, dtype=float), np.array(values, dtype=float)

@@ -45,7 +45,9 @@ class SearchProgress:
     def _describe(self, study: optuna.Study) -> None:
         ranked = contents.ranked_plans(study)
         best = "-" if not ranked else f"{ranked[0].value:.4f}" + (
-            " (low fidelity)" if ranked[0].fidelity == contents.LOW else "")
+            " (low fidelity)" if ranked[0].fidelity == contents.LOW else "") + (
+            # a mean of re-scoring runs, which a later run may lower
+            f" (mean of {ranked[0].evaluations})" if ranked[0].evaluations > 1 else "")
         if ranked and ranked[0].costs:  # several objectives: the front's size too
             front = sum(1 for p in ranked if p.front == 0 and p.fidelity == ranked[0].fidelity)
             best += f", front {front}"

@@ -199,6 +199,19 @@ def config_of(study: optuna.Study, **runtime) -> SearchConfig:
                         **{k: v for k, v in runtime.items() if v is not None})
 
 
+def refuse_other_tasks(studies: Sequence[optuna.Study]) -> None:
+    """Studies compared as seeds of one task must share it (model, data, splits)."""
+    first = stored_options(studies[0])
+    for other in studies[1:]:
+        theirs = stored_options(other)
+        differ = [flag(f.name) for f in fields(SearchConfig) if spec_of(f).group == "task"
+                  and f.name in first and f.name in theirs and first[f.name] != theirs[f.name]]
+        if differ:
+            raise ConfigError(f"study {other.study_name!r} has another {', '.join(differ)} "
+                              f"than {studies[0].study_name!r}; --compare pools studies as "
+                              "seeds of one task: compare studies of the same task")
+
+
 def describe_study(study: optuna.Study, task, config: SearchConfig | None) -> None:
     """Write what the commands read from a study (its configuration, blocks and input
     format) unless it is there: a study made in Python (``build_task``, a sampler and

@@ -15,6 +15,7 @@ import nbformat
 import numpy as np
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from PIL import Image
 
 from biotune_optuna import analysis, contents
@@ -106,13 +107,17 @@ def test_convergence_overlays_groups_with_a_band():
     assert np.all(np.diff(curve[~np.isnan(curve)]) >= 0)
 
 
+X = FloatDistribution(0.0, 10.0)
+
+
 def test_convergence_against_compute_skips_low_fidelity_values():
     """Each trial records the epochs it trained; low-fidelity values never count as best."""
     study = optuna.create_study(direction="maximize")
-    for value, fidelity, epochs in [(0.5, "full", 10), (0.9, "low", 2), (0.6, "full", 8),
-                                    (0.4, "full", 6)]:
+    for x, (value, fidelity, epochs) in enumerate([(0.5, "full", 10), (0.9, "low", 2),
+                                                   (0.6, "full", 8), (0.4, "full", 6)]):
         study.add_trial(optuna.trial.create_trial(
-            value=value, user_attrs={contents.FIDELITY: fidelity, contents.EPOCHS: [epochs]}))
+            value=value, params={"x": float(x)}, distributions={"x": X},
+            user_attrs={contents.FIDELITY: fidelity, contents.EPOCHS: [epochs]}))
     compute, best = analysis.best_so_far(study)
     assert compute.tolist() == [10, 12, 20, 26]
     assert best.tolist() == [0.5, 0.5, 0.6, 0.6]
@@ -120,6 +125,16 @@ def test_convergence_against_compute_skips_low_fidelity_values():
     by_compute = figure.axes[1]
     assert [line.get_label() for line in by_compute.get_lines()] == ["one (n=1)"]
     assert by_compute.get_lines()[0].get_xdata().max() == 26
+
+
+def test_convergence_ranks_plans_by_their_mean_as_best_does():
+    """A plan re-scored lower: the curve follows its mean, not its one lucky run."""
+    study = optuna.create_study(direction="maximize")
+    for x, value in [(0.0, 0.6), (1.0, 0.9), (1.0, 0.5)]:  # plan 1: 0.9, then 0.5
+        study.add_trial(optuna.trial.create_trial(value=value, params={"x": x},
+                                                  distributions={"x": X}))
+    assert analysis.best_so_far(study)[1].tolist() == [0.6, 0.9, 0.7]
+    assert contents.ranked_plans(study)[0].value == 0.7
 
 
 def test_note_has_configuration_best_plan_and_how_to_reproduce(searched):

@@ -378,12 +378,21 @@ def exit_code_and_error(capsys, *argv):
     (["search", "--compute-budget", "0"], "--compute-budget must be at least 1"),
     (["search", "--folds", "3", "--shots", "2"], "some empty; use --folds 2 or fewer"),
     (["search", "--low-epochs", "2"], "add --multi-fidelity or drop --low-epochs"),
+    (["status", "--storage", "u6.db"], "is not a storage URL; a file is sqlite:///u6.db"),
+    (["search", "--storage", "mysql://u@127.0.0.1/x", "--model", "tiny"],
+     "driver is not installed: pip install pymysql"),
+    (["status", "--storage", "sqlite:///foreign.sqlite"], "of something else (tables: t)"),
+    (["search", "--storage", "sqlite:///foreign.sqlite", "--model", "tiny"],
+     "not Optuna's; pass another --storage file"),
+    (["search", "--dataset", "./nope/", "--model", "tiny"], "no such folder or file './nope/'"),
 ])
 def test_more_bad_inputs_get_one_line_errors(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder").mkdir()
     optuna.create_study(storage="sqlite:///plain.db", study_name="plain").optimize(
         lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with sqlite3.connect(tmp_path / "foreign.sqlite") as foreign:  # another program's data
+        foreign.execute("create table t (x)")
     before = sorted(p.name for p in tmp_path.iterdir())
     code, err = exit_code_and_error(capsys, *argv)
     assert code == 2 and len(err) == 1 and fragment in err[0], err
