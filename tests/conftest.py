@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -106,8 +107,26 @@ def _as_postgres(command: list[str]) -> list[str]:
     return command
 
 
+@dataclass
+class Postgres:
+    """A running server: its URL, and a restart as an administrator or a crash gives one
+    (every connection dropped, the data kept)."""
+
+    url: str
+    pg_ctl: list[str]
+
+    def restart(self) -> None:
+        subprocess.run(_as_postgres([*self.pg_ctl, "-m", "immediate", "restart"]),
+                       check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_url(postgres):
+    return postgres.url
+
+
+@pytest.fixture(scope="session")
+def postgres():
     """A PostgreSQL server from Debian's packages on 127.0.0.1, for the session."""
     binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not binaries:
@@ -133,7 +152,9 @@ def postgres_url():
         subprocess.run(_as_postgres([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p",
                                      str(port), "-U", "postgres", "biotune"]),
                        check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/biotune"
+        yield Postgres(f"postgresql://postgres@127.0.0.1:{port}/biotune",
+                       [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                        str(root / "log"), "-w"])
     finally:
         subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                                      "stop"]), capture_output=True)

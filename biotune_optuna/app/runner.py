@@ -29,7 +29,7 @@ from biotune_optuna.app.optuna_internals import (
     storage_of,
     trial_id_of,
 )
-from biotune_optuna.app.storage import out_of_room, retry_callback
+from biotune_optuna.app.storage import environment_failed, retry_callback
 from biotune_optuna.contents import INTERRUPTED, WORKER
 from biotune_optuna.sampler.records import is_retry
 
@@ -128,7 +128,7 @@ class StopRequests:
             except optuna.TrialPruned:
                 raise
             except Exception as error:
-                if out_of_room(error) is not None:  # retried once there is room again
+                if environment_failed(error):  # retried by the next run
                     with contextlib.suppress(Exception):
                         trial.set_user_attr(INTERRUPTED, True)
                     raise

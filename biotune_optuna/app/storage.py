@@ -223,6 +223,18 @@ def out_of_room(error: BaseException) -> OSError | None:
                 None)
 
 
+def environment_failed(error: BaseException) -> bool:
+    """Whether ``error`` came from the machine, not the trial: a full or read-only disk, a
+    database connection lost. A trial it ends is retried by the next run."""
+    if out_of_room(error) is not None:
+        return True
+    try:
+        from sqlalchemy.exc import InterfaceError, OperationalError
+    except ImportError:  # pragma: no cover
+        return False
+    return any(isinstance(e, (OperationalError, InterfaceError)) for e in _causes(error))
+
+
 def describe_failure(error: BaseException, url: str | None) -> str | None:
     """One line for a storage or disk that failed under a running command (a file deleted
     meanwhile, a full or read-only disk, a lost database server), None for anything else."""
@@ -243,7 +255,8 @@ def describe_failure(error: BaseException, url: str | None) -> str | None:
     failed = next((e for e in chain if isinstance(e, OperationalError)), None)
     if failed is None:
         return None
-    detail = str(failed.orig) if getattr(failed, "orig", None) else str(failed).splitlines()[0]
+    detail = (str(failed.orig) if getattr(failed, "orig", None) else str(failed)).strip()
+    detail = detail.splitlines()[0]  # one line, the server's own reason
     where = masked(url) if url else "the storage"
     return (f"the storage {where} failed while the command ran ({detail}); check that it can "
             "be written (permissions, disk space, the server) and run the command again")

@@ -109,18 +109,21 @@ def open_study(config: SearchConfig, block_names: list[str], storage=None) -> op
 
 
 def retry_interrupted(study: optuna.Study) -> int:
-    """Re-enqueue trials that failed because their worker was interrupted (Ctrl-C), once,
-    with their parameters and BioTune slot, so resuming loses nothing."""
+    """Re-enqueue, once, with their parameters and BioTune slot, the trials whose run was
+    cut short rather than failed by their plan: interrupted (Ctrl-C), or failed with no
+    recorded reason (the worker ended with an error: a database connection lost, a disk
+    that filled, where even marking the trial could fail). A plan's own failure (a
+    diverged loss) records its reason and is not retried. So resuming loses nothing."""
     trials = study.get_trials(deepcopy=False)
     retried = records.retried(trials)
     count = 0
     for t in trials:
-        if (t.state == TrialState.FAIL and contents.interrupted(t) and
-                t.number not in retried):
+        if (t.state == TrialState.FAIL and t.number not in retried and
+                (contents.interrupted(t) or not contents.failed_reason(t))):
             retry_callback()(study, t)
             count += 1
     if count:
-        logger.info("re-enqueued %d interrupted trial(s)", count)
+        logger.info("re-enqueued %d interrupted or cut-short trial(s)", count)
     return count
 
 

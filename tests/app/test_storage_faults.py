@@ -6,12 +6,14 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import optuna
+import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from biotune_optuna.sampler.records import RETRY_OF
+from biotune_optuna.sampler.records import RETRY_OF, TrialRecord
 
 JOURNAL = ["--study-name", "j", "--dataset", "digits", "--model", "tiny", "--epochs", "2",
            "--population", "4", "--elite", "1", "--seed", "0", "--storage", "journal:///j.log",
@@ -89,3 +91,42 @@ def test_a_disk_that_fills_mid_search_stops_it_in_one_line_and_the_rerun_loses_n
     failed = [t for t in trials if t.state == TrialState.FAIL]
     retried = {t.system_attrs.get(RETRY_OF) for t in trials}
     assert failed and all(t.number in retried for t in failed)  # the lost trial ran again
+
+
+@pytest.mark.slow
+def test_a_database_restarted_under_two_workers_stops_them_in_one_line_and_loses_nothing(
+        tmp_path, postgres):
+    """The server restarts (every connection dropped) while two workers search: each
+    carries on or stops with one line; the same command then completes the budget, every
+    slot finished once, the interrupted trials retried."""
+    command = [sys.executable, "-m", "biotune_optuna.cli", "search", "--study-name", "restart",
+               "--storage", postgres.url, "--dataset", "digits", "--model", "tiny",
+               "--trials", "24", "--epochs", "6", "--population", "4", "--elite", "1", "-q",
+               "--heartbeat", "1", "--grace", "3"]
+    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    deadline = time.monotonic() + 300
+    while len(_finished(postgres.url)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    postgres.restart()
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert worker.returncode in (0, 1) and "Traceback" not in err, err
+        assert worker.returncode == 0 or (len(lines) == 1 and "run the command again" in
+                                          lines[0]), err
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=600)
+    study = optuna.load_study(study_name="restart", storage=postgres.url)
+    trials = study.get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    slots = [TrialRecord.of(t).slot for t in trials if t.state == TrialState.COMPLETE]
+    assert len(slots) == 24 and len(set(slots)) == 24  # none lost, none run twice
+    retried = {t.system_attrs.get(RETRY_OF) for t in trials}
+    assert all(t.number in retried for t in trials if t.state == TrialState.FAIL)
+
+
+def _finished(url):
+    try:
+        return completed(optuna.load_study(study_name="restart", storage=url))
+    except Exception:  # the study is being created
+        return []
