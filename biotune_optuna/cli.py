@@ -341,6 +341,8 @@ def _output_file(text: str) -> str:
                                          "elsewhere")
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable; write elsewhere")
     return text
 
 

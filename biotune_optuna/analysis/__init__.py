@@ -3,6 +3,7 @@ optuna-dashboard artifacts."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -55,8 +56,13 @@ def plot_all(study: optuna.Study, out_dir: str | Path,
         figures["surrogate"] = plot_surrogate(study)
     for name, figure in figures.items():
         path = out / f"{file_name(study.study_name)}_{name}.png"
-        figure.savefig(path)
-        plt.close(figure)
+        partial = path.with_name(f".{path.name}.partial")  # a full disk leaves no half PNG
+        try:
+            figure.savefig(partial, format="png")
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+            plt.close(figure)
         written.append(path)
     return written
 

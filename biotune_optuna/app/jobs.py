@@ -15,6 +15,7 @@ from biotune_optuna.app.config import SAMPLER_LABELS, SearchConfig
 from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
 from biotune_optuna.app.export import handed_over
+from biotune_optuna.app.files import writable_folder
 from biotune_optuna.app.objective import FineTuneObjective
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.runner import Budget, StopRequests, run_search
@@ -191,6 +192,9 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
     objectives)."""
     handed_over(study, max_cost)  # a study without a plan to hand over stops here
     config = config_of(study, device=device, data_root=data_root, threads=threads)
+    path = Path(out) if out else _beside_study(study, storage_url or config.storage_url,
+                                               "-best.pt")
+    writable_folder(path.parent, "pass --out with a writable path")  # before the training
     _take_machine(config)
     task = task or task_for(config)
     train = config.train_config()
@@ -203,8 +207,6 @@ def train_best(study: optuna.Study, seeds: list[int], out: str | None = None,
         if not quiet:
             print(f"training {name} with seeds {seeds} ...", flush=True)
         evaluations.append(evaluate_plan(task, recipe, train, seeds, name, quiet=quiet))
-    path = Path(out) if out else _beside_study(study, storage_url or config.storage_url,
-                                               "-best.pt")
     save_checkpoint(path, result, plan=plan.as_dict(), params=trial.params,
                     classes=list(task.data.classes), model=config.model, head=task.model.heads,
                     config=config.fingerprint(), test=result.as_dict())
@@ -218,7 +220,6 @@ def _beside_study(study: optuna.Study, storage_url: str, suffix: str) -> Path:
     """``<study><suffix>`` beside a SQLite or journal file, else in ./studies/."""
     file = storage_file(storage_url)
     folder = file.parent if file else Path("studies")
-    folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{contents.file_name(study.study_name)}{suffix}"
 
 

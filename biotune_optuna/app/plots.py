@@ -10,6 +10,8 @@ import optuna
 
 from biotune_optuna import contents
 from biotune_optuna.app.config import ConfigError
+from biotune_optuna.app.dashboard import artifact_dir_for
+from biotune_optuna.app.files import writable_folder
 
 
 def plot_study(study: optuna.Study, others: Sequence[optuna.Study], out: str,
@@ -26,6 +28,10 @@ def plot_study(study: optuna.Study, others: Sequence[optuna.Study], out: str,
 
     if not contents.ranked_plans(study):
         raise ConfigError(no_plan(study))
+    writable_folder(Path(out), "pass --out with a writable folder")
+    if publish_to is not None:  # checked before drawing: no plots left half attached
+        writable_folder(artifact_dir_for(publish_to), "give --no-dashboard to write the "
+                        "PNG files only, or make the study's folder writable")
     groups: dict[str, list[optuna.Study]] = {}
     for each in (study, *others):
         groups.setdefault(contents.config(each).get("sampler", each.study_name), []).append(each)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,8 +42,15 @@ class Evaluation:
 
 
 def save_checkpoint(path: str | Path, evaluation: Evaluation, **metadata) -> None:
-    """The first run's best-epoch weights (kept with ``keep_first_model``) and metadata."""
-    torch.save({"state_dict": evaluation.runs[0].model.state_dict(), **metadata}, path)
+    """The first run's best-epoch weights (kept with ``keep_first_model``) and metadata,
+    written whole or not at all (a full disk leaves no half checkpoint)."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        torch.save({"state_dict": evaluation.runs[0].model.state_dict(), **metadata}, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def recipe_plans(block_names: Sequence[str]) -> dict[str, FineTunePlan]:

@@ -2,6 +2,7 @@
 writer, a disk that fills during a search. Each time: one line, nothing readable lost, and
 the same command completes the budget."""
 
+import os
 import resource
 import signal
 import subprocess
@@ -130,3 +131,66 @@ def _finished(url):
         return completed(optuna.load_study(study_name="restart", storage=url))
     except Exception:  # the study is being created
         return []
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder, then made read-only (a read-only bind mount as root, whom file modes do
+    not stop; its mode otherwise)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    sealed = []
+
+    def seal():
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            return
+        for command in (["mount", "--bind", folder, folder],
+                        ["mount", "-o", "remount,bind,ro", folder]):
+            subprocess.run(command, check=True, capture_output=True)
+        sealed.append(folder)
+
+    yield folder, seal
+    for each in sealed:
+        subprocess.run(["umount", "--lazy", each], check=True)  # this process holds k.db
+    folder.chmod(0o755)
+
+
+def small_study(cli, folder):
+    storage = ["--storage", f"sqlite:///{folder / 'k.db'}", "--study-name", "k"]
+    cli("search", *storage, "--dataset", "digits", "--model", "tiny", "--epochs", "1",
+        "--population", "3", "--elite", "1", "--trials", "3", "-q", check=True)
+    return storage
+
+
+def one_line(result, *fragments):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+
+
+def test_commands_beside_a_read_only_storage_say_so_before_any_work(cli, tmp_path, read_only):
+    folder, seal = read_only
+    storage = small_study(cli, folder)
+    seal()
+    one_line(cli("plot", *storage, "--out", "plots"), "k.db-artifacts", "--no-dashboard")
+    assert not (tmp_path / "plots").exists() or not list((tmp_path / "plots").iterdir())
+    assert cli("plot", *storage, "--out", "plots", "--no-dashboard").returncode == 0
+    trained = cli("train-best", *storage, "--seeds", "0", "--top-k", "1", "--no-compare")
+    one_line(trained, "is not writable", "--out")
+    assert "test" not in trained.stdout  # refused before retraining
+    one_line(cli("search", *storage, "--trials", "5"), "not writable")
+    assert cli("status", *storage).returncode == 0  # reading needs no write
+
+
+def test_plots_on_a_full_disk_stop_in_one_line_leaving_no_half_file(cli, tmp_path):
+    storage = small_study(cli, tmp_path)
+    full = subprocess.run([sys.executable, "-m", "biotune_optuna.cli", "plot", *storage,
+                           "--out", "plots", "--no-dashboard"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600,
+                          preexec_fn=_file_size_limit(20_000))
+    lines = [line for line in full.stderr.splitlines() if line.strip()]
+    assert full.returncode == 1 and len(lines) == 1 and "could not write" in lines[0], (
+        full.stderr)
+    assert not [p for p in (tmp_path / "plots").iterdir() if p.stat().st_size >= 20_000 or
+                p.name.endswith(".partial")]
