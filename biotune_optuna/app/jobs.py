@@ -77,6 +77,10 @@ def notices(config: SearchConfig, task: Task) -> list[str]:
             said.append(f"training on {config.shots} images per class of the "
                         f"{counts.min()}-{counts.max()} available (--shots); --shots all "
                         "trains on every image not kept for validation and testing")
+    if config.folds > 1:
+        per_fold = len(task.splits.fold(task.data.labels, 0, config.folds).train)
+        said.append(f"--folds {config.folds}: each generation trains on one fold, "
+                    f"{per_fold} of the {len(task.splits.train)} training images")
     return said
 
 
