@@ -30,7 +30,7 @@ from benchmarks import results
 from benchmarks.common import OUT, TRANSFERS, Retrainer, prepare, task_config
 from biotune_optuna import BioTuneSampler, contents
 from biotune_optuna.app.comparison import COST_CAP
-from biotune_optuna.app.objective import FineTuneObjective
+from biotune_optuna.app.jobs import objective_for
 from biotune_optuna.app.studies import open_study
 from biotune_optuna.sampler.pareto import hypervolume
 from biotune_optuna.sampler.records import LOW, fidelity_of
@@ -149,8 +149,7 @@ class FrontRuns(Retrainer):
         config = self.config.replace(study_name=f"{self.key}-{sampler}-s{seed}",
                                      sampler=sampler, seed=seed)
         study = open_study(config, self.task.block_names)
-        objective = FineTuneObjective(self.task, self.train, tuple(config.train_seeds),
-                                      costs=tuple(config.cost_objectives))
+        objective = objective_for(config, self.task)  # as `search` trains it
         while True:
             trials = study.get_trials(deepcopy=False)
             if (len(trials) >= (TRANSFER_TRIALS if budget is None else max_trials) or

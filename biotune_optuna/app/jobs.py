@@ -108,14 +108,8 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
                  if config.multi_fidelity else ""))
     progress = SearchProgress(study, budget, quiet=quiet, epochs=verbose, grace=config.grace)
     stops = StopRequests()
-    objective = FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
-                                  config.folds, on_epoch=progress.epoch,
-                                  train_head=config.train_head, genome=config.genome,
-                                  trainable_penalty=config.trainable_penalty,
-                                  should_stop=stops.training_should_stop,
-                                  report_epochs=reports_epochs(config),
-                                  low_fidelity=config.low_fidelity,
-                                  costs=tuple(config.cost_objectives))
+    objective = objective_for(config, task, on_epoch=progress.epoch,
+                              should_stop=stops.training_should_stop)
     try:
         with CoreShare(n_jobs, config.threads) as share:
             run_search(study, share.before(objective), budget, n_jobs=n_jobs,
@@ -125,6 +119,17 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
         progress.close()
     publish(study, config.storage_url)  # the note optuna-dashboard shows (secrets masked)
     return study
+
+
+def objective_for(config: SearchConfig, task: Task, **hooks) -> FineTuneObjective:
+    """The objective a search with this configuration trains (``hooks``: ``on_epoch``,
+    ``should_stop``)."""
+    return FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
+                             config.folds, train_head=config.train_head, genome=config.genome,
+                             trainable_penalty=config.trainable_penalty,
+                             report_epochs=reports_epochs(config),
+                             low_fidelity=config.low_fidelity,
+                             costs=tuple(config.cost_objectives), **hooks)
 
 
 def spent_notice(study: optuna.Study, budget: Budget) -> list[str]:
