@@ -36,6 +36,7 @@ from biotune_optuna.app.config import (
     refuse_unused,
     spec_of,
 )
+from biotune_optuna.app.files import write_whole
 from biotune_optuna.app.storage import StorageError, describe_failure, open_storage
 from biotune_optuna.app.storage_urls import ENV_VAR, from_environment, scrubbed
 from biotune_optuna.app.studies import (
@@ -238,7 +239,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     plan = best_plan(_load_searched_study(args), args.max_cost)
     text = json.dumps(plan, indent=2) + "\n" if args.format == "json" else torch_snippet(plan)
     if args.out:
-        Path(args.out).write_text(text)
+        write_whole(args.out, text)
         print(f"wrote {args.out}")
     else:
         print(text, end="")
@@ -374,7 +375,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                                 quiet=args.quiet, lr_grid=args.tune_lr)
     print(results_table(evaluations))
     if args.out:
-        Path(args.out).write_text(json.dumps([e.as_dict() for e in evaluations], indent=2))
+        write_whole(args.out, json.dumps([e.as_dict() for e in evaluations], indent=2))
     return 0
 
 

@@ -19,3 +19,15 @@ def writable_folder(folder: Path, fix: str) -> Path:
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"the folder {folder} is not writable; {fix}")
     return folder
+
+
+def write_whole(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a full disk or Ctrl-C mid-write
+    leaves the earlier file (or none), never half of one."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
