@@ -424,6 +424,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 RESUMES = "interrupted; the study is consistent, run the same command again to resume"
 INTERRUPTED = {"search": RESUMES, "compare": RESUMES, "demo": RESUMES,
                "dashboard": "dashboard stopped",
+               "plot": "interrupted; the plots written so far are whole, the rest are not "
+                       "drawn: run the command again to write them all",
                None: "interrupted; nothing was saved, run the command again to start over"}
 
 
