@@ -55,20 +55,26 @@ def plot_all(study: optuna.Study, out_dir: str | Path,
     if surrogate_quality(study):  # the study pre-selected children with a surrogate
         figures["surrogate"] = plot_surrogate(study)
     for name, figure in figures.items():
-        path = out / f"{file_name(study.study_name)}_{name}.png"
-        partial = path.with_name(f".{path.name}.partial")  # a full disk leaves no half PNG
-        try:
-            figure.savefig(partial, format="png")
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-            plt.close(figure)
-        written.append(path)
+        written.append(save_figure(figure, out / f"{file_name(study.study_name)}_{name}.png"))
     return written
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Save and close ``figure`` as a PNG, whole or not at all (a full disk or Ctrl-C
+    mid-write leaves no half file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        figure.savefig(partial, format="png")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+        plt.close(figure)
+    return path
 
 
 __all__ = [
     "PLOTS",
+    "save_figure",
     "TrialTable",
     "best_so_far",
     "block_names",

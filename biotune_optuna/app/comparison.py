@@ -14,6 +14,7 @@ import optuna
 
 from biotune_optuna import contents
 from biotune_optuna.app.config import VARIANTS, ConfigError, SearchConfig
+from biotune_optuna.app.files import writable_folder
 from biotune_optuna.app.jobs import (
     REVALIDATION_SEEDS,
     budget_of,
@@ -200,7 +201,7 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
 
     matplotlib.use("Agg")
 
-    from biotune_optuna.analysis import plot_convergence
+    from biotune_optuna.analysis import plot_convergence, save_figure
 
     if len(seeds) == 1 and not quiet:
         print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
@@ -208,12 +209,11 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
     runs = runs_of(samplers, variants)
     for run in runs:  # every run's options checked before the first search starts
         config.replace(**run.options)
+    writable_folder(Path(out_dir), "pass --out with a writable folder")  # before the searches
     task = task_for(config)
     studies = run_searches(config, runs, seeds, task, quiet)
     rows, target = score(studies, config, task, target)
     figure = plot_convergence(studies, title=f"{config.study_name}: "
                               f"{'variants' if variants else 'samplers'} at equal compute")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    plot = Path(out_dir) / f"{config.study_name}_convergence.png"
-    figure.savefig(plot)
+    plot = save_figure(figure, Path(out_dir) / f"{config.study_name}_convergence.png")
     return render(rows, target, config, seeds, plot)

@@ -180,6 +180,10 @@ def test_commands_beside_a_read_only_storage_say_so_before_any_work(cli, tmp_pat
     one_line(trained, "is not writable", "--out")
     assert "test" not in trained.stdout  # refused before retraining
     one_line(cli("search", *storage, "--trials", "5"), "not writable")
+    compared = cli("compare", "--study-name", "c", "--dataset", "digits", "--model", "tiny",
+                   "--samplers", "random", "--seeds", "0,1", "--trials", "2", "--out", folder)
+    one_line(compared, "is not writable", "--out")
+    assert not (tmp_path / "studies").exists()  # refused before its first search
     assert cli("status", *storage).returncode == 0  # reading needs no write
 
 
