@@ -73,6 +73,7 @@ def _file_size_limit(limit):
     return apply
 
 
+@pytest.mark.slow  # starts processes
 def test_a_disk_that_fills_mid_search_stops_it_in_one_line_and_the_rerun_loses_nothing(
         cli, tmp_path):
     cli(*search(4), check=True)
@@ -169,6 +170,7 @@ def one_line(result, *fragments):
     assert all(fragment in lines[0] for fragment in fragments), lines[0]
 
 
+@pytest.mark.slow  # starts processes
 def test_commands_beside_a_read_only_storage_say_so_before_any_work(cli, tmp_path, read_only):
     folder, seal = read_only
     storage = small_study(cli, folder)
@@ -187,6 +189,7 @@ def test_commands_beside_a_read_only_storage_say_so_before_any_work(cli, tmp_pat
     assert cli("status", *storage).returncode == 0  # reading needs no write
 
 
+@pytest.mark.slow  # starts processes
 def test_plots_on_a_full_disk_stop_in_one_line_leaving_no_half_file(cli, tmp_path):
     storage = small_study(cli, tmp_path)
     full = subprocess.run([sys.executable, "-m", "biotune_optuna.cli", "plot", *storage,
