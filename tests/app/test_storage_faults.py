@@ -103,12 +103,12 @@ def test_a_database_restarted_under_two_workers_stops_them_in_one_line_and_loses
     slot finished once, the interrupted trials retried."""
     command = [sys.executable, "-m", "biotune_optuna.cli", "search", "--study-name", "restart",
                "--storage", postgres.url, "--dataset", "digits", "--model", "tiny",
-               "--trials", "24", "--epochs", "6", "--population", "4", "--elite", "1", "-q",
+               "--trials", "16", "--epochs", "5", "--population", "4", "--elite", "1", "-q",
                "--heartbeat", "1", "--grace", "3"]
     workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
     deadline = time.monotonic() + 300
-    while len(_finished(postgres.url)) < 6 and time.monotonic() < deadline:
+    while len(_finished(postgres.url)) < 5 and time.monotonic() < deadline:
         time.sleep(0.3)
     postgres.restart()
     for worker in workers:
@@ -122,7 +122,7 @@ def test_a_database_restarted_under_two_workers_stops_them_in_one_line_and_loses
     trials = study.get_trials(deepcopy=False)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     slots = [TrialRecord.of(t).slot for t in trials if t.state == TrialState.COMPLETE]
-    assert len(slots) == 24 and len(set(slots)) == 24  # none lost, none run twice
+    assert len(slots) == 16 and len(set(slots)) == 16  # none lost, none run twice
     retried = {t.system_attrs.get(RETRY_OF) for t in trials}
     assert all(t.number in retried for t in trials if t.state == TrialState.FAIL)
 
