@@ -120,7 +120,7 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
                            "postgresql://user@host/db")
     for attempt in range(STORAGE_ATTEMPTS):
         try:
-            return RDBStorage(url, **kwargs)
+            return _SteadyHeartbeatStorage(url, **kwargs)
         except Exception as error:  # SQLAlchemy raises ArgumentError, OperationalError, ...
             if _lost_creation_race(error):
                 time.sleep(0.2 * (attempt + 1))
@@ -130,6 +130,20 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
                                f": {reason}); {_open_hint(url, error)}") from None
     raise StorageError(f"cannot create Optuna's tables in {masked(url)}; start the workers "
                        "again")
+
+
+class _SteadyHeartbeatStorage(RDBStorage):
+    """Optuna's RDB storage whose heartbeat skips a beat when the database is unreachable
+    (a restart, a network blip) instead of dying with a traceback in its thread: the
+    trial's own writes report a lost server, in one line, if it stays lost."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        try:
+            super().record_heartbeat(trial_id)
+        except (OperationalError, InterfaceError, optuna.exceptions.StorageInternalError):
+            pass  # the next beat, one interval later, tries again
 
 
 DRIVERS = {"postgresql": "pip install 'psycopg[binary]' and use postgresql+psycopg://",
