@@ -123,18 +123,6 @@ def study_input(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get(INPUT)
 
 
-def trained_blocks(trial: optuna.trial.FrozenTrial) -> list[str]:
-    return list(trial.user_attrs.get(TRAINED_BLOCKS, []))
-
-
-def frozen_blocks(trial: optuna.trial.FrozenTrial) -> list[str]:
-    return list(trial.user_attrs.get(FROZEN_BLOCKS, []))
-
-
-def lr_multipliers(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
-    return dict(trial.user_attrs.get(LR_MULTIPLIERS, {}))
-
-
 def trainable_fraction(trial: optuna.trial.FrozenTrial) -> float | None:
     return trial.user_attrs.get(TRAINABLE_FRACTION)
 
