@@ -222,8 +222,9 @@ def _file_data(name: str, classes: list[str], files: list[tuple[Path, int]], siz
     decoded once here, so a damaged one is named before a search trains."""
     kept, seen, dropped = [], {}, 0
     for path, label in files:
-        check_image(path)
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        check_image(path, data)
+        digest = hashlib.sha1(data).hexdigest()
         if digest in seen:
             first, first_label = seen[digest]
             if first_label != label:

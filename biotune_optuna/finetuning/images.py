@@ -10,6 +10,8 @@ they lie in [0, 1] already, otherwise by their range too. A constant image becom
 
 from __future__ import annotations
 
+import io
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,31 +61,34 @@ def image_transform(size: int, resize: int | None = None):
     ])
 
 
-def check_image(path: Path) -> None:
-    """Decode the whole file once, so a truncated, unreadable or oversized image is named
-    before any training instead of failing a split later."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Image.DecompressionBombError as error:
-        raise DataError(f"image {path} is too large to decode safely ({error}); downscale "
-                        "it or remove it") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        reason = str(error).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
-        raise DataError(f"cannot read image {path} ({reason or error.__class__.__name__}); "
-                        "remove or fix the file") from None
+def check_image(path: Path, data: bytes) -> None:
+    """Decode the file's bytes ``data`` once, so a truncated, unreadable or oversized image
+    is named before any training instead of failing a split later."""
+    with _decoded(path, io.BytesIO(data)) as image:
+        image.load()
 
 
 def open_image(path: Path, transform):
     """The transformed image of a file already checked (a file changed since gets the
     same one-line error)."""
-    from PIL import Image
+    with _decoded(path, path) as image:
+        return transform(image)
+
+
+@contextmanager
+def _decoded(path: Path, source):
+    """The image Pillow opens from ``source`` (the file at ``path`` or its bytes); what it
+    cannot decode becomes a one-line error naming ``path``."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            return transform(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"cannot read image {path} ({error.__class__.__name__}); remove or "
-                        "fix the file") from None
+        with Image.open(source) as image:
+            yield image
+    except Image.DecompressionBombError as error:
+        raise DataError(f"image {path} is too large to decode safely ({error}); downscale "
+                        "it or remove it") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        reason = ("cannot identify image file" if isinstance(error, UnidentifiedImageError)
+                  else str(error).replace(f"'{path}'", "").replace(str(path), "").strip(" :"))
+        raise DataError(f"cannot read image {path} ({reason or error.__class__.__name__}); "
+                        "remove or fix the file") from None
