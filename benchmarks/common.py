@@ -137,6 +137,18 @@ def task_config(part: str, key: str) -> SearchConfig:
     return SearchConfig(**{**COST_PROTOCOL, "generations": 10, **options})
 
 
+def finished(path: Path, keep) -> dict[str, dict[int, dict]]:
+    """{method: {seed: result}} of a benchmark's results file (keys ``kind|method|seed``),
+    the entries ``keep(kind, method)`` accepts; empty before the first result."""
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    found: dict[str, dict[int, dict]] = {}
+    for key, value in cache.items():
+        kind, method, *rest = key.split("|")
+        if keep(kind, method):
+            found.setdefault(method, {})[int(rest[0])] = value
+    return found
+
+
 class Retrainer:
     """Validation and test results of plans, cached in a JSON file: the same plan is
     retrained once, whichever search and checkpoint hand it over."""

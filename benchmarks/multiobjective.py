@@ -16,7 +16,6 @@ units of one full fine-tuning, or has run twice as many trials. Hypervolume: of 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 # one BLAS thread, set before NumPy loads: the surrogates' small solves slowed 10x when
@@ -27,7 +26,7 @@ import numpy as np  # noqa: E402
 import optuna
 
 from benchmarks import results
-from benchmarks.common import OUT, TRANSFERS, Retrainer, prepare, task_config
+from benchmarks.common import OUT, TRANSFERS, Retrainer, finished, prepare, task_config
 from biotune_optuna import BioTuneSampler, contents
 from biotune_optuna.app.comparison import COST_CAP
 from biotune_optuna.app.jobs import objective_for
@@ -198,13 +197,7 @@ def run_transfer(tasks: list[str], seeds: int, samplers: list[str]) -> None:
 
 
 def transfer_section(task: str) -> str | None:
-    path = OUT / f"mo-{task}.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    found: dict[str, dict[int, dict]] = {}
-    for key, value in cache.items():
-        kind, *rest = key.split("|")
-        if kind == "search":
-            found.setdefault(rest[0], {})[int(rest[1])] = value
+    found = finished(OUT / f"mo-{task}.json", lambda kind, _: kind == "search")
     reference = found.get(next(iter(FRONT_SEARCHES)))
     if not reference:
         return None

@@ -34,7 +34,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from benchmarks.common import OUT, Retrainer
+from benchmarks.common import OUT, Retrainer, finished
 from benchmarks.results import mean_se, paired
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
@@ -137,16 +137,8 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
 
 def outcomes(target: str) -> dict[str, dict[int, dict]]:
     """What has finished: {method: {seed: result}}."""
-    path = OUT / f"real-{target}.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    found: dict[str, dict[int, dict]] = {}
-    for key, value in cache.items():
-        kind, *rest = key.split("|")
-        if kind == "search":
-            found.setdefault(rest[0], {})[int(rest[1])] = value
-        elif kind == "test" and rest[0] in (*BASELINES, SCRATCH):
-            found.setdefault(rest[0], {})[int(rest[1])] = value
-    return found
+    return finished(OUT / f"real-{target}.json", lambda kind, method: kind == "search" or (
+        kind == "test" and method in (*BASELINES, SCRATCH)))
 
 
 def target_section(target: str, found: dict, block_names: list[str]) -> str:
