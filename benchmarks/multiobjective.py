@@ -164,9 +164,10 @@ class FrontRuns(Retrainer):
 
     def measure(self, sampler: str, seed: int, budget: float | None, max_trials: int) -> dict:
         key = f"search|{sampler}|{seed}"
-        if key in self.cache:
-            return self.cache[key]
-        study = self.search(sampler, seed, budget, max_trials)
+        measured = self.cache.get(key)
+        if measured is not None and "bands" in measured:
+            return measured
+        study = self.search(sampler, seed, budget, max_trials)  # at once when it has finished
         trials = study.get_trials(deepcopy=False)
         spent = np.cumsum([trial_gflops(t) for t in trials])
         budget = budget or float(spent[-1])
@@ -176,6 +177,10 @@ class FrontRuns(Retrainer):
             volumes.append(contents.hypervolume(study, contents.ranked_plans(study, within))
                            or 0.0)
         full_cost = contents.reference_point(study)[1]
+        bands = band_bests(contents.ranked_plans(study, within), full_cost)
+        if measured is not None:  # measured before the bands were recorded
+            self._store(key, {**measured, "bands": bands})
+            return self.cache[key]
         candidates = contents.within_cost(contents.ranked_plans(study),
                                           COST_CAP * full_cost)[:HANDOVER_TOP_K]
         plans = {p.trial.number: contents.trial_plan(study, p.trial, self.task.block_names)
@@ -183,10 +188,26 @@ class FrontRuns(Retrainer):
         chosen = max(candidates, default=None, key=lambda p: (
             self.validation(plans[p.trial.number]), -p.trial.number))
         found = {"volumes": volumes, "gflops": float(spent[-1]), "trials": len(trials),
+                 "bands": bands,
                  "test": None if chosen is None else self.test(plans[chosen.trial.number]),
                  "cost": None if chosen is None else chosen.costs[0] / full_cost}
         self._store(key, found)
         return found
+
+
+COST_BANDS = (0.05, COST_CAP)  # band edges, shares of full fine-tuning's cost
+
+
+def band_bests(plans, full_cost: float) -> list[float | None]:
+    """The best mean validation value among ``plans`` in each cost band (below 0.05 of full
+    fine-tuning's cost, which on these networks is the head alone; up to the hand-over cap;
+    above it): where on the cost axis a search found good plans, what its hypervolume is
+    made of."""
+    def band(plan) -> int:
+        share = plan.costs[0] / full_cost
+        return 0 if share < COST_BANDS[0] else 1 if share <= COST_BANDS[1] * (1 + 1e-9) else 2
+
+    return [max((p.value for p in plans if band(p) == b), default=None) for b in range(3)]
 
 
 def run_transfer(tasks: list[str], seeds: int, samplers: list[str]) -> None:
@@ -208,12 +229,16 @@ def transfer_section(task: str) -> str | None:
     reference = found.get(first)
     if not reference:
         return None
-    rows, diffs = [], []
+    rows, diffs, bands = [], [], []
     for sampler, (label, _) in FRONT_SEARCHES.items():
         by_seed = found.get(sampler, {})
         if not by_seed:
             continue
         runs = list(by_seed.values())
+        banded = [r["bands"] for r in runs if "bands" in r]
+        bands.append([label, *(f"{results.mean_se([b[i] for b in banded])} "
+                               f"({sum(b[i] is not None for b in banded)}/{len(banded)})"
+                               for i in range(3))])
         rows.append([label, str(len(runs)),
                      *(results.mean_se([r["volumes"][i] for r in runs])
                        for i in range(len(CHECKPOINTS))),
@@ -237,7 +262,13 @@ def transfer_section(task: str) -> str | None:
                              "its cost (of full fine-tuning's)", "trials"], rows)
             + "\n\nPaired differences (same seed):\n\n"
             + results.table(["difference", "hypervolume at 1.00", "capped hand-over test",
-                             "pairs"], diffs))
+                             "pairs"], diffs)
+            + "\n\nWhere each front is made: the best validation value (a plan's mean) a "
+            "search found at each training cost, as a share of full fine-tuning's (in how "
+            "many seeds it found a plan there):\n\n"
+            + results.table(["search", f"cost below {COST_BANDS[0]:.2f}",
+                             f"{COST_BANDS[0]:.2f} to {COST_BANDS[1]:.2f}",
+                             f"above {COST_BANDS[1]:.2f}"], bands))
 
 
 def transfer_report(tasks: list[str], seeds: int, write: bool) -> None:
