@@ -195,6 +195,13 @@ class FrontRuns(Retrainer):
         return found
 
 
+def missing_handovers(runs: list[dict]) -> str:
+    """Seeds whose search found no plan under the cap (they are left out of the mean and
+    the pairs, so say how many)."""
+    missing = sum(r["test"] is None for r in runs)
+    return f" (none under the cap in {missing})" if missing else ""
+
+
 COST_BANDS = (0.05, COST_CAP)  # band edges, shares of full fine-tuning's cost
 
 
@@ -242,7 +249,7 @@ def transfer_section(task: str) -> str | None:
         rows.append([label, str(len(runs)),
                      *(results.mean_se([r["volumes"][i] for r in runs])
                        for i in range(len(CHECKPOINTS))),
-                     results.mean_se([r["test"] for r in runs]),
+                     results.mean_se([r["test"] for r in runs]) + missing_handovers(runs),
                      f"{np.mean([r['cost'] for r in runs if r['cost'] is not None]):.2f}",
                      f"{np.mean([r['trials'] for r in runs]):.0f}"])
         if sampler != first:
