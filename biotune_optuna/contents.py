@@ -65,9 +65,17 @@ def validation_key(metric: str) -> str:
 def trial_plan(study: optuna.Study, trial: optuna.trial.FrozenTrial,
                block_names: list[str]) -> genome.FineTunePlan:
     """The plan a trial of this study trained (decoded as the study's configuration says)."""
+    return trial_plans(study, [trial], block_names)[0]
+
+
+def trial_plans(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial],
+                names: list[str] | None = None) -> list[genome.FineTunePlan]:
+    """The plans trials of this study trained, its configuration (and, without the block
+    ``names``, its blocks) read once for all of them."""
     config = study_config(study) or {}
-    return genome.decode(trial.params, block_names, bool(config.get("train_head", False)),
-                         config.get("genome", genome.FULL))
+    names = block_names(study) if names is None else names
+    return [genome.decode(t.params, names, bool(config.get("train_head", False)),
+                          config.get("genome", genome.FULL)) for t in trials]
 
 
 def block_names(study: optuna.Study) -> list[str]:
@@ -87,7 +95,7 @@ def block_names(study: optuna.Study) -> list[str]:
 def plan_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> genome.FineTunePlan:
     """The plan a trial trained, from its parameters (a bare sampler's trials record no
     plan attrs)."""
-    return trial_plan(study, trial, block_names(study))
+    return trial_plans(study, [trial])[0]
 
 
 def base_lr(study: optuna.Study) -> float | None:

@@ -51,10 +51,12 @@ def front_table(study: optuna.Study) -> str:
     alike: dict[tuple, list[contents.RankedPlan]] = {}  # plans of equal values: one row
     for p in front:
         alike.setdefault((p.value, *p.costs), []).append(p)
+    shown = [same[0] for same in alike.values()]
+    plans = contents.trial_plans(study, [p.trial for p in shown])
     rows = [[str(p.trial.number) + (f" (+{len(same) - 1} alike)" if len(same) > 1 else ""),
              f"{p.value:.4f}", *(f"{c:.4g}" for c in p.costs),
-             ", ".join(contents.plan_of(study, p.trial).frozen_blocks) or "-"]
-            for p, same in ((same[0], same) for same in alike.values())]
+             ", ".join(plan.frozen_blocks) or "-"]
+            for p, same, plan in zip(shown, alike.values(), plans)]
     header = ["trial", metric, *names, "frozen blocks"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
