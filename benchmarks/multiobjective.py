@@ -176,13 +176,13 @@ class FrontRuns(Retrainer):
         trials = study.get_trials(deepcopy=False)
         spent = np.cumsum([trial_gflops(t) for t in trials])
         budget = budget or float(spent[-1])
-        volumes = []
+        volumes, ranked = [], []
         for share in CHECKPOINTS:
             within = [t for t, s in zip(trials, spent) if s <= share * budget * (1 + 1e-9)]
-            volumes.append(contents.hypervolume(study, contents.ranked_plans(study, within))
-                           or 0.0)
+            ranked = contents.ranked_plans(study, within)
+            volumes.append(contents.hypervolume(study, ranked) or 0.0)
         full_cost = contents.reference_point(study)[1]
-        bands = band_bests(contents.ranked_plans(study, within), full_cost)
+        bands = band_bests(ranked, full_cost)  # the plans of the whole budget
         if measured is not None:  # measured before the bands were recorded
             self._store(key, {**measured, "bands": bands})
             return self.cache[key]
@@ -210,7 +210,7 @@ def missing_handovers(runs: list[dict]) -> str:
 COST_BANDS = (0.05, COST_CAP)  # band edges, shares of full fine-tuning's cost
 
 
-def band_bests(plans, full_cost: float) -> list[float | None]:
+def band_bests(plans: list[contents.RankedPlan], full_cost: float) -> list[float | None]:
     """The best mean validation value among ``plans`` in each cost band (below 0.05 of full
     fine-tuning's cost, which on these networks is the head alone; up to the hand-over cap;
     above it): where on the cost axis a search found good plans, what its hypervolume is
