@@ -16,7 +16,7 @@ from biotune_optuna.app.cores import CoreShare
 from biotune_optuna.app.dashboard import publish
 from biotune_optuna.app.export import handed_over
 from biotune_optuna.app.files import writable_folder
-from biotune_optuna.app.objective import FineTuneObjective
+from biotune_optuna.app.objective import FineTuneObjective, PlanCosts, Pricing
 from biotune_optuna.app.progress import SearchProgress
 from biotune_optuna.app.runner import Budget, StopRequests, run_search
 from biotune_optuna.app.storage_urls import storage_file
@@ -93,7 +93,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
         config = config.replace(model=task.model.name,
                                 weights=task.options.get("weights", task.model.weights))
     task = task or task_for(config)
-    study = open_study(config, task.block_names)
+    study = open_study(config, task.block_names, known_values=plan_costs(config, task))
     describe_study(study, task, None)
     budget = budget_of(config)
     contents.set_budget(study, budget.trials, budget.epochs)
@@ -130,6 +130,14 @@ def objective_for(config: SearchConfig, task: Task, **hooks) -> FineTuneObjectiv
                              report_epochs=reports_epochs(config),
                              low_fidelity=config.low_fidelity,
                              costs=tuple(config.cost_objectives), **hooks)
+
+
+def plan_costs(config: SearchConfig, task: Task) -> PlanCosts | None:
+    """The costs a search's plans fix before they train (None without cost objectives)."""
+    if not config.cost_objectives:
+        return None
+    return PlanCosts(Pricing(task, config.train_config()), tuple(config.cost_objectives),
+                     tuple(task.block_names), config.train_head, config.genome)
 
 
 def spent_notice(study: optuna.Study, budget: Budget) -> list[str]:

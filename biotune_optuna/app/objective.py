@@ -161,6 +161,22 @@ class FineTuneObjective:
         return run.value()
 
 
+@dataclass(frozen=True)
+class PlanCosts:
+    """What a plan fixes before it trains: its costs (the metric only a run tells), for a
+    sampler that can use them (``BioTuneSampler(known_values=...)``)."""
+
+    pricing: Pricing
+    costs: tuple[str, ...]
+    block_names: tuple[str, ...]
+    train_head: bool
+    genome: str
+
+    def __call__(self, params: dict[str, float]) -> list[float | None]:
+        plan = genome.decode(params, list(self.block_names), self.train_head, self.genome)
+        return [None, *(self.pricing.cost(name, plan) for name in self.costs)]
+
+
 class Pricing:
     """What a plan costs on the task's network (``finetuning.cost``), by objective name; the
     network is profiled once."""

@@ -4,7 +4,7 @@ configuration checked on resume, interrupted trials retried."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -53,10 +53,13 @@ def other_sampler(name: str, seed: int, population: int = 10) -> optuna.samplers
     raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 
-def make_sampler(config: SearchConfig, space: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
-    """The sampler named in the configuration, seeded."""
+def make_sampler(config: SearchConfig, space: Mapping[str, Any],
+                 known_values: Callable[[dict[str, Any]], list] | None = None,
+                 ) -> optuna.samplers.BaseSampler:
+    """The sampler named in the configuration, seeded; BioTune's pre-selection computes
+    the ``known_values`` (a plan's costs) rather than predicting them."""
     if config.sampler == "biotune":
-        return BioTuneSampler(seed=config.seed, search_space=space,
+        return BioTuneSampler(seed=config.seed, search_space=space, known_values=known_values,
                               settings=config.sampler_settings())
     return other_sampler(config.sampler, config.seed, config.population)
 
@@ -78,14 +81,16 @@ def reports_epochs(config: SearchConfig) -> bool:
     return not isinstance(make_pruner(config), optuna.pruners.NopPruner)
 
 
-def open_study(config: SearchConfig, block_names: list[str], storage=None) -> optuna.Study:
-    """Create the study, or load it when it exists and its configuration matches."""
+def open_study(config: SearchConfig, block_names: list[str], storage=None,
+               known_values: Callable[[dict[str, Any]], list] | None = None) -> optuna.Study:
+    """Create the study, or load it when it exists and its configuration matches
+    (``known_values``: see :func:`make_sampler`)."""
     storage = storage or open_storage(config.storage_url, config.heartbeat, config.grace)
     fingerprint = {**config.fingerprint(), "blocks": list(block_names)}
     space = genome.search_space(block_names, config.genome)
     study = optuna.create_study(
         study_name=config.study_name, storage=storage, directions=config.directions,
-        sampler=make_sampler(config, space), pruner=make_pruner(config),
+        sampler=make_sampler(config, space, known_values), pruner=make_pruner(config),
         load_if_exists=True)
     with lock_for(study):  # workers starting together agree
         stored = study_config(study)

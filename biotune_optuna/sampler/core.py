@@ -9,7 +9,7 @@ import threading
 import warnings
 import weakref
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -138,6 +138,12 @@ class BioTuneSampler(BaseSampler):
             population's selection, the elites' local search and the breeding of children
             (:mod:`biotune_optuna.sampler.strategies`); by default BioTune's own, built from
             the settings.
+        known_values: For several objectives, the values a trial's parameters fix before
+            it runs (a fine-tuning plan's training cost): a function of the parameters to
+            one value per objective, in the study's directions, ``None`` for those only the
+            run tells. Surrogate pre-selection (``surrogate_candidates`` > 1) then computes
+            those objectives instead of predicting them. It is not stored with the study:
+            give every worker, and a resumed search, the same function.
         settings: A :class:`~biotune_optuna.sampler.settings.SamplerSettings`, or its fields
             as keywords (``exploration_rate``, ``threshold_param``, ``ideal_value``,
             ``rescore_elites``, ``multi_fidelity``, the ablations, ``surrogate_candidates``
@@ -155,6 +161,7 @@ class BioTuneSampler(BaseSampler):
         selection_strategy: SelectionStrategy | None = None,
         elite_search_strategy: EliteSearchStrategy | None = None,
         child_generation_strategy: ChildGenerationStrategy | None = None,
+        known_values: Callable[[dict[str, Any]], Sequence[float | None]] | None = None,
         settings: SamplerSettings | None = None,
         **options: Any,
     ) -> None:
@@ -185,6 +192,7 @@ class BioTuneSampler(BaseSampler):
         self._selection = selection_strategy  # None: BioTune's, for the study's objectives
         self._elite_search = elite_search_strategy or settings.elite_local_search()
         self._breeding = child_generation_strategy or settings.breeding()
+        self._known_values = known_values
         self._seed = seed
         self._search_space = _evolvable(search_space) if search_space is not None else None
         self._independent_sampler = independent_sampler
@@ -363,8 +371,10 @@ class BioTuneSampler(BaseSampler):
                                        state.known_genes(space))
         pool = [p for p in selection.mating_pool(parents, current) if p.has(names)]
         population = [p for p in parents if p.has(names)]  # refills a pool without immigrants
+        known = (_known_rows(self._known_values, space, state.directions)
+                 if self._known_values is not None and len(state.directions) > 1 else None)
         model = (state.surrogate(study, trials, base.fidelity, space,
-                                 threshold_index(self._settings.threshold_param, names))
+                                 threshold_index(self._settings.threshold_param, names), known)
                  if self._settings.surrogate_candidates > 1 else None)
         return record(self._breeding.breed(seed, base.slot, pool, names, population, model))
 
@@ -462,6 +472,30 @@ def _as_objectives(predicted: float | list[float], directions: Sequence[StudyDir
     if isinstance(predicted, list):
         return [s * v for s, v in zip(signs, predicted)]
     return predicted if signs[0] > 0 else -predicted
+
+
+def _known_rows(known_values: Callable[[dict[str, Any]], Sequence[float | None]],
+                space: dict[str, BaseDistribution], directions: Sequence[StudyDirection],
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    """``known_values`` on rows of normalised genes, as the surrogates see them: minimised
+    values, NaN where the run alone tells."""
+    names = list(space)
+    signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions]
+
+    def rows(genes: np.ndarray) -> np.ndarray:
+        found = []
+        for row in genes:
+            values = list(known_values({n: pop.denormalize(float(g), space[n])
+                                        for n, g in zip(names, row)}))
+            if len(values) != len(signs):
+                raise ValueError(f"known_values gave {len(values)} values for a study of "
+                                 f"{len(signs)} objectives; give one per objective (None "
+                                 "where only the run tells)")
+            found.append([np.nan if v is None else s * float(v)
+                          for s, v in zip(signs, values)])
+        return np.array(found, dtype=float)
+
+    return rows
 
 
 def _fresh_seed() -> int:

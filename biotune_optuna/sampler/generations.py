@@ -88,9 +88,11 @@ class StudyState:
 
     def surrogate(self, study: Study, trials: Sequence[records.Known], fidelity: str | None,
                   space: dict[str, BaseDistribution], threshold_index: int | None,
+                  computed: Callable[[np.ndarray], np.ndarray] | None = None,
                   ) -> surrogate.Surrogate | surrogate.FrontSurrogate | None:
         """A model of the finished evaluations at ``fidelity`` (promotions and low-fidelity
-        trials are not mixed): of the fitness, or of each objective of several."""
+        trials are not mixed): of the fitness, or of each objective of several (those the
+        genes fix ``computed``, see :class:`.surrogate.FrontSurrogate`)."""
         names = list(space)
         # its own cache: the population's may hold an elite's unclipped genes
         known = self.genes.setdefault(("surrogate", *space.items()), {})
@@ -110,7 +112,7 @@ class StudyState:
                 genes.append(np.array([vector[n] for n in names]))
                 targets.append(value)
         if several:
-            return surrogate.fit_front(genes, targets, threshold_index)
+            return surrogate.fit_front(genes, targets, threshold_index, computed)
         return surrogate.fit(genes, targets, threshold_index)
 
     def _learn(self, attrs: Mapping[str, Any]) -> None:

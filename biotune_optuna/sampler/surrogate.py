@@ -11,7 +11,7 @@ standardised; the kernel's length scale is the median distance between the train
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -69,19 +69,29 @@ class FrontSurrogate:
     candidate scores minus the hypervolume its predicted point adds to the front of the
     finished evaluations (reference: each objective's worst value plus a tenth of its
     range), so the best candidate is the one predicted to extend the front most; a
-    candidate predicted dominated adds nothing, and ties keep the first candidate."""
+    candidate predicted dominated adds nothing, and ties keep the first candidate.
 
-    def __init__(self, models: list[Surrogate], observed: np.ndarray) -> None:
+    ``known`` gives the objectives a genome fixes before any run (a plan's training cost):
+    rows of genes to rows of minimised values, NaN where only a run tells. Those values
+    replace the predictions: a model of the cost cannot extrapolate to plans far from the
+    finished ones (it predicts their mean), which hid the cheap plans from the search."""
+
+    def __init__(self, models: list[Surrogate], observed: np.ndarray,
+                 known: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         from .pareto import hypervolume, non_dominated
 
-        self.models, self._hypervolume = models, hypervolume
+        self.models, self.known, self._hypervolume = models, known, hypervolume
         span = observed.max(0) - observed.min(0)
         self.reference = observed.max(0) + 0.1 * np.where(span > 0, span, 1.0)
         self.front = observed[non_dominated(observed)].tolist()
         self.base = hypervolume(self.front, self.reference)
 
     def values(self, genes: np.ndarray) -> np.ndarray:
-        return np.column_stack([m.predict(genes) for m in self.models])
+        predicted = np.column_stack([m.predict(genes) for m in self.models])
+        if self.known is None:
+            return predicted
+        exact = np.asarray(self.known(np.atleast_2d(genes)), dtype=float)
+        return np.where(np.isfinite(exact), exact, predicted)
 
     def predict(self, genes: np.ndarray) -> np.ndarray:
         gains = [self._hypervolume([*self.front, list(point)], self.reference) - self.base
@@ -94,16 +104,18 @@ class FrontSurrogate:
 
 
 def fit_front(genes: Sequence[np.ndarray], values: Sequence[Sequence[float]],
-              threshold_index: int | None) -> FrontSurrogate | None:
-    """A surrogate of each objective on the evaluations finite in all of them, None while
-    there are fewer than MIN_POINTS."""
+              threshold_index: int | None,
+              known: Callable[[np.ndarray], np.ndarray] | None = None,
+              ) -> FrontSurrogate | None:
+    """A surrogate of each objective on the evaluations finite in all of them (the
+    ``known`` ones computed, not predicted), None while there are fewer than MIN_POINTS."""
     pairs = [(g, v) for g, v in zip(genes, values) if all(map(np.isfinite, v))]
     if len(pairs) < MIN_POINTS:
         return None
     x = np.array([g for g, _ in pairs])
     y = np.array([v for _, v in pairs], dtype=float)
     return FrontSurrogate([Surrogate(x, y[:, k], threshold_index) for k in range(y.shape[1])],
-                          y)
+                          y, known)
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -166,3 +166,15 @@ def test_biotunes_multi_fidelity_builds_the_front_from_promoted_plans(cli, tmp_p
     listed = cli("best", "--storage", storage, "--study-name", "f", check=True).stdout
     numbers = {int(line.split()[0]) for line in listed.splitlines()[1:-1]}
     assert promoted and numbers <= promoted
+
+
+def test_pre_selection_computes_a_plans_cost_rather_than_predicting_it(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/k.db"
+    cli(*SEARCH[:-3], "--trials", "20", "-q", "--storage", storage, "--objectives",
+        "accuracy,train-gflops", "--surrogate-candidates", "4", check=True)
+    study = optuna.load_study(study_name="f", storage=storage)
+    chosen = [(t, records.TrialRecord.of(t)) for t in study.trials]
+    chosen = [(t, r) for t, r in chosen if r.candidates]
+    assert chosen  # pre-selected children, each with the cost it then cost
+    for trial, record in chosen:
+        assert record.surrogate[1] == pytest.approx(trial.values[1])

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from benchmarks.sampler_parallel import WORKER
 from biotune_optuna import BioTuneSampler
-from biotune_optuna.sampler import pareto, records, storage_io
+from biotune_optuna.sampler import genome, pareto, records, storage_io
 from biotune_optuna.sampler.population import Generation
 from biotune_optuna.sampler.records import Individual
 from biotune_optuna.sampler.synthetic import COST_AWARE
@@ -233,6 +233,46 @@ def test_surrogate_pre_selection_on_two_objectives_records_both_predictions():
     assert chosen and all(len(r.surrogate) == 2 for r in chosen)
     # in the objectives' own terms: accuracy near the task's, cost a fraction
     assert all(0 < r.surrogate[0] < 1.2 and -0.2 < r.surrogate[1] < 1.2 for r in chosen)
+
+
+def known_cost(params):
+    return [None, TASK.cost(genome.decode(params, TASK.task.blocks))]
+
+
+def test_known_values_replace_the_front_surrogates_predictions():
+    from biotune_optuna.sampler.surrogate import fit_front
+
+    rng = np.random.default_rng(0)
+    genes = rng.random((20, 2))
+    values = np.column_stack([genes[:, 0], genes[:, 1] ** 2]).tolist()
+
+    def exact(rows):
+        return np.column_stack([np.full(len(rows), np.nan), rows[:, 1] ** 2])
+
+    far = np.array([[0.5, 3.0]])  # far outside the data: a model predicts near the mean
+    predicted = fit_front(list(genes), values, None).values(far)[0]
+    computed = fit_front(list(genes), values, None, exact).values(far)[0]
+    assert computed[1] == 9.0 and abs(predicted[1] - 9.0) > 5
+    assert computed[0] == predicted[0]  # the objective no function knows stays predicted
+
+
+def test_pre_selection_computes_the_known_cost_of_the_candidate_it_trains():
+    study = search(seed=1, generations=4, surrogate_candidates=4, known_values=known_cost)
+    assert audit(study) == []
+    chosen = [(t, records.TrialRecord.of(t)) for t in study.trials]
+    chosen = [(t, r) for t, r in chosen if r.candidates]
+    assert chosen
+    for trial, record in chosen:  # the recorded prediction of the cost is the trial's cost
+        assert record.surrogate[1] == pytest.approx(trial.values[1])
+        assert record.surrogate[0] != pytest.approx(trial.values[0], abs=1e-9)
+
+
+def test_known_values_of_the_wrong_length_are_named():
+    study = search(seed=1, generations=2, surrogate_candidates=4,
+                   known_values=lambda params: [None])
+    fallbacks = {records.TrialRecord.of(t).fallback for t in study.trials} - {None}
+    assert any("known_values gave 1 values for a study of 2 objectives" in f
+               for f in fallbacks)
 
 
 def test_multi_fidelity_promotes_the_first_front():
