@@ -133,8 +133,10 @@ def objective_for(config: SearchConfig, task: Task, **hooks) -> FineTuneObjectiv
 
 
 def plan_costs(config: SearchConfig, task: Task) -> PlanCosts | None:
-    """The costs a search's plans fix before they train (None without cost objectives)."""
-    if not config.cost_objectives:
+    """The costs a search's plans fix before they train, for BioTune's pre-selection (None
+    without cost objectives or without pre-selection)."""
+    if not config.cost_objectives or config.sampler != "biotune" or (
+            config.surrogate_candidates == 1):
         return None
     return PlanCosts(Pricing(task, config.train_config()), tuple(config.cost_objectives),
                      tuple(task.block_names), config.train_head, config.genome)

@@ -187,6 +187,9 @@ class BioTuneSampler(BaseSampler):
                             "keywords, not both")
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        if known_values is not None and settings.surrogate_candidates == 1:
+            raise ValueError("known_values serves surrogate pre-selection; give "
+                             "surrogate_candidates above 1, or leave known_values out")
         self._settings = settings
         self._layout = settings.layout
         self._selection = selection_strategy  # None: BioTune's, for the study's objectives
@@ -371,11 +374,13 @@ class BioTuneSampler(BaseSampler):
                                        state.known_genes(space))
         pool = [p for p in selection.mating_pool(parents, current) if p.has(names)]
         population = [p for p in parents if p.has(names)]  # refills a pool without immigrants
-        known = (_known_rows(self._known_values, space, state.directions)
-                 if self._known_values is not None and len(state.directions) > 1 else None)
-        model = (state.surrogate(study, trials, base.fidelity, space,
-                                 threshold_index(self._settings.threshold_param, names), known)
-                 if self._settings.surrogate_candidates > 1 else None)
+        model = None
+        if self._settings.surrogate_candidates > 1:
+            known = (None if self._known_values is None else
+                     _known_rows(self._known_values, space, state.directions))
+            model = state.surrogate(study, trials, base.fidelity, space,
+                                    threshold_index(self._settings.threshold_param, names),
+                                    known)
         return record(self._breeding.breed(seed, base.slot, pool, names, population, model))
 
     def _selection_for(self, state: StudyState) -> SelectionStrategy:
@@ -418,6 +423,11 @@ class BioTuneSampler(BaseSampler):
 
     def _check_objectives(self, study: Study, trial: FrozenTrial, objectives: int) -> None:
         if objectives == 1:
+            if self._known_values is not None:
+                fail_trial(study, trial)
+                raise ValueError("known_values gives the objectives a trial's parameters fix "
+                                 "beside the one a run measures; a study of one objective "
+                                 "has none: leave it out")
             return
         for setting, why in (("ideal_value", "is one objective's best value"),):
             if getattr(self._settings, setting) != getattr(SamplerSettings(), setting):
@@ -468,7 +478,7 @@ def _as_objectives(predicted: float | list[float], directions: Sequence[StudyDir
                    ) -> float | list[float]:
     """A surrogate's prediction (minimised fitness, or one value per objective) in the
     terms of the study's objectives."""
-    signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions]
+    signs = [pop.minimising_sign(d) for d in directions]
     if isinstance(predicted, list):
         return [s * v for s, v in zip(signs, predicted)]
     return predicted if signs[0] > 0 else -predicted
@@ -479,8 +489,7 @@ def _known_rows(known_values: Callable[[dict[str, Any]], Sequence[float | None]]
                 ) -> Callable[[np.ndarray], np.ndarray]:
     """``known_values`` on rows of normalised genes, as the surrogates see them: minimised
     values, NaN where the run alone tells."""
-    names = list(space)
-    signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions]
+    names, signs = list(space), [pop.minimising_sign(d) for d in directions]
 
     def rows(genes: np.ndarray) -> np.ndarray:
         found = []

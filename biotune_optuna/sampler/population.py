@@ -110,7 +110,7 @@ def trial_fitness(trial: FrozenTrial, direction: StudyDirection) -> float | None
     FAIL (including NaN objectives, which Optuna fails) counts as inf, the worst value. A
     PRUNED trial counts with its last reported intermediate value, inf when it reported none.
     """
-    sign = _sign(direction)
+    sign = minimising_sign(direction)
     if trial.state == TrialState.COMPLETE:
         value = trial.value
     elif trial.state == TrialState.PRUNED and trial.intermediate_values:
@@ -128,13 +128,14 @@ def trial_values(trial: FrozenTrial, directions: Sequence[StudyDirection],
     runs or waits; every value inf when it failed (Optuna cannot prune such trials)."""
     if trial.state == TrialState.COMPLETE and trial.values is not None:
         return tuple(v if math.isfinite(v) else math.inf
-                     for v in (_sign(d) * v for d, v in zip(directions, trial.values)))
+                     for v in (minimising_sign(d) * v for d, v in zip(directions, trial.values)))
     if trial.state in FINISHED:
         return (math.inf,) * len(directions)
     return None
 
 
-def _sign(direction: StudyDirection) -> float:
+def minimising_sign(direction: StudyDirection) -> float:
+    """+1 for a minimised objective, -1 for a maximised one (the sampler minimises)."""
     return 1.0 if direction == StudyDirection.MINIMIZE else -1.0
 
 

@@ -275,6 +275,16 @@ def test_known_values_of_the_wrong_length_are_named():
                for f in fallbacks)
 
 
+def test_known_values_without_pre_selection_or_on_one_objective_are_refused():
+    with pytest.raises(ValueError, match="give surrogate_candidates above 1"):
+        sampler(known_values=known_cost)
+    study = optuna.create_study(sampler=sampler(surrogate_candidates=4,
+                                                known_values=known_cost))
+    with pytest.raises(ValueError, match="a study of one objective has none"):
+        study.optimize(lambda t: TASK(t)[0], n_trials=1)
+    assert study.trials[0].state == TrialState.FAIL
+
+
 def test_multi_fidelity_promotes_the_first_front():
     study = search(generations=4, multi_fidelity=True, rescore_elites=True)
     assert audit(study) == []
