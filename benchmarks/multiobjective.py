@@ -30,6 +30,7 @@ from benchmarks.common import OUT, TRANSFERS, Retrainer, finished, prepare, task
 from biotune_optuna import BioTuneSampler, contents
 from biotune_optuna.app.comparison import COST_CAP
 from biotune_optuna.app.jobs import objective_for, plan_costs
+from biotune_optuna.app.objective import Pricing
 from biotune_optuna.app.studies import open_study
 from biotune_optuna.sampler.pareto import hypervolume
 from biotune_optuna.sampler.records import LOW, fidelity_of
@@ -155,9 +156,10 @@ class FrontRuns(Retrainer):
         one, the reference's trials) or run ``max_trials``."""
         config = self.config.replace(study_name=f"{self.key}-{search}-s{seed}", seed=seed,
                                      **FRONT_SEARCHES[search][1])
-        study = open_study(config, self.task.block_names,  # as `search` runs it
-                           known_values=plan_costs(config, self.task))
-        objective = objective_for(config, self.task)
+        pricing = Pricing(self.task, config.train_config())  # as `search` runs it
+        study = open_study(config, self.task.block_names,
+                           known_values=plan_costs(config, self.task, pricing))
+        objective = objective_for(config, self.task, pricing=pricing)
         while True:
             trials = study.get_trials(deepcopy=False)
             if (len(trials) >= (TRANSFER_TRIALS if budget is None else max_trials) or

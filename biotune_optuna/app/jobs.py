@@ -93,7 +93,9 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
         config = config.replace(model=task.model.name,
                                 weights=task.options.get("weights", task.model.weights))
     task = task or task_for(config)
-    study = open_study(config, task.block_names, known_values=plan_costs(config, task))
+    pricing = Pricing(task, config.train_config()) if config.cost_objectives else None
+    study = open_study(config, task.block_names,
+                       known_values=plan_costs(config, task, pricing))
     describe_study(study, task, None)
     budget = budget_of(config)
     contents.set_budget(study, budget.trials, budget.epochs)
@@ -108,7 +110,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
                  if config.multi_fidelity else ""))
     progress = SearchProgress(study, budget, quiet=quiet, epochs=verbose, grace=config.grace)
     stops = StopRequests()
-    objective = objective_for(config, task, on_epoch=progress.epoch,
+    objective = objective_for(config, task, pricing=pricing, on_epoch=progress.epoch,
                               should_stop=stops.training_should_stop)
     try:
         with CoreShare(n_jobs, config.threads) as share:
@@ -123,7 +125,7 @@ def search(config: SearchConfig, n_jobs: int = 1, quiet: bool = False, verbose: 
 
 def objective_for(config: SearchConfig, task: Task, **hooks) -> FineTuneObjective:
     """The objective a search with this configuration trains (``hooks``: ``on_epoch``,
-    ``should_stop``)."""
+    ``should_stop``, and ``pricing`` when the network was profiled already)."""
     return FineTuneObjective(task, config.train_config(), tuple(config.train_seeds),
                              config.folds, train_head=config.train_head, genome=config.genome,
                              trainable_penalty=config.trainable_penalty,
@@ -132,14 +134,14 @@ def objective_for(config: SearchConfig, task: Task, **hooks) -> FineTuneObjectiv
                              costs=tuple(config.cost_objectives), **hooks)
 
 
-def plan_costs(config: SearchConfig, task: Task) -> PlanCosts | None:
-    """The costs a search's plans fix before they train, for BioTune's pre-selection (None
-    without cost objectives or without pre-selection)."""
-    if not config.cost_objectives or config.sampler != "biotune" or (
-            config.surrogate_candidates == 1):
+def plan_costs(config: SearchConfig, task: Task, pricing: Pricing | None) -> PlanCosts | None:
+    """The costs a search's plans fix before they train (``pricing``: the task's network
+    profiled), for BioTune's pre-selection; None without cost objectives or without
+    pre-selection."""
+    if pricing is None or config.sampler != "biotune" or config.surrogate_candidates == 1:
         return None
-    return PlanCosts(Pricing(task, config.train_config()), tuple(config.cost_objectives),
-                     tuple(task.block_names), config.train_head, config.genome)
+    return PlanCosts(pricing, tuple(config.cost_objectives), tuple(task.block_names),
+                     config.train_head, config.genome)
 
 
 def spent_notice(study: optuna.Study, budget: Budget) -> list[str]:

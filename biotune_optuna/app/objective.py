@@ -90,10 +90,11 @@ class FineTuneObjective:
     report_epochs: bool = True
     low_fidelity: Fidelity | None = None
     costs: Sequence[str] = ()
+    pricing: Pricing | None = None  # the task's network profiled already (else: here)
     _described: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._pricing = Pricing(self.task, self.config) if self.costs else None
+        self._pricing = (self.pricing or Pricing(self.task, self.config)) if self.costs else None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self._describe(trial.study)
