@@ -23,6 +23,7 @@ import optuna
 
 from biotune_optuna import contents
 from biotune_optuna.app.config import (
+    AUTOMATIC,
     DEFAULT_SAMPLERS,
     FRONT_SAMPLERS,
     LR_GRID,
@@ -103,6 +104,9 @@ def _help(name: str, with_default: bool = True) -> str:
     text = spec_of(f).help
     if spec_of(f).choices:
         text += f": {', '.join(spec_of(f).choices)}"
+    if name in AUTOMATIC and with_default:
+        alone, front = AUTOMATIC[name]
+        return f"{text} (default: {alone}; {front} when --objectives has costs)"
     return text if default is None or not with_default else f"{text} (default: {shown})"
 
 

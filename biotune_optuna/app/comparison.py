@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -207,8 +208,11 @@ def compare_samplers(config: SearchConfig, samplers: list[str], seeds: Sequence[
         print(f"biotune-optuna: note: one seed ({seeds[0]}) per sampler shows no spread; "
               "--seeds is a list of seeds, such as 0,1,2,3,4", file=sys.stderr, flush=True)
     runs = runs_of(samplers, variants)
-    for run in runs:  # every run's options checked before the first search starts
-        config.replace(**run.options)
+    configs = [config.replace(**run.options) for run in runs]  # checked before any search
+    for (one, first), (other, second) in combinations(zip(runs, configs), 2):
+        if first.fingerprint() == second.fingerprint():
+            raise ConfigError(f"{other.label} searches as {one.label} does with these options "
+                              f"(--objectives {config.objectives}); drop one of them")
     writable_folder(Path(out_dir), "pass --out with a writable folder")  # before the searches
     task = task_for(config)
     studies = run_searches(config, runs, seeds, task, quiet)

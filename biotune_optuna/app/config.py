@@ -61,7 +61,14 @@ VARIANTS = {
     "no-elite-search": {"elite_search": False},
     "no-adoption": {"adoption": False},
     "no-immigrants": {"immigrants": False},
+    "paper-operators": {"elite_search": True, "adoption": True, "surrogate_candidates": 1},
 }
+# options left unset take a value that depends on the search: (searching the metric alone or
+# with another sampler, BioTune searching a front). On a front, elite local search and
+# adoption keep to the front's two ends and pre-selection among 64 candidates with computed
+# costs finds its middle (benchmarks/RESULTS.md, "Accuracy against training cost")
+AUTOMATIC = {"elite_search": (True, False), "adoption": (True, False),
+             "surrogate_candidates": (1, 64)}
 # the options BioTune's sampler takes, by their name in a SamplerSettings
 SAMPLER_SETTINGS = {name: name for name in (
     "exploration_rate", "rescore_elites", "elite_pair_mean", "multi_fidelity", "mutation",
@@ -229,18 +236,19 @@ class SearchConfig:
     pruner: str = option("none", "stops hopeless runs early", choices=PRUNERS)
     mutation: bool = option(True, "extinction-driven mutation of children (--no-mutation: an "
                             "ablation)", legacy=True, biotune_only=True)
-    elite_search: bool = option(True, "elite local search (--no-elite-search: an ablation; "
-                                "its positions breed children)", legacy=True,
-                                biotune_only=True)
-    adoption: bool = option(True, "adoption toward the parents' mean and a prototype "
-                            "(--no-adoption: an ablation)", legacy=True, biotune_only=True)
+    elite_search: bool | None = option(None, "elite local search (--no-elite-search: its "
+                                       "positions breed children)", legacy=True,
+                                       biotune_only=True)
+    adoption: bool | None = option(None, "adoption toward the parents' mean and a prototype",
+                                   legacy=True, biotune_only=True)
     immigrants: bool = option(True, "random immigrants when the mating pool runs dry "
                               "(--no-immigrants: an ablation; the pool is refilled from the "
                               "population)", legacy=True, biotune_only=True)
-    surrogate_candidates: int = option(
-        1, "breed this many candidates per child or immigrant and evaluate the one a "
+    surrogate_candidates: int | None = option(
+        None, "breed this many candidates per child or immigrant and evaluate the one a "
         "surrogate of the finished trials predicts best (1: the paper's BioTune, no "
-        "surrogate)", low=1, legacy=1, biotune_only=True, metavar="K")
+        "surrogate; on a front, costs are computed, not predicted)", low=1, legacy=1,
+        biotune_only=True, metavar="K")
     enqueue_baselines: bool = option(False, "start from full fine-tuning and linear probing "
                                      "genomes too")
     train_head: bool = option(True, "always train the new head (--no-train-head: the paper's "
@@ -287,6 +295,10 @@ class SearchConfig:
             self.dataset = _absolute_if_path(self.dataset)
         if self.weights and Path(self.weights).suffix:  # a checkpoint file
             self.weights = _absolute_if_path(self.weights)
+        front = bool(self.cost_objectives) and self.sampler == "biotune"
+        self._automatic = {name for name in AUTOMATIC if getattr(self, name) is None}
+        for name in self._automatic:  # stored resolved: a resume runs what the study ran
+            setattr(self, name, AUTOMATIC[name][front])
         self.validate()
 
     def validate(self) -> None:
@@ -431,7 +443,10 @@ class SearchConfig:
         return {f.name: values[f.name] for f in fields(self) if not spec_of(f).runtime}
 
     def replace(self, **changes: Any) -> SearchConfig:
-        return dataclasses.replace(self, **changes)
+        """These options with ``changes``; an option left unset follows them (another
+        sampler or objectives may give it another value)."""
+        unset = {name: None for name in self._automatic if name not in changes}
+        return dataclasses.replace(self, **{**unset, **changes})
 
 
 def spec_of(f: dataclasses.Field) -> Spec:

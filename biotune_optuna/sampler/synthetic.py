@@ -86,6 +86,11 @@ class CostAwareTask:
         accuracy = self.task(trial)
         return accuracy, self.cost(genome.decode(trial.params, self.task.blocks))
 
+    def known_values(self, params: dict[str, float]) -> list[float | None]:
+        """What a plan's genes fix before it runs: its cost (the accuracy needs the run), for
+        ``BioTuneSampler(known_values=...)``."""
+        return [None, self.cost(genome.decode(params, self.task.blocks))]
+
 
 def genome_fidelity(trial: optuna.Trial) -> str:
     """The fidelity the sampler asked a running trial for."""

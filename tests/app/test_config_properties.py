@@ -75,3 +75,15 @@ def test_the_command_line_options_reach_the_sampler_settings():
                  float: lambda v: v / 2}[type(value)](value)
         changed = make_sampler(base.replace(**{option: other}), space).settings
         assert getattr(changed, setting) == other, option
+
+
+def test_a_front_search_has_its_own_operator_defaults_and_replace_follows_them():
+    alone = SearchConfig()
+    front = alone.replace(objectives="accuracy,train-gflops")
+    operators = [(c.elite_search, c.adoption, c.surrogate_candidates)
+                 for c in (alone, front, front.replace(sampler="tpe"))]
+    assert operators == [(True, True, 1), (False, False, 64), (True, True, 1)]
+    given = SearchConfig(objectives="accuracy,train-gflops", surrogate_candidates=8,
+                         elite_search=True)
+    assert (given.elite_search, given.adoption, given.surrogate_candidates) == (True, False, 8)
+    assert given.replace(objectives="accuracy").surrogate_candidates == 8  # given: kept

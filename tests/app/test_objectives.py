@@ -37,8 +37,11 @@ def test_a_two_objective_search_stores_both_values_and_the_reference(front_study
     chance, full = study.user_attrs[contents.REFERENCE]
     assert chance == pytest.approx(0.1) and full >= max(t.values[1] for t in complete)
     assert contents.config(study)["objectives"] == "accuracy,train-gflops"
+    stored = contents.config(study)  # a front's own defaults, stored resolved
+    assert [stored[k] for k in ("elite_search", "adoption", "surrogate_candidates")] == [
+        False, False, 64]
     roles = {records.role_of(t) for t in study.trials}
-    assert records.ELITE_PLUS in roles  # BioTune evolved it
+    assert records.CHILD in roles and records.ELITE_PLUS not in roles  # BioTune evolved it
     assert not any(t.intermediate_values for t in study.trials)  # nothing reported
 
 
@@ -48,13 +51,15 @@ def test_best_lists_the_front_and_status_its_hypervolume(cli, front_study):
     front = {t.number for t in study.best_trials}
     table = cli("best", "--storage", storage, "--study-name", "f", cwd=folder,
                 check=True).stdout
-    listed = {int(line.split()[0]) for line in table.splitlines()[1:-1]}
+    rows = table.splitlines()[1:-1]
+    listed = {int(line.split()[0]) for line in rows}
     assert listed <= front and listed  # each distinct plan of the front, once
-    assert f"{len(listed)} plan{'s' * (len(listed) != 1)} on the front, hypervolume" in table
+    alike = sum(int(line.split("(+")[1].split()[0]) for line in rows if "alike)" in line)
+    plans = f"{len(listed) + alike} plan{'s' * (len(listed) + alike != 1)}"
+    assert f"{plans} on the front, hypervolume" in table
     status = cli("status", "--storage", storage, "--study-name", "f", cwd=folder,
                  check=True).stdout
     volume = contents.hypervolume(study)
-    plans = f"{len(listed)} plan{'s' * (len(listed) != 1)}"
     assert f"front: {plans}, hypervolume {volume:.4f}" in status
     assert 0 < volume < 1  # a share of the box from the reference to the ideal
 
@@ -166,6 +171,26 @@ def test_biotunes_multi_fidelity_builds_the_front_from_promoted_plans(cli, tmp_p
     listed = cli("best", "--storage", storage, "--study-name", "f", check=True).stdout
     numbers = {int(line.split()[0]) for line in listed.splitlines()[1:-1]}
     assert promoted and numbers <= promoted
+
+
+def test_a_front_study_made_with_the_papers_operators_resumes_with_them(cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/p.db"
+    cli(*SEARCH[:-3], "--trials", "6", "-q", "--storage", storage, "--objectives",
+        "accuracy,train-gflops", "--elite-search", "--adoption", "--surrogate-candidates",
+        "1", check=True)
+    cli(*SEARCH[:-3], "--trials", "8", "-q", "--storage", storage, check=True)  # not named
+    study = optuna.load_study(study_name="f", storage=storage)
+    assert len(study.trials) == 8
+    assert contents.config(study)["surrogate_candidates"] == 1
+    assert not any(records.TrialRecord.of(t).candidates for t in study.trials)
+
+
+def test_compare_refuses_variants_that_search_alike_on_a_front(cli, tmp_path):
+    result = cli(*COMPARE, "--variants", "full,no-adoption", "--storage",
+                 f"sqlite:///{tmp_path}/c.db")
+    assert result.returncode == 2, result.stderr
+    assert "no-adoption searches as full does" in result.stderr
+    assert not (tmp_path / "c.db").exists()
 
 
 def test_pre_selection_computes_a_plans_cost_rather_than_predicting_it(cli, tmp_path):
