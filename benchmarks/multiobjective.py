@@ -111,10 +111,12 @@ def synthetic_section(seeds: int, methods: list[str], max_trials: int = MAX_TRIA
             rows.append([name, SAMPLERS[method][0], results.mean_se(volumes),
                          f"{np.mean([r[1] for r in runs]):.1f}",
                          f"{np.mean([r[2] for r in runs]):.0f}"])
-            if method != REFERENCE:
-                diffs.append([name, f"{SAMPLERS[REFERENCE][0]} - {SAMPLERS[method][0]}",
-                              results.paired([r[0] for r in found[REFERENCE]], volumes),
-                              str(seeds)])
+        ordered = list(found)  # each BioTune search minus every search after it
+        for i, first in enumerate(ordered):
+            for method in ordered[i + 1:] if first.startswith("biotune") else ():
+                diffs.append([name, f"{SAMPLERS[first][0]} - {SAMPLERS[method][0]}",
+                              results.paired([r[0] for r in found[first]],
+                                             [r[0] for r in found[method]]), str(seeds)])
     return (results.table(["task", "search", "hypervolume (mean ± se)",
                            "compute (full fine-tunes)", "trials"], rows)
             + "\n\nPaired differences of the hypervolume (same seed):\n\n"
