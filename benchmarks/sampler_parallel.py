@@ -86,6 +86,7 @@ def slow(task):
 WORKER = """
 import random, sys, time, optuna
 from biotune_optuna import BioTuneSampler
+from biotune_optuna.sampler.settings import FRONT_SETTINGS
 from biotune_optuna.sampler.synthetic import COST_AWARE, TASKS
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 seed = None if sys.argv[3] == "none" else int(sys.argv[3])
@@ -96,8 +97,9 @@ if storage.startswith("journal:"):
 name = sys.argv[4] if len(sys.argv) > 4 else "p"
 several = len(optuna.load_study(study_name=name, storage=storage).directions) > 1
 task = (COST_AWARE if several else TASKS)["near-domain"]
+front = dict(FRONT_SETTINGS, known_values=task.known_values) if sys.argv[5:] == ["front"] else {}
 sampler = BioTuneSampler(6, 2, seed=seed, search_space=task.search_space,
-                         ideal_value=None if several else 1.0)
+                         ideal_value=None if several else 1.0, **front)
 study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
 def objective(trial):
     time.sleep(random.random() * 0.01)

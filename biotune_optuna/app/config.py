@@ -34,7 +34,7 @@ from biotune_optuna.finetuning.names import (
 )
 from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.population import Layout
-from biotune_optuna.sampler.settings import SamplerSettings, check_settings
+from biotune_optuna.sampler.settings import FRONT_SETTINGS, SamplerSettings, check_settings
 
 SAMPLERS = ("biotune", "tpe", "random", "cmaes", "nsga2", "gp")
 # what a search may minimise beside the validation metric (--objectives), and what each is
@@ -64,11 +64,9 @@ VARIANTS = {
     "paper-operators": {"elite_search": True, "adoption": True, "surrogate_candidates": 1},
 }
 # options left unset take a value that depends on the search: (searching the metric alone or
-# with another sampler, BioTune searching a front). On a front, elite local search and
-# adoption keep to the front's two ends and pre-selection among 64 candidates with computed
-# costs finds its middle (benchmarks/RESULTS.md, "Accuracy against training cost")
-AUTOMATIC = {"elite_search": (True, False), "adoption": (True, False),
-             "surrogate_candidates": (1, 64)}
+# with another sampler: the paper's, BioTune searching a front: FRONT_SETTINGS' reasons)
+AUTOMATIC = {name: (getattr(SamplerSettings, name), front)
+             for name, front in FRONT_SETTINGS.items()}
 # the options BioTune's sampler takes, by their name in a SamplerSettings
 SAMPLER_SETTINGS = {name: name for name in (
     "exploration_rate", "rescore_elites", "elite_pair_mean", "multi_fidelity", "mutation",

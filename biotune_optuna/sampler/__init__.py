@@ -14,6 +14,7 @@ from typing import Any
 _HOMES = {
     "BioTuneSampler": "core",
     "SamplerSettings": "settings",
+    "FRONT_SETTINGS": "settings",
     "FineTunePlan": "plan",
     "decode": "genome",
     "encode": "genome",

@@ -30,8 +30,8 @@ def main() -> None:
     costly = biotune.synthetic.COST_AWARE["near-domain"]
     sampler = biotune.BioTuneSampler(population_size=10, elite_size=3, seed=0,
                                      search_space=biotune.search_space(blocks),
-                                     adoption=False, elite_search=False,
-                                     surrogate_candidates=64, known_values=costly.known_values)
+                                     known_values=costly.known_values,
+                                     **biotune.FRONT_SETTINGS)
     study = optuna.create_study(directions=costly.directions, sampler=sampler)
     study.optimize(costly, n_trials=sampler.n_trials(generations=10))
     for trial in sorted(study.best_trials, key=lambda t: t.values[1]):

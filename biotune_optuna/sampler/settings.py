@@ -13,6 +13,13 @@ from .pareto import ParetoSelection
 from .population import Layout, Selection
 
 
+# what a search of a front changes from the paper's operators (docs/algorithm.md, section
+# 11): on two objectives the elites are the front's ends, and elite local search and
+# adoption pull toward them; pre-selection among many candidates, with each plan's cost
+# given as ``known_values``, finds the middle of the cost axis
+FRONT_SETTINGS = {"elite_search": False, "adoption": False, "surrogate_candidates": 64}
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """BioTune's options (docs/algorithm.md says what each changes).

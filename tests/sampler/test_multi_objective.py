@@ -17,10 +17,13 @@ from biotune_optuna import BioTuneSampler
 from biotune_optuna.sampler import genome, pareto, records, storage_io
 from biotune_optuna.sampler.population import Generation
 from biotune_optuna.sampler.records import Individual
+from biotune_optuna.sampler.settings import FRONT_SETTINGS
 from biotune_optuna.sampler.synthetic import COST_AWARE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TASK = COST_AWARE["near-domain"]
+# the paper's operators, and what a front search runs by default (costs computed)
+OPERATORS = {"paper": {}, "front": dict(FRONT_SETTINGS, known_values=TASK.known_values)}
 
 
 def sampler(seed=0, population_size=6, elite_size=2, **options):
@@ -39,6 +42,11 @@ def search(seed=0, generations=5, n_jobs=1, storage=None, study_name=None, **opt
 def audit(study, population_size=6):
     attrs = study._storage.get_study_system_attrs(study._study_id)
     return records.audit(study.get_trials(deepcopy=False), attrs, population_size)
+
+
+def pre_selected(study):
+    """Whether some trial of the study was chosen among surrogate candidates."""
+    return any(records.TrialRecord.of(t).candidates for t in study.trials)
 
 
 def individual(trial, *values, extinction=0.0):
@@ -154,40 +162,47 @@ def test_the_elites_are_the_first_front(tmp_path):
         assert population[0].fitness == population[1].fitness == 0
 
 
-def test_the_same_seed_gives_the_same_trials_and_a_resume_continues_the_same_search(tmp_path):
-    whole = search(seed=3, generations=6)
+@pytest.mark.parametrize("operators", OPERATORS)
+def test_the_same_seed_gives_the_same_trials_and_a_resume_continues_the_same_search(
+        tmp_path, operators):
+    whole = search(seed=3, generations=6, **OPERATORS[operators])
     storage = f"sqlite:///{tmp_path}/r.db"
-    s = sampler(3)
+    s = sampler(3, **OPERATORS[operators])
     study = optuna.create_study(directions=TASK.directions, sampler=s, storage=storage,
                                 study_name="r")
     study.optimize(TASK, n_trials=25)
-    resumed = optuna.load_study(study_name="r", storage=storage, sampler=sampler(3))
+    resumed = optuna.load_study(study_name="r", storage=storage,
+                                sampler=sampler(3, **OPERATORS[operators]))
     resumed.optimize(TASK, n_trials=s.n_trials(6) - 25)
     assert [(t.params, t.values) for t in resumed.trials] == [
         (t.params, t.values) for t in whole.trials]
 
 
 @pytest.mark.slow
-def test_threads_never_take_a_position_twice_on_two_objectives():
+@pytest.mark.parametrize("operators", OPERATORS)
+def test_threads_never_take_a_position_twice_on_two_objectives(operators):
     for seed in range(20):
-        study = search(seed, generations=5, n_jobs=4)
+        study = search(seed, generations=5, n_jobs=4, **OPERATORS[operators])
         assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 46}
         assert audit(study) == [], seed
+        assert pre_selected(study) == (operators == "front")
 
 
 @pytest.mark.slow
-def test_processes_on_one_sqlite_file_share_a_two_objective_search(tmp_path):
+@pytest.mark.parametrize("operators", OPERATORS)
+def test_processes_on_one_sqlite_file_share_a_two_objective_search(tmp_path, operators):
     for run in range(2):
         url = f"sqlite:///{tmp_path}/p{run}.db"
         optuna.create_study(storage=url, study_name="p", directions=TASK.directions)
         workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, "20",
-                                     "none" if run else "4"], stderr=subprocess.PIPE,
-                                    text=True) for _ in range(3)]
+                                     "none" if run else "4", "p", operators],
+                                    stderr=subprocess.PIPE, text=True) for _ in range(3)]
         errors = [w.communicate(timeout=300)[1] for w in workers]
         assert [w.returncode for w in workers] == [0, 0, 0], errors
         study = optuna.load_study(study_name="p", storage=url)
         assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 60}
         assert audit(study) == [], run
+        assert pre_selected(study) == (operators == "front")
 
 
 def test_failed_trials_rank_last_and_the_search_goes_on():
