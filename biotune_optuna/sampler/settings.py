@@ -12,7 +12,6 @@ from .evolution import Breeding, EliteLocalSearch
 from .pareto import ParetoSelection
 from .population import Layout, Selection
 
-
 # what a search of a front changes from the paper's operators (docs/algorithm.md, section
 # 11): on two objectives the elites are the front's ends, and elite local search and
 # adoption pull toward them; pre-selection among many candidates, with each plan's cost
