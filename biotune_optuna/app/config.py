@@ -286,7 +286,11 @@ class SearchConfig:
                                    positive=True, runtime=True)
 
     def __post_init__(self) -> None:
-        if self.weights is None:  # stored resolved, so the fingerprint says what was loaded
+        # options left unset: resolved here and stored resolved (the fingerprint says what
+        # was loaded and run), and resolved again by replace()
+        self._automatic = {name for name in ("weights", *AUTOMATIC)
+                           if getattr(self, name) is None}
+        if self.weights is None:
             self.weights = default_weights(self.model)
         # a folder or file named relative to here and absolutely is the same dataset
         if self.dataset not in BUILTIN_DATASETS:
@@ -294,8 +298,7 @@ class SearchConfig:
         if self.weights and Path(self.weights).suffix:  # a checkpoint file
             self.weights = _absolute_if_path(self.weights)
         front = bool(self.cost_objectives) and self.sampler == "biotune"
-        self._automatic = {name for name in AUTOMATIC if getattr(self, name) is None}
-        for name in self._automatic:  # stored resolved: a resume runs what the study ran
+        for name in self._automatic & AUTOMATIC.keys():
             setattr(self, name, AUTOMATIC[name][front])
         self.validate()
 
@@ -442,7 +445,7 @@ class SearchConfig:
 
     def replace(self, **changes: Any) -> SearchConfig:
         """These options with ``changes``; an option left unset follows them (another
-        sampler or objectives may give it another value)."""
+        model, sampler or objectives may give it another value)."""
         unset = {name: None for name in self._automatic if name not in changes}
         return dataclasses.replace(self, **{**unset, **changes})
 

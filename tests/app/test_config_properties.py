@@ -87,3 +87,9 @@ def test_a_front_search_has_its_own_operator_defaults_and_replace_follows_them()
                          elite_search=True)
     assert (given.elite_search, given.adoption, given.surrogate_candidates) == (True, False, 8)
     assert given.replace(objectives="accuracy").surrogate_candidates == 8  # given: kept
+
+
+def test_replace_resolves_the_weights_of_another_model_unless_they_were_given():
+    assert SearchConfig(model="resnet18").replace(model="small").weights == "mnist5k"
+    assert SearchConfig(model="resnet18", weights="none").replace(model="small").weights == \
+        "none"
