@@ -270,8 +270,9 @@ def transfer_section(task: str) -> str | None:
         if sampler != FRONT_DEFAULT and default:
             common = sorted(default.keys() & by_seed.keys())
             diffs.append([f"BioTune's default - {label}",
-                          results.paired([default[s]["volumes"][-1] for s in common],
-                                         [by_seed[s]["volumes"][-1] for s in common]),
+                          *(results.paired([default[s]["volumes"][i] for s in common],
+                                           [by_seed[s]["volumes"][i] for s in common])
+                            for i in (0, -1)),
                           results.paired([default[s]["test"] for s in common],
                                          [by_seed[s]["test"] for s in common]),
                           str(len(common))])
@@ -283,8 +284,8 @@ def transfer_section(task: str) -> str | None:
                              "capped hand-over: test balanced acc",
                              "its cost (of full fine-tuning's)", "trials"], rows)
             + "\n\nPaired differences (same seed):\n\n"
-            + results.table(["difference", "hypervolume at 1.00", "capped hand-over test",
-                             "pairs"], diffs)
+            + results.table(["difference", f"hypervolume at {CHECKPOINTS[0]:.2f}",
+                             "hypervolume at 1.00", "capped hand-over test", "pairs"], diffs)
             + "\n\nWhere each front is made: the best validation value (a plan's mean) a "
             "search found at each training cost, as a share of full fine-tuning's (in how "
             "many seeds it found a plan there):\n\n"

@@ -380,8 +380,9 @@ def plot_surrogate(study: optuna.Study) -> Figure:
     if quality:
         right.plot(*zip(*quality), marker="o")
     right.axhline(0.0, color="gray", lw=1)
-    left.set_xlabel("surrogate's prediction")
-    left.set_ylabel("value obtained")
+    obtained = "value" if len(study.directions) == 1 else "metric (first objective)"
+    left.set_xlabel(f"surrogate's prediction of the {obtained}")
+    left.set_ylabel(f"{obtained} obtained")
     left.set_title("Pre-selected children and immigrants")
     right.set_xlabel("generation")
     right.set_ylabel("Spearman rank correlation")
