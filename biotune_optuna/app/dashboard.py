@@ -44,11 +44,14 @@ def storage_option(storage_url: str) -> str:
 
 def reproduce_command(study: optuna.Study, storage_url: str) -> str:
     """The ``biotune-optuna search`` command that continues (or recreates) this study."""
-    from biotune_optuna.app.config import SearchConfig
+    from biotune_optuna.app.config import AUTOMATIC, SearchConfig
 
     stored = contents.config(study)
-    default = SearchConfig()
-    defaults = {f.name: getattr(default, f.name) for f in fields(SearchConfig)}
+    # the defaults; those that follow the sampler and objectives as this study has them
+    plain = SearchConfig()
+    alike = SearchConfig(**{k: stored[k] for k in ("sampler", "objectives") if k in stored})
+    defaults = {f.name: getattr(alike if f.name in AUTOMATIC else plain, f.name)
+                for f in fields(SearchConfig)}
     parts = ["biotune-optuna search", f"--study-name {study.study_name}",
              storage_option(storage_url)]
     for name, value in stored.items():
@@ -101,8 +104,9 @@ def study_note(study: optuna.Study, storage_url: str, plots: Sequence[str] = ())
         lines += ["## Surrogate", "", "Children and immigrants pre-selected among "
                   f"{config.get('surrogate_candidates', '?')} candidates; how well the "
                   "surrogate ranked them (Spearman rank correlation of its predictions with "
-                  "the values):", "", "| generation | pre-selected trials | rank correlation |",
-                  "|---|---|---|"]
+                  "the values" + (" of the metric; costs are computed from the plan"
+                                  if len(study.directions) > 1 else "") + "):", "",
+                  "| generation | pre-selected trials | rank correlation |", "|---|---|---|"]
         lines += [f"| {g} | {n} | {rho:.2f} |" for g, n, rho in quality]
         lines.append("")
     spent = contents.compute_spent(study.get_trials(deepcopy=False))

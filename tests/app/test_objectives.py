@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from biotune_optuna import contents
+from biotune_optuna.app.dashboard import reproduce_command
 from biotune_optuna.sampler import records
 
 SEARCH = ["search", "--study-name", "f", "--dataset", "digits", "--model", "tiny", "--epochs",
@@ -183,6 +184,16 @@ def test_a_front_study_made_with_the_papers_operators_resumes_with_them(cli, tmp
     assert len(study.trials) == 8
     assert contents.config(study)["surrogate_candidates"] == 1
     assert not any(records.TrialRecord.of(t).candidates for t in study.trials)
+    # the note's command recreates these operators, not the front's defaults
+    command = reproduce_command(study, storage)
+    assert all(f in command for f in ("--elite-search", "--adoption", "--surrogate-candidates 1"))
+
+
+def test_the_notes_command_leaves_out_a_fronts_own_defaults(front_study):
+    _, storage = front_study
+    command = reproduce_command(optuna.load_study(study_name="f", storage=storage), storage)
+    assert "--objectives accuracy,train-gflops" in command
+    assert not any(f in command for f in ("elite-search", "adoption", "surrogate-candidates"))
 
 
 def test_compare_refuses_variants_that_search_alike_on_a_front(cli, tmp_path):
