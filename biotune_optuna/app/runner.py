@@ -118,7 +118,7 @@ class StopRequests:
 
     def wrap(self, objective):
         def wrapped(trial: optuna.Trial) -> float:
-            if not heartbeat_enabled(storage_of(trial.study)):
+            if heartbeat_rdb(trial.study) is None:
                 trial.set_user_attr(WORKER, this_worker())  # see fail_dead_workers_trials
             self._in_objective += 1
             try:
@@ -196,10 +196,10 @@ def _worker_gone(worker: list) -> bool:
 
 
 def fail_dead_workers_trials(study: optuna.Study) -> int:
-    """Fail and retry RUNNING trials of a storage without a heartbeat (the journal file)
-    whose worker, a process of this machine, has exited (kill -9, a full disk that even
-    the trial's failure could not be written to)."""
-    if heartbeat_enabled(storage_of(study)):
+    """Fail and retry RUNNING trials of a journal file whose worker, a process of this
+    machine, has exited (kill -9, a full disk that even the trial's failure could not be
+    written to): at once, where the journal's heartbeat waits for its grace period."""
+    if heartbeat_rdb(study) is not None:
         return 0
     failed = 0
     for trial in running_trials(study):

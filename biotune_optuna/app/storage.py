@@ -94,7 +94,8 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
     ``sqlite:///path.db`` and any SQLAlchemy URL (``postgresql://user@host/db``) give an
     RDB storage with a heartbeat: a trial whose worker died is failed after ``grace`` seconds
     and retried with the same parameters. ``journal:///path.log`` gives Optuna's journal
-    file storage, the safe choice for several processes on one machine without a server.
+    file storage, the safe choice for several processes without a server, with the same
+    heartbeat.
     With ``create=False`` (commands that read a study) nothing is created: a missing file or
     database without Optuna's tables is an error, and a read-only folder is fine.
     """
@@ -105,7 +106,7 @@ def open_storage(url: str, heartbeat: int | None = 60, grace: int | None = 180,
             _note_relative(url, file)
         _files_opened.add(file)
     if url.startswith("journal://"):
-        return _journal(url, create)
+        return _journal(url, create, heartbeat, grace)
     if url.startswith("sqlite:"):
         _check_sqlite_file(url, create)
     kwargs: dict[str, Any] = {} if create else {"skip_table_creation": True}
@@ -170,13 +171,14 @@ def _note_relative(url: str, file: Path) -> None:
               flush=True)
 
 
-def _journal(url: str, create: bool):
-    """Optuna's journal storage on a mending backend (``app.journal``); damage left by an
-    older writer is mended by a command that writes, refused with the fix by one that
-    reads."""
+def _journal(url: str, create: bool, heartbeat: int | None, grace: int | None):
+    """Optuna's journal storage on a mending backend (``app.journal``), with a heartbeat
+    (``app.journal_heartbeat``) like the RDB storage's; damage left by an older writer is
+    mended by a command that writes, refused with the fix by one that reads."""
     from optuna.storages.journal import JournalStorage
 
     from biotune_optuna.app.journal import MendingJournalBackend, first_damaged_line
+    from biotune_optuna.app.journal_heartbeat import BeatingJournalStorage
 
     path = _journal_file(url)
     try:
@@ -195,7 +197,9 @@ def _journal(url: str, create: bool):
                                "crash, then appended to); run the search command again to "
                                "mend it (the unreadable bytes are kept aside)")
         backend.mend()
-    return JournalStorage(backend)
+    if not heartbeat:
+        return JournalStorage(backend)
+    return BeatingJournalStorage(backend, heartbeat, grace or 2 * heartbeat, retry_callback())
 
 
 def _journal_file(url: str) -> Path:

@@ -189,6 +189,41 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_with_nothing_lost(cli_
     assert generations in ({0: 4, 1: 5}, {0: 5, 1: 4}), generations
 
 
+def journal_trials(path):
+    """The journal's trials, read as another process would (an unreadable moment: none)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    try:
+        return load(JournalStorage(JournalFileBackend(str(path)))).trials
+    except Exception:
+        return []
+
+
+@pytest.mark.slow
+def test_a_dead_worker_of_another_machine_on_a_journal_is_retried_after_the_grace(
+        cli_process, tmp_path):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path, url = tmp_path / "k.log", f"journal:///{tmp_path}/k.log"
+    worker = start_worker(tmp_path, url)
+    wait_for(lambda: sum(t.state.name == "COMPLETE" for t in journal_trials(path)) >= 2 and
+             any(t.state.name == "RUNNING" and t.params for t in journal_trials(path)))
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    dead = next(t for t in load(storage).trials if t.state.name == "RUNNING")
+    # as if its worker ran on another machine, whose processes this one cannot look up:
+    # only the heartbeat, stopped since the kill, tells that it is dead
+    storage.set_trial_user_attr(dead._trial_id, contents.WORKER, ["elsewhere", 1, None])
+    cli_process(*SLOW, "--storage", url, check=True, timeout=900)
+    study = load(storage)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert study.trials[dead.number].state.name == "FAIL"
+    retries = [t for t in study.trials if t.system_attrs.get(RETRY_OF) == dead.number]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert sorted(slots_filled(study)) == list(range(9))
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.slow
 def test_ctrl_c_leaves_a_consistent_study_that_resumes(cli_process, tmp_path, stop):

@@ -201,3 +201,22 @@ def test_plots_on_a_full_disk_stop_in_one_line_leaving_no_half_file(cli, tmp_pat
         full.stderr)
     assert not [p for p in (tmp_path / "plots").iterdir() if p.stat().st_size >= 20_000 or
                 p.name.endswith(".partial")]
+
+
+def test_a_journal_trial_whose_beat_stops_is_stale_once_watched_for_the_grace(tmp_path):
+    import time
+
+    from biotune_optuna.app.storage import open_storage
+
+    storage = open_storage(f"journal:///{tmp_path}/beat.log", heartbeat=1, grace=1)
+    study = optuna.create_study(storage=storage)
+    dead, live = study.ask(), study.ask()
+    storage.record_heartbeat(dead._trial_id)  # one beat, then silence
+    assert storage._get_stale_trial_ids(study._study_id) == []  # watched from now on
+    for _ in range(2):
+        time.sleep(0.6)
+        storage.record_heartbeat(live._trial_id)
+    assert storage._get_stale_trial_ids(study._study_id) == [dead._trial_id]
+    optuna.storages.fail_stale_trials(study)  # failed and retried, as on a database
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "RUNNING", "WAITING"]
