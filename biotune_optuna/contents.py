@@ -45,7 +45,8 @@ VALUE_STD = "value_std"
 LEARNING_CURVES = "learning_curves"  # validation value per epoch of each seed run
 RESCORE_SEEDS = "rescore_seeds"  # the fresh training seeds of an elite's re-scoring run
 INTERRUPTED = "interrupted"  # failed by Ctrl-C: the next run retries it
-WORKER = "worker"  # without a heartbeat: [host, pid, process start] of the trial's worker
+WORKER = "worker"  # without a database's heartbeat: [host, pid, process start] of its worker
+BEAT = "biotune_optuna:beat"  # a system attr: the journal heartbeat's count of beats
 IMAGE_EPOCHS = "image_epochs"  # the trial's compute: epochs trained x training images
 FIDELITY = "fidelity"  # low or full: what the trial trained (multi-fidelity searches)
 
@@ -146,8 +147,13 @@ def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
 
 def worker(trial: optuna.trial.FrozenTrial) -> list | None:
     """[host, pid, process start] of the process running the trial (storages without a
-    heartbeat record it)."""
+    database's heartbeat record it)."""
     return trial.user_attrs.get(WORKER)
+
+
+def beat(trial: optuna.trial.FrozenTrial) -> int | None:
+    """How many beats the journal heartbeat of the trial's worker has sent (None: none)."""
+    return trial.system_attrs.get(BEAT)
 
 
 def fidelity(trial: optuna.trial.FrozenTrial) -> str:

@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-BEAT = "biotune_optuna:beat"  # a system attr: the count of beats a trial's worker sent
+from biotune_optuna import contents
+from biotune_optuna.app.optuna_internals import heartbeat_base, trial_id_of
 
 
-class BeatingJournalStorage(JournalStorage, BaseHeartbeat):
+class BeatingJournalStorage(JournalStorage, heartbeat_base()):
     """Optuna's journal storage with a heartbeat (``heartbeat_interval`` and
     ``grace_period`` in seconds, as ``RDBStorage`` takes them): Optuna's own heartbeat
     thread, stale-trial check and retry callback then work as on a database."""
@@ -45,7 +45,7 @@ class BeatingJournalStorage(JournalStorage, BaseHeartbeat):
         with self._watch_lock:
             beat = self._beats[trial_id] = self._beats.get(trial_id, 0) + 1
         try:
-            self.set_trial_system_attr(trial_id, BEAT, beat)
+            self.set_trial_system_attr(trial_id, contents.BEAT, beat)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # the trial finished between the thread's wake-up and this write
 
@@ -55,13 +55,13 @@ class BeatingJournalStorage(JournalStorage, BaseHeartbeat):
         stale = []
         with self._watch_lock:
             for trial in running:
-                beat = trial.system_attrs.get(BEAT)
-                watched = self._watched.get(trial._trial_id)
+                beat, trial_id = contents.beat(trial), trial_id_of(trial)
+                watched = self._watched.get(trial_id)
                 if watched is None or watched[0] != beat:
-                    self._watched[trial._trial_id] = (beat, now)
+                    self._watched[trial_id] = (beat, now)
                 elif now - watched[1] > self._grace:
-                    stale.append(trial._trial_id)
-            alive = {trial._trial_id for trial in running}
+                    stale.append(trial_id)
+            alive = set(map(trial_id_of, running))
             for gone in set(self._watched) - alive:  # finished: forget them
                 del self._watched[gone]
         return stale

@@ -19,6 +19,14 @@ from biotune_optuna.sampler.storage_io import trial_attrs as trial_attrs
 from biotune_optuna.sampler.storage_io import trial_id_of as trial_id_of
 
 
+def heartbeat_base() -> type:
+    """Optuna's heartbeat interface (``optuna.storages._heartbeat.BaseHeartbeat``): a storage
+    that inherits it gets Optuna's heartbeat thread and stale-trial check; no public name."""
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return BaseHeartbeat
+
+
 def heartbeat_enabled(storage: BaseStorage) -> bool:
     # optuna.storages._heartbeat: no public way to ask whether a storage runs heartbeats
     from optuna.storages._heartbeat import is_heartbeat_enabled
