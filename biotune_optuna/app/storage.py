@@ -4,6 +4,7 @@ workers creating one new database together."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -63,13 +64,17 @@ def _check_sqlite_file(url: str, create: bool) -> None:
         if header and header != b"SQLite format 3\x00":
             raise StorageError(f"{path} is not an SQLite database; pass another --storage file")
         try:
-            tables = {name for (name,) in sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-                      .execute("select name from sqlite_master where type = 'table'")}
+            tables = _sqlite_tables(path)
         except sqlite3.DatabaseError as error:
             if "locked" in str(error):
                 raise StorageError(f"{path} is locked by another process ({error}); wait for "
                                    "it to finish, or stop it, then run the command again"
                                    ) from None
+            if "readonly" in str(error):
+                raise StorageError(f"{path} has a write that a killed process left unfinished "
+                                   f"({path.name}-journal), which SQLite rolls back only with "
+                                   "write access; make the file and its folder writable, then "
+                                   "run the command again") from None
             raise StorageError(f"{path} is not a usable SQLite database ({error}); pass "
                                "another --storage file") from None
         if tables and "studies" not in tables:
@@ -79,6 +84,22 @@ def _check_sqlite_file(url: str, create: bool) -> None:
         if not create and "studies" not in tables:
             raise StorageError(f"{path} holds no Optuna studies yet; check --storage (a "
                                "search creates them)")
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    """The tables of an SQLite file, read without creating anything. A process killed in
+    the middle of a write leaves a journal that the next writer must roll back, which a
+    read-only connection cannot do: then the file is opened for writing, as Optuna would
+    open it, and SQLite rolls the unfinished write back."""
+    query = "select name from sqlite_master where type = 'table'"
+    try:
+        return {name for (name,) in sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                .execute(query)}
+    except sqlite3.DatabaseError as error:
+        if "readonly" not in str(error):
+            raise
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True)) as connection:
+        return {name for (name,) in connection.execute(query)}
 
 
 def _check_exists(path: Path) -> None:

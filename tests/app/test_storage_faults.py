@@ -1,5 +1,5 @@
 """Storage after a fault: a journal line torn by a crash, a journal damaged by an older
-writer, a disk that fills during a search. Each time: one line, nothing readable lost, and
+writer, an SQLite write cut short by a kill, a disk that fills during a search. Each time: one line, nothing readable lost, and
 the same command completes the budget."""
 
 import os
@@ -220,3 +220,26 @@ def test_a_journal_trial_whose_beat_stops_is_stale_once_watched_for_the_grace(tm
     optuna.storages.fail_stale_trials(study)  # failed and retried, as on a database
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "RUNNING", "WAITING"]
+
+
+KILLED_WRITER = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("pragma cache_size = 1")  # pages reach the file before the commit
+connection.execute("begin immediate")
+connection.execute("update trials set state = 'FAIL'")
+connection.execute("create table filler (x)")
+connection.executemany("insert into filler values (?)", [(b"x" * 4000,)] * 50)
+os._exit(0)  # killed mid-transaction: its rollback journal stays behind
+"""
+
+
+def test_an_sqlite_write_cut_short_by_a_kill_is_rolled_back_and_the_search_resumes(
+        cli, tmp_path):
+    sqlite = [a if a != "journal:///j.log" else "sqlite:///j.db" for a in JOURNAL]
+    cli("search", *sqlite, "--trials", "2", cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "j.db")], check=True)
+    assert (tmp_path / "j.db-journal").stat().st_size > 0  # a hot journal
+    cli("search", *sqlite, "--trials", "3", cwd=tmp_path, check=True)
+    study = optuna.load_study(study_name="j", storage=f"sqlite:///{tmp_path}/j.db")
+    assert len(completed(study)) == 3  # the killed write (every trial FAIL) rolled back
