@@ -1,6 +1,6 @@
 """Storage after a fault: a journal line torn by a crash, a journal damaged by an older
-writer, an SQLite write cut short by a kill, a disk that fills during a search. Each time: one line, nothing readable lost, and
-the same command completes the budget."""
+writer, an SQLite write cut short by a kill, a disk that fills during a search. Each time:
+one line, nothing readable lost, and the same command completes the budget."""
 
 import os
 import resource
