@@ -46,7 +46,7 @@ LEARNING_CURVES = "learning_curves"  # validation value per epoch of each seed r
 RESCORE_SEEDS = "rescore_seeds"  # the fresh training seeds of an elite's re-scoring run
 INTERRUPTED = "interrupted"  # failed by Ctrl-C: the next run retries it
 WORKER = "worker"  # without a database's heartbeat: [host, pid, process start] of its worker
-BEAT = "biotune_optuna:beat"  # a system attr: the journal heartbeat's count of beats
+BEAT = "biotune_optuna:beat"  # a system attr: when the journal heartbeat last beat
 IMAGE_EPOCHS = "image_epochs"  # the trial's compute: epochs trained x training images
 FIDELITY = "fidelity"  # low or full: what the trial trained (multi-fidelity searches)
 
@@ -151,8 +151,9 @@ def worker(trial: optuna.trial.FrozenTrial) -> list | None:
     return trial.user_attrs.get(WORKER)
 
 
-def beat(trial: optuna.trial.FrozenTrial) -> int | None:
-    """How many beats the journal heartbeat of the trial's worker has sent (None: none)."""
+def beat(trial: optuna.trial.FrozenTrial) -> float | None:
+    """When (the worker's clock) the trial's worker last beat on a journal (None: never);
+    compared only with its earlier beats, never with another machine's clock."""
     return trial.system_attrs.get(BEAT)
 
 

@@ -52,6 +52,10 @@ SAMPLER_LABELS = {"biotune": "BioTune", "tpe": "TPE", "cmaes": "CMA-ES", "nsga2"
                   "gp": "GP", "random": "random search"}  # how output names each sampler
 FRONT_SAMPLERS = "biotune,nsga2,tpe,gp,random"  # the same, with several objectives
 PRUNERS = ("none", "median", "hyperband")
+# options left unset take a value that depends on the search: (searching the metric alone or
+# with another sampler: the paper's, BioTune searching a front: FRONT_SETTINGS' reasons)
+AUTOMATIC = {name: (getattr(SamplerSettings, name), front)
+             for name, front in FRONT_SETTINGS.items()}
 # compare --variants: BioTune with one part changed (docs/algorithm.md, section 9)
 VARIANTS = {
     "full": {},
@@ -61,12 +65,8 @@ VARIANTS = {
     "no-elite-search": {"elite_search": False},
     "no-adoption": {"adoption": False},
     "no-immigrants": {"immigrants": False},
-    "paper-operators": {"elite_search": True, "adoption": True, "surrogate_candidates": 1},
+    "paper-operators": {name: alone for name, (alone, _) in AUTOMATIC.items()},
 }
-# options left unset take a value that depends on the search: (searching the metric alone or
-# with another sampler: the paper's, BioTune searching a front: FRONT_SETTINGS' reasons)
-AUTOMATIC = {name: (getattr(SamplerSettings, name), front)
-             for name, front in FRONT_SETTINGS.items()}
 # the options BioTune's sampler takes, by their name in a SamplerSettings
 SAMPLER_SETTINGS = {name: name for name in (
     "exploration_rate", "rescore_elites", "elite_pair_mean", "multi_fidelity", "mutation",
