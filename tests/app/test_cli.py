@@ -206,10 +206,13 @@ def test_a_dead_worker_of_another_machine_on_a_journal_is_retried_after_the_grac
 
     path, url = tmp_path / "k.log", f"journal:///{tmp_path}/k.log"
     worker = start_worker(tmp_path, url)
-    wait_for(lambda: sum(t.state.name == "COMPLETE" for t in journal_trials(path)) >= 2 and
-             any(t.state.name == "RUNNING" and t.params for t in journal_trials(path)))
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    try:
+        wait_for(lambda: sum(t.state.name == "COMPLETE" for t in journal_trials(path)) >= 2
+                 and any(t.state.name == "RUNNING" and t.params for t in journal_trials(path)),
+                 timeout=300)
+    finally:  # killed whether or not it got there: no worker outlives the test
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
     storage = JournalStorage(JournalFileBackend(str(path)))
     dead = next(t for t in load(storage).trials if t.state.name == "RUNNING")
     # as if its worker ran on another machine, whose processes this one cannot look up:
