@@ -180,7 +180,7 @@ class FrontRuns(Retrainer):
     def measure(self, sampler: str, seed: int, budget: float | None, max_trials: int) -> dict:
         key = f"search|{sampler}|{seed}"
         measured = self.cache.get(key)
-        if measured is not None and "bands" in measured:
+        if measured is not None and "budget" in measured:
             return measured
         study = self.search(sampler, seed, budget, max_trials)  # at once when it has finished
         trials = study.get_trials(deepcopy=False)
@@ -192,18 +192,16 @@ class FrontRuns(Retrainer):
             ranked = contents.ranked_plans(study, within)
             volumes.append(contents.hypervolume(study, ranked) or 0.0)
         full_cost = contents.reference_point(study)[1]
-        bands = band_bests(ranked, full_cost)  # the plans of the whole budget
-        if measured is not None:  # measured before the bands were recorded
-            self._store(key, {**measured, "bands": bands})
-            return self.cache[key]
-        candidates = contents.within_cost(contents.ranked_plans(study),
-                                          COST_CAP * full_cost)[:HANDOVER_TOP_K]
+        # the plans of the whole budget: a search stops on the trial that crosses it, and
+        # that trial counts neither in the hypervolume nor in the hand-over
+        bands = band_bests(ranked, full_cost)
+        candidates = contents.within_cost(ranked, COST_CAP * full_cost)[:HANDOVER_TOP_K]
         plans = {p.trial.number: contents.trial_plan(study, p.trial, self.task.block_names)
                  for p in candidates}
         chosen = max(candidates, default=None, key=lambda p: (
             self.validation(plans[p.trial.number]), -p.trial.number))
-        found = {"volumes": volumes, "gflops": float(spent[-1]), "trials": len(trials),
-                 "bands": bands,
+        found = {"volumes": volumes, "gflops": float(spent[-1]), "trials": len(within),
+                 "budget": budget, "bands": bands,
                  "test": None if chosen is None else self.test(plans[chosen.trial.number]),
                  "cost": None if chosen is None else chosen.costs[0] / full_cost}
         self._store(key, found)

@@ -123,8 +123,7 @@ def plot_frozen_heatmap(study: optuna.Study, order: str = "number") -> Figure:
                      np.nan)[rows]
     fig = _figure(max(6, 0.9 * len(table.blocks) + 3), min(max(4, 0.06 * len(table) + 2), 16))
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps[CMAP].copy()
-    cmap.set_bad(FROZEN)
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad=FROZEN)
     image = ax.imshow(np.ma.masked_invalid(log_m), aspect="auto", cmap=cmap, vmin=-1, vmax=1,
                       interpolation="nearest")
     ax.set_xticks(range(len(table.blocks)), table.blocks, rotation=30, ha="right")
@@ -158,8 +157,7 @@ def plot_lr_heatmap(study: optuna.Study) -> Figure:
                 mean_log[r, c] = np.log10(table.multipliers[rows][trained[:, c], c]).mean()
     fig = _figure(max(6, 0.9 * len(table.blocks) + 3), max(3.5, 0.45 * len(generations) + 2))
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps[CMAP].copy()
-    cmap.set_bad("lightgray")
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad="lightgray")
     image = ax.imshow(np.ma.masked_invalid(mean_log), aspect="auto", cmap=cmap, vmin=-1, vmax=1)
     for (r, c), s in np.ndenumerate(share):
         ax.text(c, r, f"{100 * s:.0f}%", ha="center", va="center", fontsize=7)

@@ -91,15 +91,17 @@ def _sqlite_tables(path: Path) -> set[str]:
     the middle of a write leaves a journal that the next writer must roll back, which a
     read-only connection cannot do: then the file is opened for writing, as Optuna would
     open it, and SQLite rolls the unfinished write back."""
-    query = "select name from sqlite_master where type = 'table'"
+    def tables(mode: str) -> set[str]:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode={mode}", uri=True)) as db:
+            return {name for (name,) in db.execute(
+                "select name from sqlite_master where type = 'table'")}
+
     try:
-        return {name for (name,) in sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-                .execute(query)}
+        return tables("ro")
     except sqlite3.DatabaseError as error:
         if "readonly" not in str(error):
             raise
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True)) as connection:
-        return {name for (name,) in connection.execute(query)}
+    return tables("rw")
 
 
 def _check_exists(path: Path) -> None:
