@@ -55,7 +55,7 @@ def test_autorgn_sets_each_tensor_rate_from_its_relative_gradient_norm(task):
     x, y = task.data.tensors(task.splits.train[:16])
     nn.functional.cross_entropy(model(x), y).backward()
     method.before_step(optimizer, schedule_factor=0.5)
-    rgn = [float(g["params"][0].grad.norm() / g["params"][0].norm())
+    rgn = [float(g["params"][0].grad.norm() / g["params"][0].detach().norm())
            for g in optimizer.param_groups]
     rates = [g["lr"] for g in optimizer.param_groups]
     assert len(rates) == len(list(model.parameters()))
