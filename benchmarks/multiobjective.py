@@ -204,7 +204,7 @@ class FrontRuns(Retrainer):
         chosen = max(candidates, default=None, key=lambda p: (
             self.validation(plans[p.trial.number]), -p.trial.number))
         found = {"volumes": volumes, "gflops": float(spent[-1]), "trials": len(within),
-                 "budget": budget, "short": bool(spent[-1] < budget * (1 - 1e-9)),
+                 "short": bool(spent[-1] < budget * (1 - 1e-9)),
                  "max_trials": max_trials, "bands": bands,
                  "test": None if chosen is None else self.test(plans[chosen.trial.number]),
                  "cost": None if chosen is None else chosen.costs[0] / full_cost}
