@@ -182,7 +182,7 @@ class FrontRuns(Retrainer):
     def measure(self, sampler: str, seed: int, budget: float | None, max_trials: int) -> dict:
         key = f"search|{sampler}|{seed}"
         measured = self.cache.get(key)
-        if measured is not None and "short" in measured and (
+        if measured is not None and "band_trials" in measured and (
                 not measured["short"] or measured["max_trials"] >= max_trials):
             return measured
         study = self.search(sampler, seed, budget, max_trials)  # at once when it has finished
@@ -197,7 +197,7 @@ class FrontRuns(Retrainer):
         full_cost = contents.reference_point(study)[1]
         # the plans of the whole budget: a search stops on the trial that crosses it, and
         # that trial counts neither in the hypervolume nor in the hand-over
-        bands = band_bests(ranked, full_cost)
+        bands, spread = band_bests(ranked, full_cost), band_trials(within, full_cost)
         candidates = contents.within_cost(ranked, COST_CAP * full_cost)[:HANDOVER_TOP_K]
         plans = {p.trial.number: contents.trial_plan(study, p.trial, self.task.block_names)
                  for p in candidates}
@@ -205,7 +205,7 @@ class FrontRuns(Retrainer):
             self.validation(plans[p.trial.number]), -p.trial.number))
         found = {"volumes": volumes, "gflops": float(spent[-1]), "trials": len(within),
                  "short": bool(spent[-1] < budget * (1 - 1e-9)),
-                 "max_trials": max_trials, "bands": bands,
+                 "max_trials": max_trials, "bands": bands, "band_trials": spread,
                  "test": None if chosen is None else self.test(plans[chosen.trial.number]),
                  "cost": None if chosen is None else chosen.costs[0] / full_cost}
         self._store(key, found)
@@ -228,16 +228,24 @@ def missing_handovers(runs: list[dict]) -> str:
 COST_BANDS = (0.05, COST_CAP)  # band edges, shares of full fine-tuning's cost
 
 
-def band_bests(plans: list[contents.RankedPlan], full_cost: float) -> list[float | None]:
-    """The best mean validation value among ``plans`` in each cost band (below 0.05 of full
-    fine-tuning's cost, which on these networks is the head alone; up to the hand-over cap;
-    above it): where on the cost axis a search found good plans, what its hypervolume is
-    made of."""
-    def band(plan) -> int:
-        share = plan.costs[0] / full_cost
-        return 0 if share < COST_BANDS[0] else 1 if share <= COST_BANDS[1] * (1 + 1e-9) else 2
+def band(cost: float, full_cost: float) -> int:
+    """The cost band of a plan (below 0.05 of full fine-tuning's cost, which on these
+    networks is the head alone; up to the hand-over cap; above it)."""
+    share = cost / full_cost
+    return 0 if share < COST_BANDS[0] else 1 if share <= COST_BANDS[1] * (1 + 1e-9) else 2
 
-    return [max((p.value for p in plans if band(p) == b), default=None) for b in range(3)]
+
+def band_bests(plans: list[contents.RankedPlan], full_cost: float) -> list[float | None]:
+    """The best mean validation value among ``plans`` in each cost band: where on the cost
+    axis a search found good plans, what its hypervolume is made of."""
+    return [max((p.value for p in plans if band(p.costs[0], full_cost) == b), default=None)
+            for b in range(3)]
+
+
+def band_trials(trials: list[optuna.trial.FrozenTrial], full_cost: float) -> list[int]:
+    """How many of the finished ``trials`` fell in each cost band: where a search spent."""
+    bands = [band(t.values[1], full_cost) for t in trials if t.values is not None]
+    return [bands.count(b) for b in range(3)]
 
 
 FIRST_PASS = ("biotune", FRONT_DEFAULT, "tpe", "gp")  # every seed of these before the rest
@@ -271,9 +279,10 @@ def transfer_section(task: str) -> str | None:
         if not by_seed:
             continue
         runs = list(by_seed.values())
-        banded = [r["bands"] for r in runs if "bands" in r]
+        banded = [r["bands"] for r in runs]
         bands.append([label, *(f"{results.mean_se([b[i] for b in banded])} "
-                               f"({sum(b[i] is not None for b in banded)}/{len(banded)})"
+                               f"({sum(b[i] is not None for b in banded)}/{len(banded)}; "
+                               f"{np.mean([r['band_trials'][i] for r in runs]):.0f} trials)"
                                for i in range(3))])
         rows.append([label, str(len(runs)),
                      *(results.mean_se([r["volumes"][i] for r in runs])
@@ -303,7 +312,8 @@ def transfer_section(task: str) -> str | None:
                              "hypervolume at 1.00", "capped hand-over test", "pairs"], diffs)
             + "\n\nWhere each front is made: the best validation value (a plan's mean) a "
             "search found at each training cost, as a share of full fine-tuning's (in how "
-            "many seeds it found a plan there):\n\n"
+            "many seeds it found a plan there; how many of its trials within the budget fell "
+            "there, the mean over seeds):\n\n"
             + results.table(["search", f"cost below {COST_BANDS[0]:.2f}",
                              f"{COST_BANDS[0]:.2f} to {COST_BANDS[1]:.2f}",
                              f"above {COST_BANDS[1]:.2f}"], bands))
