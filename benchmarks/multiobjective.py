@@ -134,6 +134,12 @@ FRONT_SEARCHES = {  # key: (label, the search's settings, pinned); the first set
     "biotune-lean-k64-costs": ("BioTune's default: no adoption or elite search, K=64", {
         "sampler": "biotune", "adoption": False, "elite_search": False,
         "surrogate_candidates": 64}),
+    # the default with elite local search back: does refining the elites (one of them the
+    # most accurate plan) close the gap at the accurate end once pre-selection spreads the
+    # children?
+    "biotune-elite-k64-costs": ("BioTune's default with elite local search", {
+        "sampler": "biotune", "adoption": False, "elite_search": True,
+        "surrogate_candidates": 64}),
     "nsga2": ("NSGA-II", {"sampler": "nsga2"}), "tpe": ("TPE", {"sampler": "tpe"}),
     "gp": ("GP", {"sampler": "gp"}), "random": ("random search", {"sampler": "random"})}
 FRONT_DEFAULT = "biotune-lean-k64-costs"  # the search the paired differences start from
