@@ -220,7 +220,7 @@ class FrontRuns(Retrainer):
 
 def stopped_short(runs: list[dict]) -> str:
     """Seeds whose search ran its most trials before it had spent the budget."""
-    short = sum(r.get("short", False) for r in runs)
+    short = sum(r["short"] for r in runs)
     return f" ({short} short of the budget)" if short else ""
 
 
