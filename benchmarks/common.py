@@ -29,6 +29,9 @@ from biotune_optuna.sampler import genome
 from biotune_optuna.sampler.plan import FineTunePlan
 
 OUT = Path(__file__).with_name("out")
+# results of the runs that span sessions: committed, since a session may start on a fresh
+# machine with an empty OUT (studies there only resume a search cut short)
+RECORDS = Path(__file__).with_name("records")
 HANDOVER_TOP_K = 5  # plans a Retrainer's hand-over re-validates
 TEST_SEEDS = (0, 1, 2)  # a Retrainer's test runs
 RECHECK_TOP_K, RECHECKS = 5, 3  # a synthetic hand-over: plans re-evaluated, and how often
@@ -178,7 +181,7 @@ class Retrainer:
             self.cache[key] = value
             with tempfile.NamedTemporaryFile("w", dir=self.path.parent, suffix=".tmp",
                                              delete=False) as handle:
-                json.dump(self.cache, handle)
+                json.dump(self.cache, handle, indent=0, sort_keys=True)  # line diffs
             os.replace(handle.name, self.path)
 
     def validation(self, plan: FineTunePlan) -> float:

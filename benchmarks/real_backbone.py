@@ -19,9 +19,11 @@ training loop (at most 30 epochs, patience 3, batch 96) and, for seed s, trainin
   over as ``train-best`` picks, cheaper: its 3 best plans re-validated with seeds 100-101,
   the best mean kept, trained with seed s and tested.
 
-Studies live in benchmarks/out/real-<target>.db and every retraining's result in
-benchmarks/out/real-<target>.json, so an interrupted run resumes; ``--report`` writes the
-RESULTS.md section from whatever has finished, saying what has not.
+Every retraining's result and every finished search's outcome is kept in
+benchmarks/records/real-<target>.json, which is committed: a run on a fresh clone goes on
+from the last finished search. Studies live in benchmarks/out/real-<target>.db, so a search
+cut short resumes on the same machine. ``--report`` writes the RESULTS.md section from
+whatever has finished, saying what has not.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from benchmarks.common import OUT, Retrainer, finished
+from benchmarks.common import OUT, RECORDS, Retrainer, finished
 from benchmarks.results import mean_se, paired
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
@@ -105,10 +107,10 @@ class Runs(Retrainer):
 
 def run_target(target: str, seeds, methods, threads: int) -> None:
     config = task_config(target).replace(threads=threads)
-    runs = Runs(config, OUT / f"real-{target}.json")
+    runs = Runs(config, RECORDS / f"real-{target}.json")
     names = runs.task.block_names
     scratch = Runs(config.replace(weights="none", patience=SCRATCH_PATIENCE),
-                   OUT / f"real-{target}.json")
+                   RECORDS / f"real-{target}.json")
     passes = [[m for m in methods if m in FIRST_PASS], [m for m in methods
                                                         if m not in FIRST_PASS]]
     for chosen, seed in ((c, seed) for c in filter(None, passes) for seed in seeds):
@@ -121,6 +123,10 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
         budget = None
         for _, key, sampler, options in SEARCHES:
             if key not in chosen and key != SEARCHES[0][1]:
+                continue
+            recorded = runs.cache.get(f"search|{key}|{seed}")
+            if recorded:  # finished, perhaps on another machine: its study may not be here
+                budget = budget or recorded["epochs"]
                 continue
             own = config.replace(study_name=f"{target}-{key}-s{seed}", sampler=sampler,
                                  seed=seed, **options)
@@ -141,7 +147,7 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
 
 def outcomes(target: str) -> dict[str, dict[int, dict]]:
     """What has finished: {method: {seed: result}}."""
-    return finished(OUT / f"real-{target}.json", lambda kind, method: kind == "search" or (
+    return finished(RECORDS / f"real-{target}.json", lambda kind, method: kind == "search" or (
         kind == "test" and method in (*BASELINES, SCRATCH)))
 
 
@@ -221,6 +227,7 @@ def main() -> None:
         return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     OUT.mkdir(exist_ok=True)
+    RECORDS.mkdir(exist_ok=True)
     start = time.perf_counter()
     for target in targets:
         run_target(target, range(args.seeds), args.methods.split(","), args.threads)
