@@ -64,7 +64,8 @@ test-quick: install
 # cost, the transfer tasks, the baselines with tuned rates, three protocol variants, the
 # noise-aware, multi-fidelity and surrogate-assisted BioTune, the ablations, the cost model,
 # the fronts and the real backbone (about 50 hours on 2 CPU cores; run nothing else
-# meanwhile; every long one resumes from benchmarks/out)
+# meanwhile; every long one resumes from benchmarks/out, the multi-session ones from the
+# committed benchmarks/records)
 benchmark: install system-deps
 	$(BIN)/python -m benchmarks.sampler_synthetic --seeds 10
 	$(BIN)/python -m benchmarks.sampler_parallel

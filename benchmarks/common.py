@@ -38,12 +38,13 @@ RECHECK_TOP_K, RECHECKS = 5, 3  # a synthetic hand-over: plans re-evaluated, and
 
 
 def prepare(threads: int | None) -> None:
-    """Quiet Optuna, torch's threads as asked, and the folder of studies and caches."""
+    """Quiet Optuna, torch's threads as asked, and the folders of studies and results."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if threads:
         use_threads(threads)
     OUT.mkdir(exist_ok=True)
+    RECORDS.mkdir(exist_ok=True)
 
 
 PAPER_PROTOCOL = {"batch_size": 96, "patience": 3}

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import optuna
 
 from benchmarks import results
-from benchmarks.common import OUT, TRANSFERS, Retrainer, finished, prepare, task_config
+from benchmarks.common import OUT, RECORDS, TRANSFERS, Retrainer, finished, prepare, task_config
 from biotune_optuna import BioTuneSampler, contents
 from biotune_optuna.app.comparison import COST_CAP
 from biotune_optuna.app.jobs import objective_for, plan_costs
@@ -159,13 +159,14 @@ def trial_gflops(trial: optuna.trial.FrozenTrial) -> float:
 
 
 class FrontRuns(Retrainer):
-    """One transfer task's front searches, their measures cached in benchmarks/out/mo-<task>.json
-    (a search interrupted in its study resumes there)."""
+    """One transfer task's front searches, their measures kept in the committed
+    benchmarks/records/mo-<task>.json (a search interrupted in its study, in benchmarks/out,
+    resumes there)."""
 
     def __init__(self, task: str) -> None:
         config = task_config("transfer", task).replace(
             objectives=f"accuracy,{GFLOPS}", storage=f"sqlite:///{OUT}/mo-{task}.db")
-        super().__init__(config, OUT / f"mo-{task}.json")
+        super().__init__(config, RECORDS / f"mo-{task}.json")
         self.key = task
 
     def search(self, search: str, seed: int, budget: float | None,
@@ -274,7 +275,7 @@ def run_transfer(tasks: list[str], seeds: int, samplers: list[str]) -> None:
 
 
 def transfer_section(task: str) -> str | None:
-    found = finished(OUT / f"mo-{task}.json", lambda kind, _: kind == "search")
+    found = finished(RECORDS / f"mo-{task}.json", lambda kind, _: kind == "search")
     first = next(iter(FRONT_SEARCHES))
     reference = found.get(first)
     if not reference:
