@@ -32,6 +32,13 @@ OUT = Path(__file__).with_name("out")
 # results of the runs that span sessions: committed, since a session may start on a fresh
 # machine with an empty OUT (studies there only resume a search cut short)
 RECORDS = Path(__file__).with_name("records")
+
+
+def recorded_storage(name: str) -> str:
+    """Storage for the studies of a multi-session run, kept in RECORDS: an Optuna journal
+    (text lines; one torn by a commit mid-write is mended by the next writer), so a search
+    cut short goes on from its last trial on a fresh clone too."""
+    return f"journal:///{RECORDS}/{name}.log"
 HANDOVER_TOP_K = 5  # plans a Retrainer's hand-over re-validates
 TEST_SEEDS = (0, 1, 2)  # a Retrainer's test runs
 RECHECK_TOP_K, RECHECKS = 5, 3  # a synthetic hand-over: plans re-evaluated, and how often

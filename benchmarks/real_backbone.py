@@ -20,10 +20,9 @@ training loop (at most 30 epochs, patience 3, batch 96) and, for seed s, trainin
   the best mean kept, trained with seed s and tested.
 
 Every retraining's result and every finished search's outcome is kept in
-benchmarks/records/real-<target>.json, which is committed: a run on a fresh clone goes on
-from the last finished search. Studies live in benchmarks/out/real-<target>.db, so a search
-cut short resumes on the same machine. ``--report`` writes the RESULTS.md section from
-whatever has finished, saying what has not.
+benchmarks/records/real-<target>.json and the studies in benchmarks/records/real-<target>.log
+(an Optuna journal), both committed: a run on a fresh clone goes on from the last trial.
+``--report`` writes the RESULTS.md section from whatever has finished, saying what has not.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from benchmarks.common import OUT, RECORDS, Retrainer, finished
+from benchmarks.common import RECORDS, Retrainer, finished, recorded_storage
 from benchmarks.results import mean_se, paired
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
@@ -73,7 +72,7 @@ LABELS = {key: label for label, key, _, _ in SEARCHES} | {
 def task_config(target: str) -> SearchConfig:
     return SearchConfig(model=MODEL, weights=WHEEL_WEIGHTS, dataset=target, download=True,
                         shots=10, epochs=30, patience=3, batch_size=96, population=6,
-                        elite=2, train_seeds=[0], storage=f"sqlite:///{OUT}/real-{target}.db")
+                        elite=2, train_seeds=[0], storage=recorded_storage(f"real-{target}"))
 
 
 class Runs(Retrainer):
@@ -226,7 +225,6 @@ def main() -> None:
         report(targets, write=not args.no_write)
         return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    OUT.mkdir(exist_ok=True)
     RECORDS.mkdir(exist_ok=True)
     start = time.perf_counter()
     for target in targets:

@@ -27,7 +27,7 @@ import numpy as np
 import optuna
 
 from benchmarks import results
-from benchmarks.common import COST_PROTOCOL, COST_TASKS, OUT, resnet_source
+from benchmarks.common import COST_PROTOCOL, COST_TASKS, RECORDS, recorded_storage, resnet_source
 from biotune_optuna import contents
 from biotune_optuna.app.config import SearchConfig
 from biotune_optuna.app.cores import CoreShare, cores
@@ -118,8 +118,9 @@ def cost_table(name: str, options: dict, folder: str) -> str:
 def protocol_against_multifidelity(name: str) -> str:
     """The paper's protocol, then multi-fidelity BioTune (elites re-scored) at a third of the
     epochs it trained; each hands over as train-best picks and is tested with seeds 0-4.
-    The studies persist in benchmarks/out, so an interrupted run resumes."""
-    paper = SearchConfig(study_name=f"{name}-paper", storage=f"sqlite:///{OUT}/cost-{name}.db",
+    The studies are kept in the committed benchmarks/records (longer than a session: a run
+    on a fresh clone goes on from the last trial)."""
+    paper = SearchConfig(study_name=f"{name}-paper", storage=recorded_storage(f"cost-{name}"),
                          **{**COST_PROTOCOL, **REAL[name]}, multi_fidelity=False)
     task = task_for(paper)
     train = paper.train_config()
@@ -188,7 +189,7 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if args.real:
-        OUT.mkdir(exist_ok=True)
+        RECORDS.mkdir(exist_ok=True)
         body = (f"Command: `.venv/bin/python -m benchmarks.search_cost --real {args.real}` "
                 f"({results.machine()}).\n\nThe paper's protocol (N=10, E=3, 10 generations "
                 "= 140 trials, 3 training seeds each, at most 30 epochs, patience 3, no "
