@@ -35,9 +35,10 @@ RECORDS = Path(__file__).with_name("records")
 
 
 def recorded_storage(name: str) -> str:
-    """Storage for the studies of a multi-session run, kept in RECORDS: an Optuna journal
-    (text lines; one torn by a commit mid-write is mended by the next writer), so a search
-    cut short goes on from its last trial on a fresh clone too."""
+    """Storage for a study of a multi-session run, kept in RECORDS: an Optuna journal (text
+    lines; one torn by a commit mid-write is mended by the next writer), so a search cut
+    short goes on from its last trial on a fresh clone too. One file per study: a finished
+    one is never written again, so git stores it once."""
     return f"journal:///{RECORDS}/{name}.log"
 HANDOVER_TOP_K = 5  # plans a Retrainer's hand-over re-validates
 TEST_SEEDS = (0, 1, 2)  # a Retrainer's test runs

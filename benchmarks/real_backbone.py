@@ -20,8 +20,9 @@ training loop (at most 30 epochs, patience 3, batch 96) and, for seed s, trainin
   the best mean kept, trained with seed s and tested.
 
 Every retraining's result and every finished search's outcome is kept in
-benchmarks/records/real-<target>.json and the studies in benchmarks/records/real-<target>.log
-(an Optuna journal), both committed: a run on a fresh clone goes on from the last trial.
+benchmarks/records/real-<target>.json and each study in benchmarks/records/real-<target>/
+(an Optuna journal per study, written once), all committed: a run on a fresh clone goes on
+from the last trial.
 ``--report`` writes the RESULTS.md section from whatever has finished, saying what has not.
 """
 
@@ -72,7 +73,7 @@ LABELS = {key: label for label, key, _, _ in SEARCHES} | {
 def task_config(target: str) -> SearchConfig:
     return SearchConfig(model=MODEL, weights=WHEEL_WEIGHTS, dataset=target, download=True,
                         shots=10, epochs=30, patience=3, batch_size=96, population=6,
-                        elite=2, train_seeds=[0], storage=recorded_storage(f"real-{target}"))
+                        elite=2, train_seeds=[0])
 
 
 class Runs(Retrainer):
@@ -128,6 +129,7 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
                 budget = budget or recorded["epochs"]
                 continue
             own = config.replace(study_name=f"{target}-{key}-s{seed}", sampler=sampler,
+                                 storage=recorded_storage(f"real-{target}/{key}-s{seed}"),
                                  seed=seed, **options)
             own = (own.replace(trials=REFERENCE_TRIALS) if budget is None else
                    own.replace(trials=None, compute_budget=budget))
