@@ -152,6 +152,24 @@ def outcomes(target: str) -> dict[str, dict[int, dict]]:
         kind == "test" and method in (*BASELINES, SCRATCH)))
 
 
+def plans_table(found: dict, block_names: list[str]) -> str:
+    """Per search and block: the share of seeds whose handed-over plan froze the block, and
+    the median learning-rate multiplier where it trained (which blocks real features let a
+    search freeze, and how hard it trains the rest)."""
+    rows = []
+    for _, key, _, _ in SEARCHES:
+        if key not in found:
+            continue
+        plans = np.array([r["plan"] for r in found[key].values()])
+        cells = []
+        for column in plans.T:
+            trained = column[column > 0]
+            median = f" ({np.median(trained):.2g}x)" if trained.size else ""
+            cells.append(f"{np.mean(column == 0):.0%}{median}")
+        rows.append([LABELS[key], str(len(plans)), *cells])
+    return results.table(["search", "seeds", *block_names], rows)
+
+
 def target_section(target: str, found: dict, block_names: list[str]) -> str:
     order = [k for k in (*BASELINES, SCRATCH, *(s[1] for s in SEARCHES)) if k in found]
     rows = []
@@ -178,6 +196,8 @@ def target_section(target: str, found: dict, block_names: list[str]) -> str:
             + results.table(["method", "seeds", "test balanced acc (mean ± se)", "trainable",
                              f"frozen blocks of {len(block_names)}", "trials",
                              "epochs trained"], rows)
+            + "\n\nBlocks the handed-over plans freeze (share of seeds) and the median "
+            "learning-rate multiplier where they train:\n\n" + plans_table(found, block_names)
             + "\n\nPaired differences of the test balanced accuracy (same seed s):\n\n"
             + results.table(["difference", "mean ± se", "pairs"], diffs))
 
