@@ -109,7 +109,9 @@ def run_target(target: str, seeds, methods, threads: int) -> None:
     config = task_config(target).replace(threads=threads)
     runs = Runs(config, RECORDS / f"real-{target}.json")
     names = runs.task.block_names
-    scratch = Runs(config.replace(weights="none", patience=SCRATCH_PATIENCE),
+    # at the wheel's input size: without weights timm's default is 224 px (12x the pixels)
+    scratch = Runs(config.replace(weights="none", patience=SCRATCH_PATIENCE,
+                                  image_size=runs.task.model.input.size),
                    RECORDS / f"real-{target}.json")
     passes = [[m for m in methods if m in FIRST_PASS], [m for m in methods
                                                         if m not in FIRST_PASS]]
@@ -222,7 +224,9 @@ def report(targets, write: bool) -> None:
             "trial. Seed s: the search's seed and the training seed of every run that is "
             "tested, so differences are paired by seed. Searches after the first get the "
             "epochs BioTune (as shipped, 46 trials) trained; each hands over the best of its "
-            "3 best plans re-validated with seeds 100-101."
+            "3 best plans re-validated with seeds 100-101. From scratch: the same network "
+            "and size with random weights (images resized to 64 px, where the wheel's "
+            "format resizes to 73 and crops 64)."
             + (f" Not run yet: {', '.join(missing)}." if missing else "") + "\n\n"
             + "\n\n".join(sections))
     results.publish("real_backbone", "The paper's comparison on a real pretrained backbone",
