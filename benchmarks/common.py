@@ -33,6 +33,10 @@ OUT = Path(__file__).with_name("out")
 # machine with an empty OUT (studies there only resume a search cut short)
 RECORDS = Path(__file__).with_name("records")
 
+HANDOVER_TOP_K = 5  # plans a Retrainer's hand-over re-validates
+TEST_SEEDS = (0, 1, 2)  # a Retrainer's test runs
+RECHECK_TOP_K, RECHECKS = 5, 3  # a synthetic hand-over: plans re-evaluated, and how often
+
 
 def recorded_storage(name: str) -> str:
     """Storage for a study of a multi-session run, kept in RECORDS: an Optuna journal (text
@@ -40,9 +44,6 @@ def recorded_storage(name: str) -> str:
     short goes on from its last trial on a fresh clone too. One file per study: a finished
     one is never written again, so git stores it once."""
     return f"journal:///{RECORDS}/{name}.log"
-HANDOVER_TOP_K = 5  # plans a Retrainer's hand-over re-validates
-TEST_SEEDS = (0, 1, 2)  # a Retrainer's test runs
-RECHECK_TOP_K, RECHECKS = 5, 3  # a synthetic hand-over: plans re-evaluated, and how often
 
 
 def prepare(threads: int | None) -> None:

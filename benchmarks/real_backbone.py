@@ -22,8 +22,8 @@ training loop (at most 30 epochs, patience 3, batch 96) and, for seed s, trainin
 Every retraining's result and every finished search's outcome is kept in
 benchmarks/records/real-<target>.json and each study in benchmarks/records/real-<target>/
 (an Optuna journal per study, written once), all committed: a run on a fresh clone goes on
-from the last trial.
-``--report`` writes the RESULTS.md section from whatever has finished, saying what has not.
+from the last trial. ``--report`` writes the RESULTS.md section from whatever has
+finished, saying what has not.
 """
 
 from __future__ import annotations
