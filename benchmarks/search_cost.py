@@ -120,7 +120,8 @@ def protocol_against_multifidelity(name: str) -> str:
     epochs it trained; each hands over as train-best picks and is tested with seeds 0-4.
     The studies are kept in the committed benchmarks/records (longer than a session: a run
     on a fresh clone goes on from the last trial)."""
-    paper = SearchConfig(study_name=f"{name}-paper", storage=recorded_storage(f"cost-{name}"),
+    paper = SearchConfig(study_name=f"{name}-paper",
+                         storage=recorded_storage(f"cost-{name}-paper"),
                          **{**COST_PROTOCOL, **REAL[name]}, multi_fidelity=False)
     task = task_for(paper)
     train = paper.train_config()
@@ -129,6 +130,7 @@ def protocol_against_multifidelity(name: str) -> str:
                           ("multi-fidelity BioTune at a third", None)):
         if config is None:
             config = paper.replace(study_name=f"{name}-mf", multi_fidelity=True,
+                                   storage=recorded_storage(f"cost-{name}-mf"),
                                    rescore_elites=True, trials=None,
                                    compute_budget=max(budget // 3, 1))
         study = search(config, quiet=True, task=task)
